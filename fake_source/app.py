@@ -1,0 +1,225 @@
+"""KPIggybank's HTTP API (SPEC §1, Sane rules) over the deterministic generator.
+
+Routes: GET/POST /wsapi/interaction_data, ?id=, /count, /last, /wsapi/ping. Range queries are
+inclusive at both ends (ms), ascending by (timestamp, id), and answer CouchDB view rows
+`{id, key, value}` whose value carries `_id` and `_rev` like the production store.
+
+Fault injection: `app.state.faults.script(kind, ...)` makes the next range requests fail in
+order; `fault_rate` makes a seeded random share of them fail. Kinds: `500`, `503`,
+`truncate` (half the body, status 200), `garbage` (an HTML error page, status 200), `slow`
+(answers after `slow_seconds`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import random
+import uuid
+from collections import deque
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from urllib.parse import parse_qs
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from fake_source.generator import DAY_MS, blobs_for_day, day_start_ms, history_days
+
+FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow")
+
+
+class Faults:
+    """Scripted and random faults for range queries."""
+
+    def __init__(self, seed: int, rate: float, slow_seconds: float) -> None:
+        self.rate = rate
+        self.slow_seconds = slow_seconds
+        self._rng = random.Random(f"faults:{seed}")
+        self._scripted: deque[str] = deque()
+        self.injected: list[str] = []
+
+    def script(self, *kinds: str) -> None:
+        """Make the next len(kinds) range requests fail with these faults, in order."""
+        unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+        if unknown:
+            msg = f"unknown fault kinds {unknown}; known: {FAULT_KINDS}"
+            raise ValueError(msg)
+        self._scripted.extend(kinds)
+
+    def next(self) -> str | None:
+        if self._scripted:
+            kind = self._scripted.popleft()
+        elif self.rate and self._rng.random() < self.rate:
+            kind = self._rng.choice(FAULT_KINDS)
+        else:
+            return None
+        self.injected.append(kind)
+        return kind
+
+
+class BlobStore:
+    """Generated history plus blobs POSTed since start."""
+
+    def __init__(self, seed: int, per_day: int, days: int, last_day: date, bad_rate: float):
+        self.seed, self.per_day, self.bad_rate = seed, per_day, bad_rate
+        self.days = history_days(last_day, days) if days > 0 else []
+        self.posted: list[dict] = []  # rows, kept sorted by (key, id)
+        self._rows_for_day = lru_cache(maxsize=8)(self._generate_rows)
+
+    def _generate_rows(self, day: date) -> tuple[list[int], list[dict]]:
+        rows = []
+        for doc_id, blob in blobs_for_day(self.seed, day, self.per_day, self.bad_rate):
+            rows.append(_row(doc_id, blob))
+        return [row["key"] for row in rows], rows
+
+    def range(self, start: int | None, end: int | None) -> list[dict]:
+        """Rows with start <= timestamp <= end (None = unbounded), ascending."""
+        lo = -1 if start is None else start
+        hi = float("inf") if end is None else end
+        rows: list[dict] = []
+        for day in self.days:
+            first = day_start_ms(day)
+            if first + DAY_MS - 1 < lo or first > hi:
+                continue
+            keys, day_rows = self._rows_for_day(day)
+            rows.extend(day_rows[bisect.bisect_left(keys, lo) : bisect.bisect_right(keys, hi)])
+        posted = [row for row in self.posted if lo <= row["key"] <= hi]
+        if posted:
+            rows = sorted(rows + posted, key=lambda row: (row["key"], row["id"]))
+        return rows
+
+    def count(self) -> int:
+        generated = sum(len(self._rows_for_day(day)[1]) for day in self.days)
+        return generated + len(self.posted)
+
+    def find(self, doc_id: str) -> dict | None:
+        for row in self.posted:
+            if row["id"] == doc_id:
+                return row
+        for day in self.days:
+            for row in self._rows_for_day(day)[1]:
+                if row["id"] == doc_id:
+                    return row
+        return None
+
+    def add(self, blobs: list[dict]) -> None:
+        for blob in blobs:
+            self.posted.append(_row(uuid.uuid4().hex, blob))
+        self.posted.sort(key=lambda row: (row["key"], row["id"]))
+
+
+def _row(doc_id: str, blob: dict) -> dict:
+    rev = "1-" + hashlib.md5(orjson.dumps(blob, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return {"id": doc_id, "key": blob["timestamp"], "value": {"_id": doc_id, "_rev": rev, **blob}}
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _bound(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    return int(raw)  # ValueError → 400 in the caller
+
+
+def create_app(
+    seed: int = 1,
+    per_day: int = 1000,
+    days: int = 30,
+    last_day: date | None = None,
+    bad_rate: float = 0.002,
+    fault_rate: float = 0.0,
+    slow_seconds: float = 5.0,
+) -> Starlette:
+    """A KPIggybank app holding `days` days of history ending `last_day` (default: yesterday)."""
+    if last_day is None:
+        last_day = datetime.now(UTC).date() - timedelta(days=1)
+    store = BlobStore(seed, per_day, days, last_day, bad_rate)
+    faults = Faults(seed, fault_rate, slow_seconds)
+
+    async def interaction_data(request: Request) -> Response:
+        if request.method == "POST":
+            return await _post(request)
+        doc_id = request.query_params.get("id")
+        if doc_id is not None:
+            row = store.find(doc_id)
+            if row is None:
+                return _json({"error": "Not found"}, 404)
+            return _json({"results": row["value"]})
+        try:
+            start, end = _bound(request, "start"), _bound(request, "end")
+        except ValueError:
+            return _json({"error": "start and end must be base-10 integers (ms)"}, 400)
+        body = orjson.dumps(store.range(start, end))
+        fault = faults.next()
+        if fault in ("500", "503"):
+            return _json({"error": f"injected fault {fault}"}, int(fault))
+        if fault == "truncate":
+            return Response(body[: len(body) // 2], media_type="application/json")
+        if fault == "garbage":
+            return Response(b"<html><body>502 Bad Gateway</body></html>", media_type="text/html")
+        if fault == "slow":
+            await asyncio.sleep(faults.slow_seconds)
+        return Response(body, media_type="application/json")
+
+    async def _post(request: Request) -> Response:
+        raw = await request.body()
+        data: str | None
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                data = orjson.loads(raw).get("data")
+            except (orjson.JSONDecodeError, AttributeError):
+                data = None
+        else:
+            data = parse_qs(raw.decode("utf-8", "replace")).get("data", [None])[0]
+        if data is None:
+            return PlainTextResponse("Malformed POST, unable to parse JSON.", 400)
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return PlainTextResponse("JSON syntax error", 400)
+        blobs = parsed if isinstance(parsed, list) else [parsed]
+        if not blobs or not all(_valid_post(blob) for blob in blobs):
+            return PlainTextResponse("invalid", 400)
+        store.add(blobs)
+        return PlainTextResponse("ok", 201)
+
+    async def count(request: Request) -> Response:
+        return _json(store.count())
+
+    async def last(request: Request) -> Response:
+        rows = store.range(None, None)
+        if not rows:
+            return _json({"error": "Not found"}, 404)
+        return _json(rows[-1])
+
+    async def ping(request: Request) -> Response:
+        return PlainTextResponse("pong")
+
+    app = Starlette(
+        routes=[
+            Route("/wsapi/interaction_data", interaction_data, methods=["GET", "POST"]),
+            Route("/wsapi/interaction_data/count", count),
+            Route("/wsapi/interaction_data/last", last),
+            Route("/wsapi/ping", ping),
+        ]
+    )
+    app.state.faults = faults
+    app.state.store = store
+    return app
+
+
+def _valid_post(blob: object) -> bool:
+    if not isinstance(blob, dict):
+        return False
+    timestamp = blob.get("timestamp")
+    return isinstance(timestamp, int | float) and not isinstance(timestamp, bool) and timestamp > 0
+
+

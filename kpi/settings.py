@@ -1,0 +1,127 @@
+"""One settings object for the whole pipeline, read from the environment.
+
+Every setting has an environment variable, a default and a help line; the README's
+configuration table lists them all (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DB_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_$()+\-/]*$")
+
+
+def _setting(env: str, default: object, help: str) -> object:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Pipeline settings. Build with `Settings.from_env()`; pass explicitly."""
+
+    source_url: str = _setting(
+        "KPI_SOURCE_URL",
+        "http://127.0.0.1:3435/wsapi/interaction_data",
+        "KPIggybank interaction-data endpoint (GET range queries are sent here).",
+    )
+    couchdb_url: str = _setting(
+        "KPI_COUCHDB_URL",
+        "http://127.0.0.1:5984",
+        "CouchDB server URL; may carry credentials (http://user:pass@host:5984), never logged.",
+    )
+    db_prefix: str = _setting(
+        "KPI_DB_PREFIX", "kpi", "Prefix of every CouchDB database name the pipeline creates."
+    )
+    site_dir: Path = _setting(
+        "KPI_SITE_DIR", Path("site_output"), "Folder the static site is published to."
+    )
+    fetch_chunk_hours: int = _setting(
+        "KPI_FETCH_CHUNK_HOURS", 6, "Hours of blobs asked for per KPIggybank request (1-24)."
+    )
+    http_timeout: float = _setting(
+        "KPI_HTTP_TIMEOUT", 60.0, "Seconds before one KPIggybank or CouchDB request times out."
+    )
+    retry_attempts: int = _setting(
+        "KPI_RETRY_ATTEMPTS", 5, "Attempts per request before the run fails with a clear error."
+    )
+    retry_backoff: float = _setting(
+        "KPI_RETRY_BACKOFF", 1.0, "First retry wait in seconds; doubles per attempt (max 30 s)."
+    )
+    start_date: date = _setting(
+        "KPI_START_DATE",
+        date(2026, 10, 1),
+        "First UTC day the Airflow DAG processes (catchup starts here), YYYY-MM-DD.",
+    )
+    bulk_size: int = _setting(
+        "KPI_BULK_SIZE", 5000, "Documents per CouchDB _bulk_docs / _all_docs request."
+    )
+
+    def __post_init__(self) -> None:
+        if not DB_PREFIX_PATTERN.match(self.db_prefix):
+            msg = (
+                f"KPI_DB_PREFIX={self.db_prefix!r} is not a valid CouchDB database name prefix: "
+                "start with a lowercase letter, then a-z 0-9 _ $ ( ) + - / only"
+            )
+            raise ValueError(msg)
+        if not 1 <= self.fetch_chunk_hours <= 24:
+            msg = f"KPI_FETCH_CHUNK_HOURS={self.fetch_chunk_hours} must be between 1 and 24"
+            raise ValueError(msg)
+        if self.retry_attempts < 1:
+            msg = f"KPI_RETRY_ATTEMPTS={self.retry_attempts} must be at least 1"
+            raise ValueError(msg)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from environment variables (unset ones keep their defaults)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.metadata["env"], type(f.default), raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def couchdb_url_redacted(self) -> str:
+        """The CouchDB URL with any password replaced, safe for logs and errors."""
+        return redact_url(self.couchdb_url)
+
+
+def _parse(name: str, env: str, kind: type, raw: str) -> object:
+    try:
+        if kind is date:
+            return date.fromisoformat(raw)
+        if issubclass(kind, Path):
+            return Path(raw)
+        return kind(raw)
+    except ValueError as exc:
+        msg = f"{env}={raw!r} is not a valid {kind.__name__} for setting {name}: {exc}"
+        raise ValueError(msg) from exc
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(environment variable, default, help) for every setting, in declaration order."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default.isoformat() if isinstance(f.default, date) else str(f.default)
+        rows.append((f.metadata["env"], default, f.metadata["help"]))
+    return rows
