@@ -1,0 +1,139 @@
+"""The `kpi` command: backfill, run-day, build-site, serve, fake-source, couchdb."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+from kpi.settings import Settings
+
+DAY = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _day(value: datetime) -> date:
+    return value.date()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
+def main(verbose: bool) -> None:
+    """Persona KPI pipeline: KPIggybank → CouchDB → daily KPIs → static site."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail_cleanly(call, *args):
+    from kpi.pipeline import PipelineError
+    from kpi.source import SourceError
+    from kpi.store import StoreError
+
+    try:
+        return call(*args)
+    except (SourceError, StoreError, PipelineError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--start", required=True, type=DAY, help="First UTC day (YYYY-MM-DD).")
+@click.option("--end", required=True, type=DAY, help="Last UTC day, included.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def backfill(start: datetime, end: datetime, no_progress: bool) -> None:
+    """Extract, store and aggregate every day of [START, END], then build the site."""
+    from kpi.pipeline import backfill as run_backfill
+
+    if end < start:
+        raise click.BadParameter("--end is before --start")
+    results = _fail_cleanly(run_backfill, _day(start), _day(end), _settings(), not no_progress)
+    aggregated = sum(r["aggregated"] for r in results)
+    click.echo(f"{len(results)} days, {aggregated} blobs aggregated; site: {_settings().site_dir}")
+
+
+@main.command("run-day")
+@click.argument("day", type=DAY)
+def run_day(day: datetime) -> None:
+    """Extract, store and aggregate one UTC DAY (does not rebuild the site)."""
+    from kpi.pipeline import run_day as run_one
+
+    quality = _fail_cleanly(run_one, _day(day), _settings())
+    click.echo(" ".join(f"{key}={value}" for key, value in quality.items()))
+
+
+@main.command("build-site")
+def build_site() -> None:
+    """Rebuild the static site from the aggregates stored in CouchDB."""
+    from kpi.site import build_site as build
+
+    click.echo(_fail_cleanly(build, _settings()))
+
+
+@main.command()
+@click.option("--port", default=3434, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--dir", "site_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder to serve (default: KPI_SITE_DIR).")
+def serve(port: int, host: str, site_dir: Path | None) -> None:
+    """Serve the static site over HTTP."""
+    from kpi.site import serve as serve_site
+
+    folder = site_dir or _settings().site_dir
+    click.echo(f"serving {folder} on http://{host}:{port}/")
+    serve_site(folder, host, port)
+
+
+@main.command("fake-source")
+@click.option("--port", default=3435, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--seed", default=1, show_default=True, help="Seed of the generated history.")
+@click.option("--per-day", default=1000, show_default=True, help="Mean blobs per day.")
+@click.option("--days", default=30, show_default=True, help="Days of history, ending --last-day.")
+@click.option("--last-day", type=DAY, default=None, help="Last day of history (default: yesterday).")
+@click.option("--bad-rate", default=0.002, show_default=True, help="Share of malformed blobs.")
+@click.option("--fault-rate", default=0.0, show_default=True,
+              help="Share of range requests answered with an injected fault.")
+def fake_source(port: int, host: str, seed: int, per_day: int, days: int,
+                last_day: datetime | None, bad_rate: float, fault_rate: float) -> None:
+    """Run a fake KPIggybank with seeded, deterministic history."""
+    from fake_source import create_app
+    from fake_source.server import serve as serve_app
+
+    app = create_app(seed=seed, per_day=per_day, days=days,
+                     last_day=_day(last_day) if last_day else None,
+                     bad_rate=bad_rate, fault_rate=fault_rate)
+    click.echo(f"fake KPIggybank on http://{host}:{port}/wsapi/interaction_data")
+    serve_app(app, host, port)
+
+
+@main.command()
+@click.option("--port", default=5984, show_default=True)
+@click.option("--dir", "data_dir", type=click.Path(path_type=Path), default=Path(".devdata/couchdb"),
+              show_default=True, help="Data folder.")
+@click.option("--in-memory", is_flag=True, help="Keep nothing on disk.")
+def couchdb(port: int, data_dir: Path, in_memory: bool) -> None:
+    """Run the development CouchDB (pouchdb-server) until interrupted."""
+    from kpi.devserver import start_dev_couchdb
+
+    process = start_dev_couchdb(port, None if in_memory else data_dir.resolve())
+    click.echo(f"dev CouchDB on http://127.0.0.1:{port}/ (pid {process.pid})")
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

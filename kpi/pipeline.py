@@ -1,0 +1,180 @@
+"""The pipeline's entry points: one UTC day through extract → store → aggregate, and backfills.
+
+Which day a scheduled run processes: the Airflow DAG runs daily at 00:00 UTC; the run whose
+logical date is D (00:00 UTC) processes the UTC day that just ended, D − 1 day. So the run at
+2026-11-02T00:00Z processes 2026-11-01 (see `processing_day`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+
+from kpi import __version__
+from kpi.aggregate import count_columns, daily_aggregates, sites_histogram
+from kpi.config import Config, production_config
+from kpi.reports import QUALITY_MEASURES, Aggregates
+from kpi.settings import Settings
+from kpi.source import iter_day
+from kpi.stage import stage
+from kpi.store import AGGREGATES, MANIFESTS, RAW, CouchStore, content_of, store_day
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(RuntimeError):
+    """A day cannot be processed (e.g. aggregating a day that was never extracted)."""
+
+
+def processing_day(logical_date: datetime | date | str) -> date:
+    """The UTC day a DAG run with this logical date processes: the day before it."""
+    if isinstance(logical_date, str):
+        logical_date = datetime.fromisoformat(logical_date)
+    if isinstance(logical_date, datetime):
+        if logical_date.tzinfo is not None:
+            logical_date = logical_date.astimezone(UTC)
+        logical_date = logical_date.date()
+    return logical_date - timedelta(days=1)
+
+
+def days_between(start: date, end: date) -> list[date]:
+    """Every UTC day from `start` to `end`, both included."""
+    if end < start:
+        msg = f"end day {end} is before start day {start}"
+        raise ValueError(msg)
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def extract_and_store(day: date, settings: Settings) -> dict:
+    """Fetch UTC `day` from KPIggybank and store it; returns the day's manifest."""
+    store = CouchStore(settings)
+    manifest = store_day(store, day, iter_day(settings, day))
+    log.info("stored %s: %s", day, manifest)
+    return manifest
+
+
+def aggregate_day(day: date, settings: Settings, config: Config | None = None) -> dict:
+    """Stage and aggregate the stored blobs of UTC `day`; writes its aggregates document.
+
+    Returns:
+        The day's data-quality counts (SPEC D12).
+    """
+    config = config or production_config()
+    store = CouchStore(settings)
+    manifest = store.get(MANIFESTS, day.isoformat())
+    if manifest is None:
+        msg = f"day {day} has no manifest in {store.name(MANIFESTS)}: extract it first"
+        raise PipelineError(msg)
+    blobs = (doc["blob"] for doc in store.day_docs(RAW, day))
+    staged, counts = stage(blobs, config)
+    doc = aggregates_document(day, staged, config, manifest, counts.skipped_empty_stream)
+    store.upsert(AGGREGATES, [doc])
+    log.info("aggregated %s: %s", day, doc["quality"])
+    return doc["quality"]
+
+
+def aggregates_document(
+    day: date, staged: pd.DataFrame, config: Config, manifest: dict, skipped: int
+) -> dict:
+    """The one CouchDB document holding every aggregate of `day` (replaced as a whole)."""
+    groups = daily_aggregates(staged, config)
+    histogram = sites_histogram(staged)
+    columns = count_columns(config)
+    quality = {key: int(manifest.get(key, 0)) for key in QUALITY_MEASURES[:-1]}
+    quality["skipped_empty_stream"] = skipped
+    quality["aggregated"] = len(staged)
+    return {
+        "_id": day.isoformat(),
+        "day": day.isoformat(),
+        "pipeline_version": __version__,
+        "quality": quality,
+        "columns": columns,
+        "groups": [
+            [row[1], row[2], *(_plain(v) for v in row[3:])]
+            for row in groups[["date", "segmentation", "segment", *columns]].itertuples(
+                index=False
+            )
+        ],
+        "sites_histogram": [
+            [row.segmentation, row.segment, _plain(row.sites), int(row.blobs)]
+            for row in histogram.itertuples(index=False)
+        ],
+    }
+
+
+def _plain(value: object) -> int | float:
+    """A JSON-friendly number: integral values as int (so documents compare equal)."""
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+def load_aggregates(settings: Settings, start: date | None = None, end: date | None = None,
+                    config: Config | None = None) -> Aggregates:
+    """The stored daily aggregates of [start, end] (all days when None) as frames."""
+    config = config or production_config()
+    store = CouchStore(settings)
+    store.ensure_databases()
+    columns = count_columns(config)
+    groups, histogram, quality = [], [], []
+    low = start.isoformat() if start else ""
+    high = end.isoformat() if end else "\ufff0"
+    for doc in store.iter_range(AGGREGATES, low, high):
+        doc = content_of(doc)
+        day = doc["day"]
+        if doc["columns"] != columns:
+            msg = (
+                f"aggregates of {day} were computed with other columns; re-run "
+                f"`kpi backfill --start {day} --end {day}`"
+            )
+            raise PipelineError(msg)
+        groups.extend([day, *row] for row in doc["groups"])
+        histogram.extend([day, *row] for row in doc["sites_histogram"])
+        quality.append({"date": day, **doc["quality"]})
+    return Aggregates(
+        groups=pd.DataFrame(groups, columns=["date", "segmentation", "segment", *columns]),
+        sites_histogram=pd.DataFrame(
+            histogram, columns=["date", "segmentation", "segment", "sites", "blobs"]
+        ),
+        quality=pd.DataFrame(quality, columns=["date", *QUALITY_MEASURES]),
+    )
+
+
+def run_day(day: date, settings: Settings, config: Config | None = None) -> dict:
+    """Extract, store and aggregate one UTC day; returns its data-quality counts."""
+    extract_and_store(day, settings)
+    return aggregate_day(day, settings, config)
+
+
+def backfill(start: date, end: date, settings: Settings, progress: bool = True) -> list[dict]:
+    """Run every day of [start, end] (inclusive), then publish the site once."""
+    from tqdm import tqdm
+
+    from kpi.site import build_site
+
+    results = []
+    for day in tqdm(days_between(start, end), desc="days", unit="day", disable=not progress):
+        results.append({"day": day.isoformat(), **run_day(day, settings)})
+    build_site(settings)
+    return results
+
+
+# Airflow task entry points: one call each from dags/kpi_nightly.py.
+
+
+def nightly_extract_and_store(logical_date: datetime) -> dict:
+    """Airflow task: extract and store the day before `logical_date`."""
+    return extract_and_store(processing_day(logical_date), Settings.from_env())
+
+
+def nightly_aggregate(logical_date: datetime) -> dict:
+    """Airflow task: aggregate the day before `logical_date`."""
+    return aggregate_day(processing_day(logical_date), Settings.from_env())
+
+
+def nightly_publish() -> str:
+    """Airflow task: rebuild and publish the site from every stored aggregate."""
+    from kpi.site import build_site
+
+    return str(build_site(Settings.from_env()))

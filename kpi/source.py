@@ -1,0 +1,208 @@
+"""Extract: fetch one UTC day of interaction-data rows from KPIggybank, and validate them.
+
+A day is fetched in inclusive windows of `fetch_chunk_hours`, the next window starting 1 ms
+after the previous one ended (SPEC §3.1). Each request is retried with exponential backoff on
+5xx/429 answers, timeouts, connection errors and truncated or unparseable bodies; when the
+attempts run out, `SourceError` names the URL, the window and the day.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import httpx
+import orjson
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from kpi.settings import Settings, redact_url
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+class SourceError(RuntimeError):
+    """KPIggybank could not deliver a window after every retry."""
+
+
+class TransientSourceError(Exception):
+    """A failure worth retrying (server error, timeout, broken body)."""
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """The verdict on one row: `ok`, `skipped` (no events) or `rejected` (with a reason)."""
+
+    status: str
+    reason: str = ""
+
+
+def day_window_ms(day: date) -> tuple[int, int]:
+    """First and last millisecond of UTC `day` (inclusive)."""
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
+    return start, start + DAY_MS - 1
+
+
+def chunk_windows(start_ms: int, end_ms: int, chunk_ms: int) -> list[tuple[int, int]]:
+    """Inclusive windows covering [start_ms, end_ms]; each next one starts 1 ms later."""
+    windows = []
+    low = start_ms
+    while low <= end_ms:
+        high = min(low + chunk_ms - 1, end_ms)
+        windows.append((low, high))
+        low = high + 1
+    return windows
+
+
+def utc_day_of(timestamp_ms: float) -> date:
+    """UTC calendar day of floor(timestamp / 1000) seconds (SPEC §3.2 step 6)."""
+    return datetime.fromtimestamp(int(timestamp_ms // 1000), tz=UTC).date()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_row(row: object, day: date | None = None) -> RowCheck:
+    """Validate one KPIggybank row `{id, key, value}` (SPEC D10).
+
+    Args:
+        row: the decoded row as received.
+        day: when given, a blob whose timestamp falls on another UTC day is rejected.
+
+    Returns:
+        `ok`, `skipped` (missing or empty `event_stream`) or `rejected` with the reason.
+    """
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+        return RowCheck("rejected", "row is not an object with a string id")
+    blob = row.get("value")
+    if not isinstance(blob, dict):
+        return RowCheck("rejected", "blob is not a JSON object")
+    timestamp = blob.get("timestamp")
+    if not _is_number(timestamp) or not timestamp > 0:
+        return RowCheck("rejected", "timestamp is missing, not numeric or not > 0")
+    if day is not None and utc_day_of(timestamp) != day:
+        return RowCheck("rejected", "timestamp outside the requested day")
+    stream = blob.get("event_stream")
+    if stream is None or stream == []:
+        return RowCheck("skipped", "empty event_stream")
+    if not isinstance(stream, list):
+        return RowCheck("rejected", "event_stream is not a list")
+    for pair in stream:
+        if not isinstance(pair, list) or len(pair) != 2:
+            return RowCheck("rejected", "event_stream item is not a [name, offset] pair")
+        if not isinstance(pair[0], str):
+            return RowCheck("rejected", "event_stream item name is not a string")
+    return RowCheck("ok")
+
+
+def blob_of(row: dict) -> dict:
+    """The blob of a row: its value without KPIggybank's `_id`/`_rev` (SPEC §3.1 Sane)."""
+    return {k: v for k, v in row["value"].items() if k not in ("_id", "_rev")}
+
+
+class KpiggybankClient:
+    """HTTP client for KPIggybank's range API with retries. Use as a context manager."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None):
+        self.settings = settings
+        self.url = settings.source_url
+        self._http = httpx.Client(timeout=settings.http_timeout, transport=transport)
+
+    def __enter__(self) -> KpiggybankClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def fetch_window(self, start_ms: int, end_ms: int) -> list:
+        """Rows with start_ms <= timestamp <= end_ms, retried; raises SourceError at the end."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.retry_attempts),
+            wait=wait_exponential(multiplier=self.settings.retry_backoff, max=30),
+            retry=retry_if_exception_type(TransientSourceError),
+            before_sleep=self._log_retry,
+        )
+        try:
+            return retrying(self._get_window, start_ms, end_ms)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            msg = (
+                f"KPIggybank {redact_url(self.url)} failed for window "
+                f"start={start_ms} end={end_ms} after {self.settings.retry_attempts} "
+                f"attempts: {cause}"
+            )
+            raise SourceError(msg) from cause
+
+    def _get_window(self, start_ms: int, end_ms: int) -> list:
+        try:
+            response = self._http.get(self.url, params={"start": start_ms, "end": end_ms})
+        except httpx.TransportError as exc:  # timeouts, refused/reset connections, bad framing
+            msg = f"{type(exc).__name__}: {exc}"
+            raise TransientSourceError(msg) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            msg = f"HTTP {response.status_code}"
+            raise TransientSourceError(msg)
+        if response.status_code != 200:
+            msg = (
+                f"KPIggybank {redact_url(self.url)} answered HTTP {response.status_code} "
+                f"for start={start_ms} end={end_ms}: {response.text[:200]}"
+            )
+            raise SourceError(msg)
+        try:
+            rows = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            msg = f"unparseable body ({len(response.content)} bytes): {exc}"
+            raise TransientSourceError(msg) from exc
+        if not isinstance(rows, list):
+            msg = f"body is a JSON {type(rows).__name__}, not an array of rows"
+            raise TransientSourceError(msg)
+        return rows
+
+    def _log_retry(self, state: object) -> None:
+        log.warning(
+            "KPIggybank request failed (attempt %s): %s; retrying",
+            state.attempt_number,  # type: ignore[attr-defined]
+            state.outcome.exception(),  # type: ignore[attr-defined]
+        )
+
+
+def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = None) -> list:
+    """Every row KPIggybank holds for UTC `day`, ascending, fetched window by window.
+
+    Raises:
+        SourceError: a window failed after every retry; the message names the day.
+    """
+    rows: list = []
+    try:
+        for batch in iter_day(settings, day, client):
+            rows.extend(batch)
+    except SourceError as exc:
+        msg = f"extract of {day.isoformat()} failed: {exc}"
+        raise SourceError(msg) from exc
+    return rows
+
+
+def iter_day(
+    settings: Settings, day: date, client: KpiggybankClient | None = None
+) -> Iterator[list]:
+    """The rows of UTC `day`, one list per fetch window."""
+    start, end = day_window_ms(day)
+    windows = chunk_windows(start, end, settings.fetch_chunk_hours * HOUR_MS)
+    if client is not None:
+        for low, high in windows:
+            yield client.fetch_window(low, high)
+        return
+    with KpiggybankClient(settings) as own_client:
+        for low, high in windows:
+            yield own_client.fetch_window(low, high)

@@ -1,0 +1,289 @@
+"""Store: raw snapshots, quarantine, manifests and daily aggregates in CouchDB.
+
+Databases (every name starts with `KPI_DB_PREFIX`):
+
+| database              | one document per            | id                        |
+|-----------------------|-----------------------------|---------------------------|
+| `<prefix>_raw`        | KPIggybank row (valid blob) | `YYYY-MM-DD:<kpiggybank id>` |
+| `<prefix>_quarantine` | row that failed validation  | `YYYY-MM-DD:<id or sha1 of row>` |
+| `<prefix>_manifests`  | UTC day extracted           | `YYYY-MM-DD`              |
+| `<prefix>_aggregates` | UTC day aggregated          | `YYYY-MM-DD`              |
+
+The blob sits under the `blob` key of its raw document, so blob fields can never collide with
+CouchDB's reserved `_` fields. Ids are deterministic and a document is written only when its
+content changed, so re-running a day changes nothing. A day's aggregates are one document, so
+they are replaced as a whole. Only documented CouchDB 3 API is used: database PUT/GET,
+`_bulk_docs` (per-document results are checked) and `_all_docs` (key ranges and `keys`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+import orjson
+import pycouchdb
+import requests
+from pycouchdb import exceptions as couch_errors
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from kpi.settings import Settings
+from kpi.source import blob_of, check_row
+
+log = logging.getLogger(__name__)
+
+RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggregates"
+DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES)
+HIGH_KEY = "\ufff0"
+TRANSIENT = (requests.ConnectionError, requests.Timeout, couch_errors.GenericError)
+
+
+class StoreError(RuntimeError):
+    """CouchDB refused or failed a request after every retry."""
+
+
+@dataclass
+class UpsertResult:
+    """How many documents were written and how many already held the same content."""
+
+    written: int = 0
+    unchanged: int = 0
+
+
+def content_of(doc: dict) -> dict:
+    """A document without CouchDB's `_rev` (what "same content" compares)."""
+    return {k: v for k, v in doc.items() if k != "_rev"}
+
+
+def content_hash(value: object) -> str:
+    """A stable digest of a JSON value (key order does not matter)."""
+    return hashlib.sha1(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class CouchStore:
+    """The pipeline's CouchDB databases."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server = pycouchdb.Server(settings.couchdb_url, timeout=settings.http_timeout)
+
+    def name(self, kind: str) -> str:
+        """Database name of `kind` (`raw`, `quarantine`, `manifests`, `aggregates`)."""
+        return f"{self.settings.db_prefix}_{kind}"
+
+    def _retry(self, what: str, call, *args, **kwargs):
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.retry_attempts),
+            wait=wait_exponential(multiplier=self.settings.retry_backoff, max=30),
+            retry=retry_if_exception_type(TRANSIENT),
+            reraise=False,
+        )
+        try:
+            return retrying(call, *args, **kwargs)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            msg = (
+                f"CouchDB {self.settings.couchdb_url_redacted} failed to {what} after "
+                f"{self.settings.retry_attempts} attempts: {type(cause).__name__}: {cause}"
+            )
+            raise StoreError(msg) from None
+
+    def ensure_databases(self) -> None:
+        """Create the pipeline's databases if they are missing."""
+        for kind in DATABASES:
+            self._retry(f"create database {self.name(kind)}", self._ensure, self.name(kind))
+
+    def _ensure(self, name: str) -> None:
+        try:
+            self.server.create(name)
+        except couch_errors.Conflict:
+            pass  # already there
+
+    def _db(self, kind: str) -> pycouchdb.client.Database:
+        return self.server.database(self.name(kind))
+
+    def _post(self, kind: str, path: str, body: dict, params: dict | None = None) -> object:
+        resource = self._db(kind).resource
+        # _request_response returns per-document results unchecked; we check them ourselves.
+        response, result = resource._request_response(
+            "POST", path, data=orjson.dumps(body), params=params
+        )
+        if response.status_code >= 500:
+            raise couch_errors.GenericError(result)
+        if response.status_code >= 400:
+            msg = f"CouchDB {self.name(kind)}/{path} answered {response.status_code}: {result}"
+            raise StoreError(msg)
+        return result
+
+    def get_many(self, kind: str, ids: list[str]) -> dict[str, dict]:
+        """Existing documents among `ids`, by id."""
+        if not ids:
+            return {}
+        result = self._retry(
+            f"read {len(ids)} documents of {self.name(kind)}",
+            self._post, kind, "_all_docs", {"keys": ids}, {"include_docs": "true"},
+        )
+        return {row["id"]: row["doc"] for row in result["rows"] if row.get("doc")}
+
+    def get(self, kind: str, doc_id: str) -> dict | None:
+        """One document, or None."""
+        return self.get_many(kind, [doc_id]).get(doc_id)
+
+    def upsert(self, kind: str, docs: list[dict]) -> UpsertResult:
+        """Write `docs` (each with an `_id`) unless an identical document is already stored."""
+        outcome = UpsertResult()
+        size = self.settings.bulk_size
+        for first in range(0, len(docs), size):
+            batch = docs[first : first + size]
+            existing = self.get_many(kind, [doc["_id"] for doc in batch])
+            to_write = []
+            for doc in batch:
+                old = existing.get(doc["_id"])
+                if old is not None and content_of(old) == doc:
+                    outcome.unchanged += 1
+                    continue
+                to_write.append({**doc, "_rev": old["_rev"]} if old is not None else doc)
+            if to_write:
+                self._bulk_write(kind, to_write)
+                outcome.written += len(to_write)
+        return outcome
+
+    def _bulk_write(self, kind: str, docs: list[dict]) -> None:
+        results = self._retry(
+            f"write {len(docs)} documents to {self.name(kind)}",
+            self._post, kind, "_bulk_docs", {"docs": docs},
+        )
+        failed = [r for r in results if "error" in r]
+        if failed:
+            reasons = Counter(f"{r['error']}: {r.get('reason', '')}" for r in failed)
+            msg = (
+                f"CouchDB {self.name(kind)} refused {len(failed)} of {len(docs)} documents "
+                f"(e.g. {failed[0]['id']}): {dict(reasons)}"
+            )
+            raise StoreError(msg)
+
+    def iter_range(self, kind: str, startkey: str, endkey: str) -> Iterator[dict]:
+        """Documents whose ids lie in [startkey, endkey], ascending, page by page."""
+        page = self.settings.bulk_size
+        params = {"startkey": startkey, "endkey": endkey, "limit": page + 1}
+        while True:
+            result = self._retry(
+                f"read {self.name(kind)} range", self._all_docs, kind, params
+            )
+            rows = result["rows"]
+            for row in rows[:page]:
+                yield row["doc"]
+            if len(rows) <= page:
+                return
+            params = {**params, "startkey": rows[page]["id"]}
+
+    def _all_docs(self, kind: str, params: dict) -> dict:
+        encoded = {
+            "include_docs": "true",
+            "limit": params["limit"],
+            "startkey": orjson.dumps(params["startkey"]).decode(),
+            "endkey": orjson.dumps(params["endkey"]).decode(),
+        }
+        _, result = self._db(kind).resource.get("_all_docs", params=encoded)
+        return result
+
+    def day_docs(self, kind: str, day: date) -> Iterator[dict]:
+        """The documents of `kind` for UTC `day` (ids `YYYY-MM-DD:...`)."""
+        prefix = f"{day.isoformat()}:"
+        return self.iter_range(kind, prefix, prefix + HIGH_KEY)
+
+    def all_docs(self, kind: str) -> Iterator[dict]:
+        """Every document of `kind` (design documents excluded), ascending by id."""
+        for doc in self.iter_range(kind, "", HIGH_KEY):
+            if not doc["_id"].startswith("_design/"):
+                yield doc
+
+    def doc_count(self, kind: str) -> int:
+        """Number of documents in the database of `kind`."""
+        _, info = self._retry(
+            f"read {self.name(kind)} info", self._db(kind).resource.get, None
+        )
+        return info["doc_count"]
+
+
+def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
+    """Validate and store one day's KPIggybank rows; write and return the day's manifest.
+
+    Args:
+        store: the CouchDB databases (created if missing).
+        day: the UTC day the rows were fetched for.
+        batches: the day's rows, in lists (one per fetch window).
+
+    Returns:
+        The manifest (SPEC D12 counts for extract and store) plus `written`, the number of
+        documents this call actually wrote (0 when the day was already stored as is).
+    """
+    store.ensure_databases()
+    seen: dict[str, str] = {}
+    quarantine_ids: set[str] = set()
+    counts = Counter()
+    reasons: Counter[str] = Counter()
+    written = 0
+    for rows in batches:
+        raw_docs, quarantined = [], []
+        for row in rows:
+            counts["fetched"] += 1
+            check = check_row(row, day)
+            if check.status == "rejected":
+                doc = _quarantine_doc(day, row, check.reason, quarantine_ids)
+                if doc is None:
+                    counts["duplicate"] += 1
+                else:
+                    quarantined.append(doc)
+                continue
+            doc_id = f"{day.isoformat()}:{row['id']}"
+            blob = blob_of(row)
+            digest = content_hash(blob)
+            if doc_id in seen:
+                if seen[doc_id] == digest:
+                    counts["duplicate"] += 1
+                else:
+                    reason = "id delivered twice with different content"
+                    quarantined.append(_quarantine_doc(day, row, reason, quarantine_ids))
+                continue
+            seen[doc_id] = digest
+            counts["skipped_empty_stream"] += check.status == "skipped"
+            raw_docs.append({"_id": doc_id, "kpiggybank_id": row["id"], "blob": blob})
+        counts["stored"] += len(raw_docs)
+        counts["rejected_invalid"] += len(quarantined)
+        reasons.update(doc["reason"] for doc in quarantined)
+        written += store.upsert(RAW, raw_docs).written
+        written += store.upsert(QUARANTINE, quarantined).written
+    manifest = {
+        "_id": day.isoformat(),
+        "day": day.isoformat(),
+        **{key: counts[key] for key in (
+            "fetched", "stored", "duplicate", "skipped_empty_stream", "rejected_invalid"
+        )},
+        "rejected_reasons": dict(sorted(reasons.items())),
+    }
+    written += store.upsert(MANIFESTS, [manifest]).written
+    return {**content_of(manifest), "written": written}
+
+
+def _quarantine_doc(day: date, row: object, reason: str, used: set[str]) -> dict | None:
+    """A quarantine document for `row`, or None when the identical row is already quarantined."""
+    row_id = row.get("id") if isinstance(row, dict) else None
+    key = row_id if isinstance(row_id, str) and row_id else f"sha1:{content_hash(row)}"
+    doc_id = f"{day.isoformat()}:{key}"
+    if doc_id in used:
+        doc_id = f"{day.isoformat()}:{key}:{content_hash(row)}"
+        if doc_id in used:
+            return None
+    used.add(doc_id)
+    return {"_id": doc_id, "day": day.isoformat(), "reason": reason, "row": row}
