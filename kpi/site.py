@@ -57,7 +57,8 @@ def _segmentation_param() -> alt.Parameter:
 
 
 def _day_axis() -> alt.X:
-    return alt.X("utcyearmonthdate(date):T", title="Day (UTC)")
+    axis = alt.Axis(format="%b %d", labelAngle=0, tickCount={"interval": "day", "step": 1})
+    return alt.X("utcyearmonthdate(date):T", title="Day (UTC)", axis=axis)
 
 
 def assertions_chart(config: Config) -> alt.TopLevelMixin:
@@ -90,7 +91,10 @@ def new_user_chart(config: Config) -> alt.TopLevelMixin:
         alt.Chart(data, title="Funnel over the whole range")
         .mark_bar()
         .encode(
-            x=alt.X("measure:N", title="Step", sort=list(config.steps("new_user"))),
+            x=alt.X(
+                "measure:N", title="Step", sort=list(config.steps("new_user")),
+                axis=alt.Axis(labelAngle=0, labelLimit=170),
+            ),
             y=alt.Y("sum(value):Q", title="Blobs reaching the step"),
             color=alt.Color("segment:N", title="Segment"),
             tooltip=[
@@ -119,7 +123,7 @@ def new_user_chart(config: Config) -> alt.TopLevelMixin:
         .transform_filter(alt.datum.segmentation == "Total")
         .properties(width=700, height=260)
     )
-    return alt.vconcat(funnel, daily)
+    return alt.vconcat(funnel, daily).resolve_scale(color="independent")
 
 
 def data_quality_chart(config: Config) -> alt.TopLevelMixin:

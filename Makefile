@@ -1,0 +1,36 @@
+# The few verbs a newcomer needs. `make run` and `make test` set everything up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed node_modules/.installed
+	@bash scripts/ensure-chromium.sh
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
+	bash scripts/run-stack.sh
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check kpi fake_source dags tests bench
+
+bench: setup
+	$(BIN)/python bench/extract_store.py
+
+clean:
+	rm -rf .devdata .airflow site_output/* .pytest_cache

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The browser tests drive Debian's Chromium (browsers cannot be downloaded by Playwright here).
+set -euo pipefail
+if [ -x /usr/bin/chromium ]; then exit 0; fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian's chromium for the browser tests"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+else
+  echo "warning: /usr/bin/chromium is missing; the browser tests need it:" >&2
+  echo "  sudo apt-get install chromium" >&2
+fi

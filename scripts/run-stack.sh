@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make run`: dev CouchDB + fake KPIggybank (30 days of history) + Airflow (catchup fills those
+# days) + the site on http://localhost:3434. Ctrl-C stops everything this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export PATH="$ROOT/.venv/bin:$PATH"
+
+DAYS=${KPI_DEMO_DAYS:-30}
+PER_DAY=${KPI_DEMO_PER_DAY:-2000}
+COUCH_PORT=${KPI_DEMO_COUCHDB_PORT:-5984}
+SOURCE_PORT=${KPI_DEMO_SOURCE_PORT:-3435}
+SITE_PORT=${KPI_DEMO_SITE_PORT:-3434}
+AIRFLOW_PORT=${KPI_DEMO_AIRFLOW_PORT:-8080}
+
+export KPI_COUCHDB_URL=${KPI_COUCHDB_URL:-http://127.0.0.1:$COUCH_PORT}
+export KPI_SOURCE_URL=${KPI_SOURCE_URL:-http://127.0.0.1:$SOURCE_PORT/wsapi/interaction_data}
+export KPI_START_DATE=${KPI_START_DATE:-$(date -u -d "$DAYS days ago" +%F)}
+export KPI_SITE_DIR=${KPI_SITE_DIR:-$ROOT/site_output}
+
+mkdir -p .devdata .airflow
+export AIRFLOW_HOME=$ROOT/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+export AIRFLOW__CORE__PARALLELISM=4
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+export AIRFLOW__API__HOST=127.0.0.1
+export AIRFLOW__API__PORT=$AIRFLOW_PORT
+export AIRFLOW__API__BASE_URL=http://127.0.0.1:$AIRFLOW_PORT
+[ -s .airflow/jwt_secret ] || python -c "import secrets; print(secrets.token_hex(32))" > .airflow/jwt_secret
+AIRFLOW__API_AUTH__JWT_SECRET=$(cat .airflow/jwt_secret)
+export AIRFLOW__API_AUTH__JWT_SECRET
+
+pids=()
+stop_all() {
+  trap - EXIT INT TERM
+  echo; echo "stopping..."
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT INT TERM
+start() {  # each service in its own process group, so stopping it stops its children too
+  setsid "$@" &
+  pids+=($!)
+}
+
+start kpi couchdb --port "$COUCH_PORT" --dir "$ROOT/.devdata/couchdb"
+start kpi fake-source --port "$SOURCE_PORT" --days "$DAYS" --per-day "$PER_DAY"
+python - <<PY
+from kpi.devserver import wait_for_http
+wait_for_http("http://127.0.0.1:$COUCH_PORT/")
+wait_for_http("http://127.0.0.1:$SOURCE_PORT/wsapi/ping")
+PY
+
+kpi build-site >/dev/null   # publish what is stored already (an empty site on a first run)
+start kpi serve --port "$SITE_PORT" --host 127.0.0.1
+
+airflow db migrate >.airflow/db-migrate.log 2>&1
+start airflow standalone >.airflow/standalone.log 2>&1
+
+cat <<MSG
+
+  Site (refreshes after every DAG run):  http://localhost:$SITE_PORT/
+  Airflow UI (user admin):               http://127.0.0.1:$AIRFLOW_PORT/
+    admin password:                      $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+  Fake KPIggybank:                       $KPI_SOURCE_URL
+  Dev CouchDB:                           http://127.0.0.1:$COUCH_PORT/
+  Airflow log:                           $AIRFLOW_HOME/standalone.log
+
+  kpi_nightly catches up from $KPI_START_DATE to yesterday ($DAYS days). Ctrl-C stops everything.
+
+MSG
+wait -n "${pids[@]}" || true
+echo "a service exited; see the logs above and in $AIRFLOW_HOME/" >&2
