@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 DB_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_$()+\-/]*$")
 
 
-def _setting(env: str, default: object, help: str) -> object:
-    return field(default=default, metadata={"env": env, "help": help})
+def _setting(env: str, default: object, help: str, secret: bool = False) -> object:
+    return field(default=default, repr=not secret, metadata={"env": env, "help": help})
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Settings:
         "KPI_COUCHDB_URL",
         "http://127.0.0.1:5984",
         "CouchDB server URL; may carry credentials (http://user:pass@host:5984), never logged.",
+        secret=True,
     )
     db_prefix: str = _setting(
         "KPI_DB_PREFIX", "kpi", "Prefix of every CouchDB database name the pipeline creates."

@@ -1,0 +1,55 @@
+"""Settings come from the environment, fail clearly, hide passwords, and are all documented."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from kpi.settings import Settings, redact_url, settings_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_and_environment():
+    assert Settings.from_env({}).db_prefix == "kpi"
+    settings = Settings.from_env({
+        "KPI_DB_PREFIX": "nightly", "KPI_SITE_DIR": "/srv/site", "KPI_FETCH_CHUNK_HOURS": "2",
+        "KPI_START_DATE": "2026-01-05", "KPI_HTTP_TIMEOUT": "2.5",
+    })
+    assert settings.db_prefix == "nightly"
+    assert settings.site_dir == Path("/srv/site")
+    assert settings.fetch_chunk_hours == 2
+    assert settings.start_date == date(2026, 1, 5)
+    assert settings.http_timeout == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KPI_DB_PREFIX": "Bad"}, "KPI_DB_PREFIX='Bad'"),
+        ({"KPI_FETCH_CHUNK_HOURS": "x"}, "KPI_FETCH_CHUNK_HOURS='x'"),
+        ({"KPI_FETCH_CHUNK_HOURS": "25"}, "KPI_FETCH_CHUNK_HOURS=25"),
+        ({"KPI_START_DATE": "yesterday"}, "KPI_START_DATE='yesterday'"),
+    ],
+)
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+def test_password_is_redacted():
+    settings = Settings(couchdb_url="http://admin:s3cret@db.example:5984")
+    assert "s3cret" not in settings.couchdb_url_redacted
+    assert settings.couchdb_url_redacted == "http://admin:***@db.example:5984"
+    assert redact_url("http://db:5984") == "http://db:5984"
+    assert "s3cret" not in repr(Settings(couchdb_url="http://a:s3cret@h"))
+
+
+def test_readme_documents_every_setting_with_its_default():
+    readme = README.read_text(encoding="utf-8")
+    for env, default, _help in settings_table():
+        line = next((ln for ln in readme.splitlines() if ln.startswith(f"| `{env}`")), None)
+        assert line is not None, f"README configuration table lacks {env}"
+        assert f"`{default}`" in line, f"README gives another default for {env}"

@@ -1,0 +1,83 @@
+"""Row validation (SPEC D10), day windows and the processing-day rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from kpi.pipeline import days_between, processing_day
+from kpi.source import DAY_MS, RowCheck, blob_of, check_row, chunk_windows, day_window_ms, utc_day_of
+
+GOOD = {"timestamp": 1790812800000, "event_stream": [["screen.rp_info", 5]]}
+
+
+def row(value, doc_id="abc"):
+    return {"id": doc_id, "key": 1, "value": value}
+
+
+@pytest.mark.parametrize(
+    ("candidate", "status", "reason"),
+    [
+        (row(GOOD), "ok", ""),
+        (row({**GOOD, "event_stream": []}), "skipped", "empty event_stream"),
+        (row({"timestamp": 5}), "skipped", "empty event_stream"),
+        ("not a row", "rejected", "row is not an object with a string id"),
+        (row(GOOD, doc_id=7), "rejected", "row is not an object with a string id"),
+        (row([1, 2]), "rejected", "blob is not a JSON object"),
+        (row({**GOOD, "timestamp": 0}), "rejected", "timestamp is missing, not numeric or not > 0"),
+        (row({**GOOD, "timestamp": "1790812800000"}), "rejected",
+         "timestamp is missing, not numeric or not > 0"),
+        (row({**GOOD, "timestamp": True}), "rejected",
+         "timestamp is missing, not numeric or not > 0"),
+        (row({"event_stream": [["a", 1]]}), "rejected",
+         "timestamp is missing, not numeric or not > 0"),
+        (row({**GOOD, "event_stream": "screen.rp_info"}), "rejected",
+         "event_stream is not a list"),
+        (row({**GOOD, "event_stream": [["a", 1], "b"]}), "rejected",
+         "event_stream item is not a [name, offset] pair"),
+        (row({**GOOD, "event_stream": [[1, 1]]}), "rejected",
+         "event_stream item name is not a string"),
+    ],
+)
+def test_check_row(candidate, status, reason):
+    assert check_row(candidate) == RowCheck(status, reason)
+
+
+def test_rows_from_another_day_are_rejected():
+    assert check_row(row(GOOD), date(2026, 10, 1)).status == "ok"
+    assert check_row(row(GOOD), date(2026, 10, 2)).reason == "timestamp outside the requested day"
+
+
+def test_blob_of_drops_couchdb_fields():
+    assert blob_of(row({**GOOD, "_id": "abc", "_rev": "1-x"})) == GOOD
+
+
+def test_day_window_and_chunks_are_inclusive_and_contiguous():
+    start, end = day_window_ms(date(2026, 10, 1))
+    assert start == int(datetime(2026, 10, 1, tzinfo=UTC).timestamp() * 1000)
+    assert end - start == DAY_MS - 1
+    windows = chunk_windows(start, end, 7 * 3_600_000)
+    assert windows[0][0] == start and windows[-1][1] == end
+    assert all(b[0] == a[1] + 1 for a, b in zip(windows, windows[1:], strict=False))
+    assert len(windows) == 4
+
+
+def test_utc_day_of_midnight_edges():
+    midnight = int(datetime(2026, 10, 2, tzinfo=UTC).timestamp() * 1000)
+    assert utc_day_of(midnight) == date(2026, 10, 2)
+    assert utc_day_of(midnight - 1) == date(2026, 10, 1)
+
+
+def test_a_run_processes_the_day_before_its_logical_date():
+    assert processing_day(datetime(2026, 11, 2, tzinfo=UTC)) == date(2026, 11, 1)
+    assert processing_day("2026-11-02T00:00:00+00:00") == date(2026, 11, 1)
+    assert processing_day(date(2026, 1, 1)) == date(2025, 12, 31)
+
+
+def test_days_between_is_inclusive():
+    assert days_between(date(2026, 10, 1), date(2026, 10, 3)) == [
+        date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)
+    ]
+    with pytest.raises(ValueError, match="before start"):
+        days_between(date(2026, 10, 3), date(2026, 10, 1))
