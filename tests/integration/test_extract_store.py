@@ -1,0 +1,123 @@
+"""Extract → store on the real dev CouchDB with the in-process fake KPIggybank."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from datetime import date
+
+import httpx
+import pytest
+
+from fake_source.generator import blobs_for_day
+from kpi.devserver import free_port
+from kpi.pipeline import aggregate_day, extract_and_store
+from kpi.source import SourceError, check_row, fetch_day
+from kpi.store import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError
+from tests.conftest import FAKE_PER_DAY, FAKE_SEED
+
+pytestmark = pytest.mark.integration
+DAY = date(2026, 10, 2)
+
+
+def expected_rows(day: date) -> list[tuple[str, dict]]:
+    return blobs_for_day(FAKE_SEED, day, FAKE_PER_DAY)
+
+
+def test_fetch_day_returns_exactly_the_generated_day(settings):
+    rows = fetch_day(settings, DAY)
+    assert [(r["id"], {k: v for k, v in r["value"].items() if k[0] != "_"}) for r in rows] == (
+        expected_rows(DAY)
+    )
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "truncate", "garbage", "slow"])
+def test_transient_faults_are_retried(settings, fake_app, fault):
+    fake_app.state.faults.script(fault, fault)  # two failures, the third attempt succeeds
+    rows = fetch_day(replace(settings, fetch_chunk_hours=24), DAY)
+    assert len(rows) == len(expected_rows(DAY))
+    assert fake_app.state.faults.injected == [fault, fault]
+
+
+def test_persistent_failure_names_url_and_day(settings, fake_app):
+    fake_app.state.faults.script("500", "500", "500")
+    with pytest.raises(SourceError) as caught:
+        fetch_day(replace(settings, fetch_chunk_hours=24), DAY)
+    message = str(caught.value)
+    assert "2026-10-02" in message and settings.source_url in message and "HTTP 500" in message
+
+
+def test_unreachable_source_fails_clearly(settings):
+    dead = replace(settings, source_url=f"http://127.0.0.1:{free_port()}/wsapi/interaction_data")
+    with pytest.raises(SourceError, match="after 3 attempts"):
+        fetch_day(dead, DAY)
+
+
+def test_store_day_is_idempotent(settings):
+    store = CouchStore(settings)
+    first = extract_and_store(DAY, settings)
+    raw_first = list(store.day_docs(RAW, DAY))
+    second = extract_and_store(DAY, settings)
+    raw_second = list(store.day_docs(RAW, DAY))
+    assert raw_second == raw_first  # same ids, same content, same _rev: nothing rewritten
+    assert second["written"] == 0 and first["written"] > 0
+    assert {k: v for k, v in first.items() if k != "written"} == {
+        k: v for k, v in second.items() if k != "written"
+    }
+
+
+def test_manifest_reconciles_with_the_source(settings):
+    manifest = extract_and_store(DAY, settings)
+    rows = expected_rows(DAY)
+    verdicts = Counter(check_row({"id": i, "value": b}).status for i, b in rows)
+    assert manifest["fetched"] == len(rows)
+    assert manifest["rejected_invalid"] == verdicts["rejected"] > 0
+    assert manifest["stored"] == verdicts["ok"] + verdicts["skipped"]
+    assert manifest["skipped_empty_stream"] == verdicts["skipped"] > 0
+    assert manifest["duplicate"] == 0
+    store = CouchStore(settings)
+    assert len(list(store.day_docs(RAW, DAY))) == manifest["stored"]
+    quarantined = list(store.day_docs(QUARANTINE, DAY))
+    assert len(quarantined) == manifest["rejected_invalid"]
+    assert all(doc["reason"] and doc["row"]["id"] for doc in quarantined)
+    assert sum(manifest["rejected_reasons"].values()) == manifest["rejected_invalid"]
+
+
+def test_a_duplicate_row_is_counted_not_stored_twice(settings, fake_app):
+    store = fake_app.state.store
+    original_range = store.range
+
+    def doubled(start, end):
+        rows = original_range(start, end)
+        return rows + rows[:3]
+
+    store.range = doubled
+    manifest = extract_and_store(DAY, replace(settings, fetch_chunk_hours=24))
+    assert manifest["duplicate"] == 3
+    assert manifest["fetched"] == manifest["stored"] + manifest["rejected_invalid"] + 3
+
+
+def test_aggregating_twice_leaves_the_same_document(settings):
+    extract_and_store(DAY, settings)
+    store = CouchStore(settings)
+    aggregate_day(DAY, settings)
+    first = store.get(AGGREGATES, DAY.isoformat())
+    quality = aggregate_day(DAY, settings)
+    assert store.get(AGGREGATES, DAY.isoformat()) == first  # same _rev too
+    manifest = store.get(MANIFESTS, DAY.isoformat())
+    assert quality["aggregated"] == manifest["stored"] - manifest["skipped_empty_stream"]
+
+
+def test_database_names_start_with_the_prefix(settings, couchdb_url):
+    extract_and_store(DAY, settings)
+    names = [n for n in httpx.get(f"{couchdb_url}/_all_dbs").json()
+             if n.startswith(settings.db_prefix)]
+    assert sorted(names) == sorted(f"{settings.db_prefix}_{k}" for k in
+                                   ("raw", "quarantine", "manifests", "aggregates"))
+
+
+def test_unreachable_couchdb_fails_clearly_without_the_password(settings):
+    dead = replace(settings, couchdb_url=f"http://admin:s3cret@127.0.0.1:{free_port()}")
+    with pytest.raises(StoreError) as caught:
+        extract_and_store(DAY, dead)
+    assert "s3cret" not in str(caught.value) and "admin:***@" in str(caught.value)
