@@ -8,14 +8,14 @@ Every task is one call into `kpi/`; all logic and its tests live there.
 
 from __future__ import annotations
 
-import os
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag, task
 
-# Read the one setting the schedule needs without importing kpi (keeps parsing fast).
-START_DAY = date.fromisoformat(os.environ.get("KPI_START_DATE") or "2026-10-01")
+from kpi.settings import Settings  # standard library only: cheap at parse time
+
+START_DAY = Settings.from_env().start_date
 
 
 @dag(
@@ -24,7 +24,7 @@ START_DAY = date.fromisoformat(os.environ.get("KPI_START_DATE") or "2026-10-01")
     start_date=pendulum.datetime(START_DAY.year, START_DAY.month, START_DAY.day, tz="UTC")
     + timedelta(days=1),
     catchup=True,
-    max_active_runs=1,
+    max_active_runs=2,
     default_args={
         "retries": 2,
         "retry_delay": timedelta(minutes=1),

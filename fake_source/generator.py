@@ -198,7 +198,8 @@ def make_blob(rng: random.Random, day_start_ms: int, bad_rate: float = 0.002) ->
     _set_optional(blob, "lang", _pick(rng, LANGS))
     width = _pick(rng, WIDTHS)
     if width != "<missing>":
-        blob["screen_size"] = {"width": width, "height": round(width * rng.choice((0.56, 0.625, 0.75, 1.78)))}
+        aspect = rng.choice((0.56, 0.625, 0.75, 1.78))
+        blob["screen_size"] = {"width": width, "height": round(width * aspect)}
     os_name, browser = _pick(rng, OSES), _pick(rng, BROWSERS)
     if os_name != "<missing>" or browser != "<missing>":
         agent: dict = {"version": rng.choice(("22", "23", "24", 10, 9.0, "6.1"))}

@@ -100,7 +100,8 @@ def serve(port: int, host: str, site_dir: Path | None) -> None:
 @click.option("--seed", default=1, show_default=True, help="Seed of the generated history.")
 @click.option("--per-day", default=1000, show_default=True, help="Mean blobs per day.")
 @click.option("--days", default=30, show_default=True, help="Days of history, ending --last-day.")
-@click.option("--last-day", type=DAY, default=None, help="Last day of history (default: yesterday).")
+@click.option("--last-day", type=DAY, default=None,
+              help="Last day of history (default: yesterday).")
 @click.option("--bad-rate", default=0.002, show_default=True, help="Share of malformed blobs.")
 @click.option("--fault-rate", default=0.0, show_default=True,
               help="Share of range requests answered with an injected fault.")
@@ -119,8 +120,8 @@ def fake_source(port: int, host: str, seed: int, per_day: int, days: int,
 
 @main.command()
 @click.option("--port", default=5984, show_default=True)
-@click.option("--dir", "data_dir", type=click.Path(path_type=Path), default=Path(".devdata/couchdb"),
-              show_default=True, help="Data folder.")
+@click.option("--dir", "data_dir", type=click.Path(path_type=Path),
+              default=Path(".devdata/couchdb"), show_default=True, help="Data folder.")
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk.")
 def couchdb(port: int, data_dir: Path, in_memory: bool) -> None:
     """Run the development CouchDB (pouchdb-server) until interrupted."""

@@ -118,5 +118,7 @@ def to_csv(report: pd.DataFrame) -> str:
 
 def to_json(report: pd.DataFrame) -> bytes:
     """The report as a JSON array of objects with the CSV's keys (nulls as null)."""
-    records = [dict(zip(REPORT_COLUMNS, row, strict=True)) for row in report.itertuples(index=False)]
+    records = [
+        dict(zip(REPORT_COLUMNS, row, strict=True)) for row in report.itertuples(index=False)
+    ]
     return orjson.dumps(records)

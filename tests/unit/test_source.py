@@ -7,7 +7,15 @@ from datetime import UTC, date, datetime
 import pytest
 
 from kpi.pipeline import days_between, processing_day
-from kpi.source import DAY_MS, RowCheck, blob_of, check_row, chunk_windows, day_window_ms, utc_day_of
+from kpi.source import (
+    DAY_MS,
+    RowCheck,
+    blob_of,
+    check_row,
+    chunk_windows,
+    day_window_ms,
+    utc_day_of,
+)
 
 GOOD = {"timestamp": 1790812800000, "event_stream": [["screen.rp_info", 5]]}
 
