@@ -78,15 +78,19 @@ def test_assertions_counts_every_aggregated_blob(reports):
     assert values(report, "OS", "Other", "2026-10-02") == {"value": 1}
 
 
+def steps(counts: list[int]) -> dict:
+    return dict(zip(STEPS, counts, strict=True))
+
+
 def test_new_user_steps_follow_the_special_rules(reports):
     report = reports["new_user"]
-    assert values(report, "Total", "Total", "2026-10-01") == dict(zip(STEPS, [2, 2, 2, 2], strict=False))
-    assert values(report, "OS", "Windows 7", "2026-10-01") == dict(zip(STEPS, [1, 1, 1, 1], strict=False))
-    assert values(report, "OS", "iOS", "2026-10-01") == dict(zip(STEPS, [1, 1, 0, 0], strict=False))
-    assert values(report, "OS", "Macintosh", "2026-10-01") == dict(zip(STEPS, [0, 0, 1, 1], strict=False))
+    assert values(report, "Total", "Total", "2026-10-01") == steps([2, 2, 2, 2])
+    assert values(report, "OS", "Windows 7", "2026-10-01") == steps([1, 1, 1, 1])
+    assert values(report, "OS", "iOS", "2026-10-01") == steps([1, 1, 0, 0])
+    assert values(report, "OS", "Macintosh", "2026-10-01") == steps([0, 0, 1, 1])
     # a group with blobs but no new user still has every step, 0-filled
-    assert values(report, "OS", "Linux", "2026-10-01") == dict(zip(STEPS, [0, 0, 0, 0], strict=False))
-    assert values(report, "Total", "Total", "2026-10-02") == dict(zip(STEPS, [1, 0, 0, 0], strict=False))
+    assert values(report, "OS", "Linux", "2026-10-01") == steps([0, 0, 0, 0])
+    assert values(report, "Total", "Total", "2026-10-02") == steps([1, 0, 0, 0])
 
 
 def test_segments_of_every_segmentation_sum_to_total(reports):
