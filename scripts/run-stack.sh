@@ -38,6 +38,7 @@ stop_all() {
   echo; echo "stopping..."
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  exit 0
 }
 trap stop_all EXIT INT TERM
 start() {  # each service in its own process group, so stopping it stops its children too
