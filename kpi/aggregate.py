@@ -2,16 +2,22 @@
 
 Counts only, never ratios, so any date range or segment roll-up is exact: blobs, every flow
 step, the five outcomes, the sites sum and count, and a sites histogram for exact medians.
+
+Blobs with identical step flags and outcome form one "profile"; per segmentation we count blobs
+per (day, segment, profile) with one `np.bincount` and multiply by the profile's flags, instead
+of summing two dozen columns over every blob.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
 from kpi.stage import OUTCOMES, step_columns
 
 KEYS = ["date", "segmentation", "segment"]
+DENSE_LIMIT = 20_000_000  # cells of the (group × profile) table before switching to np.unique
 
 
 def count_columns(config: Config) -> list[str]:
@@ -20,22 +26,41 @@ def count_columns(config: Config) -> list[str]:
     return ["blobs", *step_columns(config), *outcomes, "sites_sum", "sites_count"]
 
 
-def _with_count_inputs(staged: pd.DataFrame, config: Config) -> pd.DataFrame:
-    inputs = {"blobs": 1}
-    for name in OUTCOMES:
-        inputs[f"outcome:{name}"] = (staged["outcome"] == name).astype("int64")
-    inputs["sites_sum"] = staged["sites"].fillna(0.0)
-    inputs["sites_count"] = staged["sites"].notna().astype("int64")
-    flags = {column: staged[column].astype("int64") for column in step_columns(config)}
-    return staged.assign(**flags, **inputs)
+def _codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their labels."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype(str).astype("category")
+    return column.cat.codes.to_numpy(dtype=np.int64), [str(c) for c in column.cat.categories]
 
 
-def _segmented(staged: pd.DataFrame) -> pd.DataFrame:
-    """One row per blob per segmentation (Total included): date, segmentation, segment."""
-    parts = [staged.assign(segmentation="Total", segment="Total")]
-    for name in SEGMENTATIONS:
-        parts.append(staged.assign(segmentation=name, segment=staged[name]))
-    return pd.concat(parts, ignore_index=True)
+def _profiles(staged: pd.DataFrame, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Profile code per blob, and per profile its count-column values (blobs, flags, outcomes)."""
+    flags = staged[step_columns(config)].to_numpy(dtype=bool)
+    outcome = np.asarray(staged["outcome"], dtype=object)
+    outcomes = np.stack([outcome == name for name in OUTCOMES], axis=1)
+    matrix = np.concatenate([flags, outcomes], axis=1)
+    if matrix.shape[1] > 62:
+        msg = f"{matrix.shape[1]} step and outcome columns do not fit one 64-bit profile code"
+        raise ValueError(msg)
+    packed = matrix.astype(np.int64) @ (np.int64(1) << np.arange(matrix.shape[1], dtype=np.int64))
+    unique, codes = np.unique(packed, return_inverse=True)
+    bits = (unique[:, None] >> np.arange(matrix.shape[1], dtype=np.int64)) & 1
+    table = np.concatenate([np.ones((len(unique), 1), dtype=np.int64), bits], axis=1)
+    return codes.reshape(-1).astype(np.int64), table
+
+
+def _count_by_group(group: np.ndarray, n_groups: int, profile: np.ndarray,
+                    table: np.ndarray) -> np.ndarray:
+    """Sum of profile rows per group: (n_groups × columns)."""
+    n_profiles = len(table)
+    pairs = group * n_profiles + profile
+    if n_groups * n_profiles <= DENSE_LIMIT:
+        per_pair = np.bincount(pairs, minlength=n_groups * n_profiles)
+        return per_pair.reshape(n_groups, n_profiles) @ table
+    unique, counts = np.unique(pairs, return_counts=True)
+    result = np.zeros((n_groups, table.shape[1]), dtype=np.int64)
+    np.add.at(result, unique // n_profiles, table[unique % n_profiles] * counts[:, None])
+    return result
 
 
 def daily_aggregates(staged: pd.DataFrame, config: Config) -> pd.DataFrame:
@@ -46,18 +71,59 @@ def daily_aggregates(staged: pd.DataFrame, config: Config) -> pd.DataFrame:
     columns = count_columns(config)
     if staged.empty:
         return pd.DataFrame(columns=KEYS + columns)
-    long = _segmented(_with_count_inputs(staged, config))
-    grouped = long.groupby(KEYS, sort=True)[columns].sum().reset_index()
-    integer = [c for c in columns if c != "sites_sum"]
-    grouped[integer] = grouped[integer].astype("int64")
-    return grouped
+    day, days = _codes(staged["date"])
+    profile, table = _profiles(staged, config)
+    sites = staged["sites"].to_numpy(dtype=float)
+    has_sites = ~np.isnan(sites)
+    sites_filled = np.where(has_sites, sites, 0.0)
+    parts = []
+    for segmentation in ["Total", *SEGMENTATIONS]:
+        if segmentation == "Total":
+            segment, segments = np.zeros(len(staged), dtype=np.int64), ["Total"]
+        else:
+            segment, segments = _codes(staged[segmentation])
+        group = day * len(segments) + segment
+        n_groups = len(days) * len(segments)
+        counts = _count_by_group(group, n_groups, profile, table)
+        sites_sum = np.bincount(group, weights=sites_filled, minlength=n_groups)
+        sites_count = np.bincount(group, weights=has_sites, minlength=n_groups)
+        present = np.flatnonzero(counts[:, 0])
+        part = pd.DataFrame(counts[present], columns=columns[:-2])
+        part.insert(0, "segment", [segments[g % len(segments)] for g in present])
+        part.insert(0, "segmentation", segmentation)
+        part.insert(0, "date", [days[g // len(segments)] for g in present])
+        part["sites_sum"] = sites_sum[present]
+        part["sites_count"] = sites_count[present].astype(np.int64)
+        parts.append(part)
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.sort_values(KEYS, kind="stable", ignore_index=True)
 
 
 def sites_histogram(staged: pd.DataFrame) -> pd.DataFrame:
     """One row per day per segmentation per segment per sites value: how many blobs had it."""
     keys = [*KEYS, "sites"]
-    if staged.empty:
-        return pd.DataFrame(columns=[*keys, "blobs"])
     with_value = staged[staged["sites"].notna()]
-    long = _segmented(with_value)
-    return long.groupby(keys, sort=True).size().rename("blobs").reset_index()
+    if with_value.empty:
+        return pd.DataFrame(columns=[*keys, "blobs"])
+    day, days = _codes(with_value["date"])
+    values, value = np.unique(with_value["sites"].to_numpy(dtype=float), return_inverse=True)
+    value = value.reshape(-1)
+    parts = []
+    for segmentation in ["Total", *SEGMENTATIONS]:
+        if segmentation == "Total":
+            segment, segments = np.zeros(len(with_value), dtype=np.int64), ["Total"]
+        else:
+            segment, segments = _codes(with_value[segmentation])
+        group = day * len(segments) + segment
+        cells = group * len(values) + value
+        unique, counts = np.unique(cells, return_counts=True)
+        group_of, value_of = unique // len(values), unique % len(values)
+        parts.append(pd.DataFrame({
+            "date": [days[g // len(segments)] for g in group_of],
+            "segmentation": segmentation,
+            "segment": [segments[g % len(segments)] for g in group_of],
+            "sites": values[value_of],
+            "blobs": counts.astype(np.int64),
+        }))
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.sort_values(keys, kind="stable", ignore_index=True)

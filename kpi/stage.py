@@ -11,11 +11,12 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
-from kpi.source import check_row, utc_day_of
 
 OUTCOMES = ("bounce", "fail", "fallback", "idp", "assertion")
 SITES_FIELDS = ("number_sites_logged_in", "sites_signed_in", "number_sites_signed_in")
@@ -29,6 +30,7 @@ ENGAGED_EVENTS = frozenset(
     }
 )
 EMAIL_CONFIRMED_MISSPELLED = "user.email_confrimed"
+EPOCH = date(1970, 1, 1)
 
 
 @dataclass
@@ -85,9 +87,8 @@ def emails_segment(number_emails: object) -> str:
     return str(int(number_emails)) if number_emails < 3 else "3+"
 
 
-def screen_segment(screen_size: object) -> str:
+def screen_segment(width: object) -> str:
     """Width buckets: ≥ 1024 Desktop, ≤ 640 Mobile, else Tablet; no numeric width → Other."""
-    width = screen_size.get("width") if isinstance(screen_size, dict) else None
     if not _is_number(width) or not math.isfinite(width):
         return "Other"
     if width >= 1024:
@@ -152,7 +153,7 @@ def email_activation_steps(events: set[str], flow: tuple[tuple[str, str], ...]) 
     return [step for step, event in flow if event in events]
 
 
-def outcome_of(blob: dict, events: set[str], has_new_user_steps: bool) -> str:
+def outcome_of(events: set[str], new_account: bool, has_new_user_steps: bool) -> str:
     """SPEC §4.2 five-outcome class; '' for blobs whose dialog was never shown."""
     if "screen.rp_info" not in events:
         return ""
@@ -161,77 +162,172 @@ def outcome_of(blob: dict, events: set[str], has_new_user_steps: bool) -> str:
     if "assertion_generated" in events:
         if has_new_user_steps:
             return "fallback"
-        if blob.get("new_account") and "screen.provision_primary_user" in events:
+        if new_account and "screen.provision_primary_user" in events:
             return "idp"
         return "assertion"
     return "fail"
 
 
-def stage_blob(blob: dict, config: Config) -> list:
-    """One staged row (a list in `staged_columns` order) for a valid, non-empty blob."""
-    names = [pair[0] for pair in blob["event_stream"]]
+@dataclass(frozen=True)
+class Profile:
+    """What a blob's event names (and `new_account`) decide: step flags, outcome, EmailType rule.
+
+    Many blobs share one event-name sequence, so rules run once per distinct profile.
+    """
+
+    flags: tuple[bool, ...]  # in `step_columns` order
+    outcome: str
+    forces_fallback: bool  # newUserSteps or passwordResetSteps non-empty
+
+
+def profile_of(names: tuple[str, ...], new_account: bool, config: Config) -> Profile:
+    """Apply SPEC §3.2 steps 3-5, §7 and §4.2 to one event-name sequence."""
     events = set(names)
     flows = config.flows
     new_user = new_user_steps(events, flows["new_user"])
     reset = password_reset_steps(events, flows["password_reset"])
-    progress = general_progress_steps(events, names, flows["general_progress"])
-    activation = email_activation_steps(events, flows["email_activation"])
     reached = {
         "new_user": set(new_user),
         "password_reset": set(reset),
-        "general_progress": set(progress),
-        "email_activation": set(activation),
+        "general_progress": set(general_progress_steps(events, list(names),
+                                                       flows["general_progress"])),
+        "email_activation": set(email_activation_steps(events, flows["email_activation"])),
     }
-    agent = blob.get("user_agent") if isinstance(blob.get("user_agent"), dict) else {}
-    segs = config.segmentations
-    email_type = (
-        "Fallback" if new_user or reset else _lookup(blob.get("email_type"), segs["EmailType"],
-                                                     config.aliases)
-    )
-    segments = [
-        _lookup(agent.get("os"), segs["OS"], config.aliases),
-        _lookup(agent.get("browser"), segs["Browser"], config.aliases),
-        screen_segment(blob.get("screen_size")),
-        emails_segment(blob.get("number_emails")),
-        locale_segment(blob.get("lang"), config),
-        _lookup(blob.get("rp_api"), segs["API"], config.aliases),
-        email_type if email_type in segs["EmailType"] else "Other",
-    ]
-    steps = [
-        step in reached.get(flow, ())
-        for flow in flows
-        for step in config.steps(flow)
-    ]
-    sites = sites_value(blob)
-    return [
-        utc_day_of(blob["timestamp"]).isoformat(),
-        *segments,
-        *steps,
-        outcome_of(blob, events, bool(new_user)),
-        math.nan if sites is None else sites,
-    ]
+    flags = tuple(step in reached.get(flow, ()) for flow in flows for step in config.steps(flow))
+    return Profile(flags, outcome_of(events, new_account, bool(new_user)), bool(new_user or reset))
+
+
+_MISSING = object()
+_OTHER = "\x00other"  # stands for a value no segment rule accepts (kept hashable)
+
+
+def js_truthy(value: object) -> bool:
+    """Truthiness as the original (JavaScript) saw it: empty lists and objects are true."""
+    if value is None or value is False:
+        return False
+    if type(value) in (int, float):
+        return value != 0
+    if type(value) is str:
+        return value != ""
+    return True
+
+
+def _text(value: object) -> str | None:
+    return value if type(value) is str else None
+
+
+def _number_or_marker(value: object) -> object:
+    """Numbers pass, None passes, anything else becomes a hashable 'Other' marker."""
+    if value is None:
+        return None
+    if type(value) in (int, float) and math.isfinite(value):
+        return value
+    return _OTHER
+
+
+def _invalid_reason(blob: object) -> str | None:
+    if not isinstance(blob, dict):
+        return "blob is not a JSON object"
+    timestamp = blob.get("timestamp")
+    if not _is_number(timestamp) or not timestamp > 0:
+        return "timestamp is missing, not numeric or not > 0"
+    if type(blob.get("event_stream")) is not list:
+        return "event_stream is not a list"
+    return "event_stream item is not a [name, offset] pair"
 
 
 def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCounts]:
     """One row per blob: date, segments, step flags, outcome, sites.
 
     Blobs with a missing or empty `event_stream` are skipped, and blobs failing validation
-    (SPEC D10) are left out; both are counted in the returned `StageCounts`.
+    (SPEC D10) are left out; both are counted in the returned `StageCounts`. Per-blob work is
+    reading fields; the rules run once per distinct event sequence and per distinct raw value.
     """
     counts = StageCounts()
-    rows = []
+    profiles: dict[tuple, int] = {}
+    columns: list[list] = [[] for _ in range(9)]
+    (days, profile_ids, oses, browsers, widths, emails, langs, apis, email_types) = columns
+    sites: list[float] = []
     for blob in blobs:
-        check = check_row({"id": "-", "value": blob})
-        if check.status == "skipped":
+        stream = blob.get("event_stream") if isinstance(blob, dict) else _MISSING
+        if stream is None or (type(stream) is list and not stream):
             counts.skipped_empty_stream += 1
             continue
-        if check.status == "rejected":
+        timestamp = blob.get("timestamp") if stream is not _MISSING else None
+        names = (
+            [pair[0] for pair in stream if type(pair) is list and len(pair) == 2]
+            if type(stream) is list else None
+        )
+        if (
+            names is None or len(names) != len(stream)
+            or type(timestamp) not in (int, float) or not timestamp > 0
+        ):
+            reason = _invalid_reason(blob)
             counts.rejected_invalid += 1
-            counts.rejected_reasons[check.reason] += 1
+            counts.rejected_reasons[reason] += 1
             continue
-        rows.append(stage_blob(blob, config))
-    frame = pd.DataFrame(rows, columns=staged_columns(config))
-    flags = step_columns(config)
-    frame[flags] = frame[flags].astype(bool)
-    frame["sites"] = frame["sites"].astype(float)
-    return frame, counts
+        key = (tuple(names), js_truthy(blob.get("new_account")))
+        profile = profiles.get(key)
+        if profile is None:
+            if not all(type(name) is str for name in names):
+                counts.rejected_invalid += 1
+                counts.rejected_reasons["event_stream item name is not a string"] += 1
+                continue
+            profile = profiles[key] = len(profiles)
+        agent = blob.get("user_agent")
+        if type(agent) is not dict:
+            agent = {}
+        screen = blob.get("screen_size")
+        days.append(int(timestamp // 86_400_000))
+        profile_ids.append(profile)
+        oses.append(_text(agent.get("os")))
+        browsers.append(_text(agent.get("browser")))
+        widths.append(_number_or_marker(screen.get("width")) if type(screen) is dict else None)
+        emails.append(_number_or_marker(blob.get("number_emails")))
+        langs.append(_text(blob.get("lang")))
+        apis.append(_text(blob.get("rp_api")))
+        email_types.append(_text(blob.get("email_type")))
+        value = sites_value(blob)
+        sites.append(math.nan if value is None else value)
+    table = [profile_of(names, new_account, config) for names, new_account in profiles]
+    return _frame(columns, sites, table, config), counts
+
+
+def _mapped(values: list, rule) -> pd.Categorical:
+    """Apply `rule` once per distinct value."""
+    segment = {value: rule(value) for value in set(values)}
+    return pd.Categorical([segment[value] for value in values])
+
+
+def _frame(columns: list[list], sites: list[float], table: list[Profile],
+           config: Config) -> pd.DataFrame:
+    (days, profile_ids, oses, browsers, widths, emails, langs, apis, email_types) = columns
+    segs, aliases = config.segmentations, config.aliases
+    ids = np.asarray(profile_ids, dtype=np.int64)
+    flag_names = step_columns(config)
+    flag_table = np.array([p.flags for p in table], dtype=bool).reshape(len(table),
+                                                                          len(flag_names))
+    forces_fallback = np.array([p.forces_fallback for p in table], dtype=bool)
+    email_type = _mapped(email_types, lambda v: _lookup(v, segs["EmailType"], aliases))
+    email_type = np.where(
+        forces_fallback[ids] if len(table) else np.zeros(0, bool),
+        "Fallback" if "Fallback" in segs["EmailType"] else "Other",
+        np.asarray(email_type, dtype=object),
+    )
+    data = {
+        "date": _mapped(days, lambda n: (EPOCH + timedelta(days=n)).isoformat()),
+        "OS": _mapped(oses, lambda v: _lookup(v, segs["OS"], aliases)),
+        "Browser": _mapped(browsers, lambda v: _lookup(v, segs["Browser"], aliases)),
+        "Screen": _mapped(widths, screen_segment),
+        "Emails": _mapped(emails, lambda v: "Other" if v is _OTHER else emails_segment(v)),
+        "Locale": _mapped(langs, lambda v: locale_segment(v, config)),
+        "API": _mapped(apis, lambda v: _lookup(v, segs["API"], aliases)),
+        "EmailType": pd.Categorical(email_type),
+    }
+    flags = flag_table[ids] if len(table) else np.zeros((0, len(flag_names)), bool)
+    for index, name in enumerate(flag_names):
+        data[name] = flags[:, index]
+    outcomes = np.array([p.outcome for p in table], dtype=object)
+    data["outcome"] = pd.Categorical(outcomes[ids] if len(table) else [])
+    data["sites"] = np.asarray(sites, dtype=float)
+    return pd.DataFrame(data, columns=staged_columns(config))
