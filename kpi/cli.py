@@ -19,10 +19,15 @@ def _day(value: datetime) -> date:
 
 
 def _settings() -> Settings:
+    """Settings from the environment, with the report configuration validated up front."""
+    from kpi.config import load_config
+
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        load_config(settings.config_path)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    return settings
 
 
 @click.group()

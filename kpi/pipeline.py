@@ -14,7 +14,7 @@ import pandas as pd
 
 from kpi import __version__
 from kpi.aggregate import count_columns, daily_aggregates, sites_histogram
-from kpi.config import Config, production_config
+from kpi.config import Config, load_config
 from kpi.reports import QUALITY_MEASURES, Aggregates
 from kpi.settings import Settings
 from kpi.source import iter_day
@@ -61,7 +61,7 @@ def aggregate_day(day: date, settings: Settings, config: Config | None = None) -
     Returns:
         The day's data-quality counts (SPEC D12).
     """
-    config = config or production_config()
+    config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     manifest = store.get(MANIFESTS, day.isoformat())
     if manifest is None:
@@ -113,7 +113,7 @@ def _plain(value: object) -> int | float:
 def load_aggregates(settings: Settings, start: date | None = None, end: date | None = None,
                     config: Config | None = None) -> Aggregates:
     """The stored daily aggregates of [start, end] (all days when None) as frames."""
-    config = config or production_config()
+    config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     store.ensure_databases()
     columns = count_columns(config)

@@ -44,7 +44,14 @@ def _rows_frame(rows: list[list]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
 
 
+def _plain(value: object) -> int | float:
+    """Integral numbers as int (counts print as integers), others as float."""
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
 def _groups(aggregates: Aggregates, segmented: bool) -> pd.DataFrame:
+    """The row universe: groups with at least one aggregated blob (Total only if unsegmented)."""
     groups = aggregates.groups
     groups = groups[groups["blobs"] > 0]
     if not segmented:
@@ -52,24 +59,154 @@ def _groups(aggregates: Aggregates, segmented: bool) -> pd.DataFrame:
     return groups
 
 
-def assertions(aggregates: Aggregates, config: Config) -> pd.DataFrame:
-    """Sign-in attempts: one row per group, value = aggregated blobs (SPEC §4.3, §9)."""
+def _keys(groups: pd.DataFrame) -> list[tuple[str, str, str]]:
+    return list(zip(groups["date"], groups["segmentation"], groups["segment"], strict=True))
+
+
+def _counts(groups: pd.DataFrame, measures: dict[str, pd.Series]) -> list[list]:
+    """Count rows: value = the count, numerator and denominator empty."""
+    keys = _keys(groups)
+    rows = []
+    for measure, counts in measures.items():
+        for key, count in zip(keys, counts.tolist(), strict=True):
+            rows.append([*key, measure, int(count), None, None])
+    return rows
+
+
+def _ratios(groups: pd.DataFrame, measures: dict[str, tuple[pd.Series, pd.Series]]) -> list[list]:
+    """Ratio rows: value = numerator / denominator, null when the denominator is 0 (D5)."""
+    keys = _keys(groups)
+    rows = []
+    for measure, (numerators, denominators) in measures.items():
+        pairs = zip(keys, numerators.tolist(), denominators.tolist(), strict=True)
+        for key, numerator, denominator in pairs:
+            value = numerator / denominator if denominator else None
+            rows.append([*key, measure, value, _plain(numerator), _plain(denominator)])
+    return rows
+
+
+def _flow(groups: pd.DataFrame, config: Config, flow: str) -> dict[str, pd.Series]:
+    return {step: groups[f"{flow}:{step}"] for step in config.steps(flow)}
+
+
+def _of_first_step(groups: pd.DataFrame, config: Config, flow: str) -> dict:
+    steps = _flow(groups, config, flow)
+    first = steps[config.steps(flow)[0]]
+    return {step: (count, first) for step, count in steps.items()}
+
+
+def _new_user_outcomes(groups: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """N (idp + fallback), D (bounce + fail + idp + fallback) and bounce (SPEC §4.2)."""
+    successes = groups["outcome:idp"] + groups["outcome:fallback"]
+    universe = successes + groups["outcome:bounce"] + groups["outcome:fail"]
+    return successes, universe, groups["outcome:bounce"]
+
+
+def new_user(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """New user flow: per group and step, blobs with non-empty newUserSteps reaching the step."""
+    groups = _groups(aggregates, segmented=True)
+    return _rows_frame(_counts(groups, _flow(groups, config, "new_user")))
+
+
+def new_user_time(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """New user flow over time: count(step) / count(step 1), Total only; may exceed 1."""
+    groups = _groups(aggregates, segmented=False)
+    return _rows_frame(_ratios(groups, _of_first_step(groups, config, "new_user")))
+
+
+def new_user_success(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """New user success: N / D per group."""
+    groups = _groups(aggregates, segmented=True)
+    successes, universe, _ = _new_user_outcomes(groups)
+    return _rows_frame(_ratios(groups, {"value": (successes, universe)}))
+
+
+def new_user_per_day(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """New users per day: N (idp + fallback successes) per group."""
+    groups = _groups(aggregates, segmented=True)
+    successes, _, _ = _new_user_outcomes(groups)
+    return _rows_frame(_counts(groups, {"value": successes}))
+
+
+def new_user_bounce(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """New user bounce rate: bounce / D per group."""
+    groups = _groups(aggregates, segmented=True)
+    _, universe, bounces = _new_user_outcomes(groups)
+    return _rows_frame(_ratios(groups, {"value": (bounces, universe)}))
+
+
+def password_reset(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """Password reset flow: count(step) / count(step 1), Total only."""
+    groups = _groups(aggregates, segmented=False)
+    return _rows_frame(_ratios(groups, _of_first_step(groups, config, "password_reset")))
+
+
+def general_progress_time(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """General progress: count(step) / count(`0 - Blob sent`), Total only."""
+    groups = _groups(aggregates, segmented=False)
+    return _rows_frame(_ratios(groups, _of_first_step(groups, config, "general_progress")))
+
+
+def bounce_rate(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """Bounce rate: 1 − engaged / shown over all blobs, Total only; null when none was shown."""
+    groups = _groups(aggregates, segmented=False)
+    progress = config.steps("general_progress")
+    shown = groups[f"general_progress:{progress[1]}"].tolist()
+    engaged = groups[f"general_progress:{progress[2]}"].tolist()
     rows = [
-        [g.date, g.segmentation, g.segment, "value", int(g.blobs), None, None]
-        for g in _groups(aggregates, segmented=True).itertuples(index=False)
+        [*key, "value", 1 - e / s if s else None, int(s - e), int(s)]
+        for key, s, e in zip(_keys(groups), shown, engaged, strict=True)
     ]
     return _rows_frame(rows)
 
 
-def new_user(aggregates: Aggregates, config: Config) -> pd.DataFrame:
-    """New user flow: one row per group per step, value = blobs reaching the step."""
+def sites(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """Persona adoption: mean of the sites value over all aggregated blobs (none counts 0)."""
     groups = _groups(aggregates, segmented=True)
-    rows = []
-    for step in config.steps("new_user"):
-        counts = groups[f"new_user:{step}"].tolist()
-        for key, count in zip(groups[KEYS].itertuples(index=False), counts, strict=True):
-            rows.append([key.date, key.segmentation, key.segment, step, int(count), None, None])
+    return _rows_frame(_ratios(groups, {"value": (groups["sites_sum"], groups["blobs"])}))
+
+
+def histogram_medians(histogram: pd.DataFrame) -> pd.DataFrame:
+    """One row per (date, segmentation, segment): the median sites value of its histogram.
+
+    With an even number of values, the mean of the two middle ones.
+    """
+    if histogram.empty:
+        return pd.DataFrame(columns=[*KEYS, "median"])
+    ordered = histogram.sort_values([*KEYS, "sites"], ignore_index=True)
+    grouped = ordered.groupby(KEYS, sort=False)["blobs"]
+    upto = grouped.cumsum()
+    before = upto - ordered["blobs"]
+    total = grouped.transform("sum")
+    lower, upper = (total - 1) // 2, total // 2  # 0-based ranks of the middle values
+    low = ordered[(before <= lower) & (upto > lower)].set_index(KEYS)["sites"]
+    high = ordered[(before <= upper) & (upto > upper)].set_index(KEYS)["sites"]
+    return ((low + high) / 2).rename("median").reset_index()
+
+
+def sites_median(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """Median sites value over blobs that have one; null when none has."""
+    groups = _groups(aggregates, segmented=True)
+    medians = histogram_medians(aggregates.sites_histogram)
+    lookup = {
+        (d, s, g): m
+        for d, s, g, m in zip(medians["date"], medians["segmentation"], medians["segment"],
+                              medians["median"].tolist(), strict=True)
+    }
+    rows = [[*key, "value", lookup.get(key), None, None] for key in _keys(groups)]
     return _rows_frame(rows)
+
+
+def assertions(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """Sign-in attempts: the number of aggregated blobs per group (not only assertions)."""
+    groups = _groups(aggregates, segmented=True)
+    return _rows_frame(_counts(groups, {"value": groups["blobs"]}))
+
+
+def email_activation(aggregates: Aggregates, config: Config) -> pd.DataFrame:
+    """Additional-email activation: per day and step, blobs with `user.email_staged`."""
+    groups = _groups(aggregates, segmented=False)
+    return _rows_frame(_counts(groups, _flow(groups, config, "email_activation")))
 
 
 def data_quality(aggregates: Aggregates, config: Config) -> pd.DataFrame:
@@ -84,7 +221,17 @@ def data_quality(aggregates: Aggregates, config: Config) -> pd.DataFrame:
 
 REPORTS: dict[str, Callable[[Aggregates, Config], pd.DataFrame]] = {
     "new_user": new_user,
+    "new_user_time": new_user_time,
+    "new_user_success": new_user_success,
+    "new_user_per_day": new_user_per_day,
+    "password_reset": password_reset,
+    "sites": sites,
+    "sites_median": sites_median,
     "assertions": assertions,
+    "new_user_bounce": new_user_bounce,
+    "bounce_rate": bounce_rate,
+    "general_progress_time": general_progress_time,
+    "email_activation": email_activation,
     "data_quality": data_quality,
 }
 

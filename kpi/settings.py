@@ -58,6 +58,12 @@ class Settings:
         date(2026, 10, 1),
         "First UTC day the Airflow DAG processes (catchup starts here), YYYY-MM-DD.",
     )
+    config_path: str = _setting(
+        "KPI_CONFIG",
+        "",
+        "Report configuration file (segmentations, aliases, flows, milestones); "
+        "empty = the shipped kpi/production.json.",
+    )
     bulk_size: int = _setting(
         "KPI_BULK_SIZE", 5000, "Documents per CouchDB _bulk_docs / _all_docs request."
     )
@@ -124,5 +130,6 @@ def settings_table() -> list[tuple[str, str, str]]:
     rows = []
     for f in fields(Settings):
         default = f.default.isoformat() if isinstance(f.default, date) else str(f.default)
+        default = default or '""'
         rows.append((f.metadata["env"], default, f.metadata["help"]))
     return rows

@@ -25,7 +25,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kpi import __version__
-from kpi.config import SEGMENTATIONS, Config, production_config
+from kpi.config import SEGMENTATIONS, Config, load_config
 from kpi.pipeline import load_aggregates
 from kpi.reports import build_reports, to_csv, to_json
 from kpi.settings import Settings
@@ -44,7 +44,9 @@ class Page:
     tab: str
     question: str
     description: str
-    chart: Callable[[Config], alt.TopLevelMixin] | None = None
+    chart: Callable[[Page, Config], alt.TopLevelMixin]
+    y_title: str = "Value"
+    percent: bool = False
 
 
 def _segmentation_param() -> alt.Parameter:
@@ -61,21 +63,34 @@ def _day_axis() -> alt.X:
     return alt.X("utcyearmonthdate(date):T", title="Day (UTC)", axis=axis)
 
 
-def assertions_chart(config: Config) -> alt.TopLevelMixin:
-    """Blobs per day, one line per segment of the chosen segmentation."""
+def _value_axis(page: Page) -> alt.Y:
+    axis = alt.Axis(format="%") if page.percent else alt.Axis()
+    return alt.Y("value:Q", title=page.y_title, axis=axis)
+
+
+def _tooltip(page: Page, series: str, series_title: str) -> list:
+    return [
+        alt.Tooltip("utcyearmonthdate(date):T", title="Day"),
+        alt.Tooltip(f"{series}:N", title=series_title),
+        alt.Tooltip("value:Q", title=page.y_title, format=".1%" if page.percent else ",.4~f"),
+    ]
+
+
+def _data(page: Page) -> alt.Data:
+    return alt.Data(url=f"data/{page.id}.json")
+
+
+def segmented_chart(page: Page, config: Config) -> alt.TopLevelMixin:
+    """One line per segment of the segmentation picked in the page's select box."""
     segmentation = _segmentation_param()
     return (
-        alt.Chart(alt.Data(url="data/assertions.json"))
+        alt.Chart(_data(page))
         .mark_line(point=True)
         .encode(
             x=_day_axis(),
-            y=alt.Y("value:Q", title="Sign-in attempts (blobs)"),
+            y=_value_axis(page),
             color=alt.Color("segment:N", title="Segment"),
-            tooltip=[
-                alt.Tooltip("utcyearmonthdate(date):T", title="Day"),
-                alt.Tooltip("segment:N", title="Segment"),
-                alt.Tooltip("value:Q", title="Blobs", format=","),
-            ],
+            tooltip=_tooltip(page, "segment", "Segment"),
         )
         .add_params(segmentation)
         .transform_filter(alt.datum.segmentation == segmentation)
@@ -83,19 +98,32 @@ def assertions_chart(config: Config) -> alt.TopLevelMixin:
     )
 
 
-def new_user_chart(config: Config) -> alt.TopLevelMixin:
+def measures_chart(page: Page, config: Config) -> alt.TopLevelMixin:
+    """One line per measure (step or count), Total only. Nulls are gaps (D5)."""
+    return (
+        alt.Chart(_data(page))
+        .mark_line(point=True)
+        .encode(
+            x=_day_axis(),
+            y=_value_axis(page),
+            color=alt.Color("measure:N", title="Step / measure"),
+            tooltip=_tooltip(page, "measure", "Step / measure"),
+        )
+        .properties(width=700, height=300)
+    )
+
+
+def funnel_chart(page: Page, config: Config) -> alt.TopLevelMixin:
     """The sign-up funnel over the whole range (stacked by segment) and each step per day."""
     segmentation = _segmentation_param()
-    data = alt.Data(url="data/new_user.json")
+    steps = list(config.steps("new_user"))
     funnel = (
-        alt.Chart(data, title="Funnel over the whole range")
+        alt.Chart(_data(page), title="Funnel over the whole range")
         .mark_bar()
         .encode(
-            x=alt.X(
-                "measure:N", title="Step", sort=list(config.steps("new_user")),
-                axis=alt.Axis(labelAngle=0, labelLimit=170),
-            ),
-            y=alt.Y("sum(value):Q", title="Blobs reaching the step"),
+            x=alt.X("measure:N", title="Step", sort=steps,
+                    axis=alt.Axis(labelAngle=0, labelLimit=170)),
+            y=alt.Y("sum(value):Q", title=page.y_title),
             color=alt.Color("segment:N", title="Segment"),
             tooltip=[
                 alt.Tooltip("measure:N", title="Step"),
@@ -108,17 +136,13 @@ def new_user_chart(config: Config) -> alt.TopLevelMixin:
         .properties(width=700, height=260)
     )
     daily = (
-        alt.Chart(data, title="Each step per day (Total)")
+        alt.Chart(_data(page), title="Each step per day (Total)")
         .mark_line(point=True)
         .encode(
             x=_day_axis(),
-            y=alt.Y("value:Q", title="Blobs reaching the step"),
+            y=_value_axis(page),
             color=alt.Color("measure:N", title="Step"),
-            tooltip=[
-                alt.Tooltip("utcyearmonthdate(date):T", title="Day"),
-                alt.Tooltip("measure:N", title="Step"),
-                alt.Tooltip("value:Q", title="Blobs", format=","),
-            ],
+            tooltip=_tooltip(page, "measure", "Step"),
         )
         .transform_filter(alt.datum.segmentation == "Total")
         .properties(width=700, height=260)
@@ -126,50 +150,52 @@ def new_user_chart(config: Config) -> alt.TopLevelMixin:
     return alt.vconcat(funnel, daily).resolve_scale(color="independent")
 
 
-def data_quality_chart(config: Config) -> alt.TopLevelMixin:
-    """Per-day reconciliation counts, one line per measure."""
-    return (
-        alt.Chart(alt.Data(url="data/data_quality.json"))
-        .mark_line(point=True)
-        .encode(
-            x=_day_axis(),
-            y=alt.Y("value:Q", title="Rows or blobs"),
-            color=alt.Color("measure:N", title="Measure"),
-            tooltip=[
-                alt.Tooltip("utcyearmonthdate(date):T", title="Day"),
-                alt.Tooltip("measure:N", title="Measure"),
-                alt.Tooltip("value:Q", title="Count", format=","),
-            ],
-        )
-        .properties(width=700, height=300)
-    )
-
-
 PAGES = (
-    Page(
-        "new_user",
-        "New user flow",
-        "Can new users log in?",
-        "The progress of new users through the sign-up flow: how many blobs reach each step. "
-        "Staging continuations add steps 3 and 4 without step 1.",
-        new_user_chart,
-    ),
-    Page(
-        "assertions",
-        "Sign-in attempts",
-        "Total number of sign-in attempts",
-        "Every sign-in attempt sends one blob, so the number of blobs per day approximates the "
-        "number of attempts (blobs are not filtered on a generated assertion).",
-        assertions_chart,
-    ),
-    Page(
-        "data_quality",
-        "Data quality",
-        "Did every blob arrive and get counted?",
-        "Per day: rows fetched from KPIggybank, raw documents stored, duplicate rows, blobs "
-        "skipped for an empty event stream, rows quarantined as invalid, and blobs aggregated.",
-        data_quality_chart,
-    ),
+    Page("new_user", "New user flow", "Can new users log in?",
+         "The progress of new users through the sign-up flow: blobs reaching each step. "
+         "Staging continuations add steps 3 and 4 without step 1.",
+         funnel_chart, "Blobs reaching the step"),
+    Page("new_user_time", "New user flow over time", "Can new users log in?",
+         "The share of new users reaching each sign-up step, per day, relative to step 1. It can "
+         "exceed 100% because staging continuations add steps 3 and 4 without step 1.",
+         measures_chart, "Share of step 1", percent=True),
+    Page("new_user_success", "New user success", "Can new users log in?",
+         "The share of new users who succeed in signing in: (IdP + fallback new users) / "
+         "(bounces + failures + IdP + fallback).", segmented_chart, "Success rate", percent=True),
+    Page("new_user_per_day", "New users per day", "How many new users per day?",
+         "New users who signed in successfully, via an IdP or a Persona-verified address.",
+         segmented_chart, "New users"),
+    Page("password_reset", "Password reset flow", "Can users reset their password?",
+         "The share of users who began a password reset reaching each step, per day.",
+         measures_chart, "Share of step 1", percent=True),
+    Page("sites", "Persona adoption", "Persona adoption",
+         "Blobs carry the number of sites the user is signed in to; this is its daily mean over "
+         "blobs (a blob without the value counts 0). It is not the mean per user, which is "
+         "higher.", segmented_chart, "Mean sites signed in"),
+    Page("sites_median", "Sites (median)", "How many sites does a user sign in to?",
+         "The daily median of the sites value over the blobs that carry one.",
+         segmented_chart, "Median sites signed in"),
+    Page("assertions", "Sign-in attempts", "Total number of sign-in attempts",
+         "Every sign-in attempt sends one blob, so the number of blobs per day approximates the "
+         "number of attempts (blobs are not filtered on a generated assertion).",
+         segmented_chart, "Sign-in attempts (blobs)"),
+    Page("new_user_bounce", "New user bounce rate",
+         "How many new users fail to engage with the dialog?",
+         "Bounces / (bounces + failures + IdP + fallback new users), over blobs whose dialog "
+         "was shown.", segmented_chart, "Bounce rate", percent=True),
+    Page("bounce_rate", "Bounce rate", "How many users fail to engage with the dialog?",
+         "1 − engaged / shown, over all blobs. A day where dialogs were shown and nobody "
+         "engaged is 100%.", measures_chart, "Bounce rate", percent=True),
+    Page("general_progress_time", "General progress", "Do users progress through the dialog?",
+         "The share of all blobs reaching each stage of the dialog, per day.",
+         measures_chart, "Share of blobs", percent=True),
+    Page("email_activation", "Email activation", "Do users activate additional emails?",
+         "Blobs of sessions that sent an additional-email verification, by step reached.",
+         measures_chart, "Blobs reaching the step"),
+    Page("data_quality", "Data quality", "Did every blob arrive and get counted?",
+         "Per day: rows fetched from KPIggybank, raw documents stored, duplicate rows, blobs "
+         "skipped for an empty event stream, rows quarantined as invalid, and blobs aggregated.",
+         measures_chart, "Rows or blobs"),
 )
 
 
@@ -244,7 +270,7 @@ def render_site(
     )
     (target / "index.html").write_text(index, encoding="utf-8")
     for page in PAGES:
-        spec = chart_spec(page.chart(config)) if page.chart else None
+        spec = chart_spec(page.chart(page, config))
         table = quality_table(reports[page.id]) if page.id == "data_quality" else None
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page, chart_spec=spec, table=table,
@@ -291,7 +317,7 @@ def build_site(settings: Settings, config: Config | None = None,
     Returns:
         The published site folder.
     """
-    config = config or production_config()
+    config = config or load_config(settings.config_path)
     aggregates = load_aggregates(settings, config=config)
     reports = build_reports(aggregates, config)
     built_at = now or datetime.now(UTC)
