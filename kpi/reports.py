@@ -210,10 +210,14 @@ def email_activation(aggregates: Aggregates, config: Config) -> pd.DataFrame:
 
 
 def data_quality(aggregates: Aggregates, config: Config) -> pd.DataFrame:
-    """Per-day reconciliation (SPEC D12): one row per day per measure, Total only."""
+    """Per-day reconciliation (SPEC D12): one row per day per measure, Total only.
+
+    Days on which KPIggybank delivered nothing at all are absent, as in every report.
+    """
     rows = [
         [day.date, "Total", "Total", measure, int(getattr(day, measure)), None, None]
         for day in aggregates.quality.itertuples(index=False)
+        if day.fetched or day.aggregated
         for measure in QUALITY_MEASURES
     ]
     return _rows_frame(rows)

@@ -69,8 +69,13 @@ def utc_day_of(timestamp_ms: float) -> date:
     return datetime.fromtimestamp(int(timestamp_ms // 1000), tz=UTC).date()
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+MAX_TIMESTAMP_MS = 253_402_300_800_000  # 10000-01-01: later days have no YYYY-MM-DD
+BAD_TIMESTAMP = "timestamp is missing, not numeric or out of range"
+
+
+def valid_timestamp(value: object) -> bool:
+    """A number (not a boolean) with 0 < value < year 10000, in ms."""
+    return type(value) in (int, float) and 0 < value < MAX_TIMESTAMP_MS
 
 
 def check_row(row: object, day: date | None = None) -> RowCheck:
@@ -89,8 +94,8 @@ def check_row(row: object, day: date | None = None) -> RowCheck:
     if not isinstance(blob, dict):
         return RowCheck("rejected", "blob is not a JSON object")
     timestamp = blob.get("timestamp")
-    if not _is_number(timestamp) or not timestamp > 0:
-        return RowCheck("rejected", "timestamp is missing, not numeric or not > 0")
+    if not valid_timestamp(timestamp):
+        return RowCheck("rejected", BAD_TIMESTAMP)
     if day is not None and utc_day_of(timestamp) != day:
         return RowCheck("rejected", "timestamp outside the requested day")
     stream = blob.get("event_stream")

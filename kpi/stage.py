@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
+from kpi.source import BAD_TIMESTAMP, valid_timestamp
 
 OUTCOMES = ("bounce", "fail", "fallback", "idp", "assertion")
 SITES_FIELDS = ("number_sites_logged_in", "sites_signed_in", "number_sites_signed_in")
@@ -40,6 +41,10 @@ class StageCounts:
     skipped_empty_stream: int = 0
     rejected_invalid: int = 0
     rejected_reasons: Counter = field(default_factory=Counter)
+
+    def reject(self, reason: str) -> None:
+        self.rejected_invalid += 1
+        self.rejected_reasons[reason] += 1
 
 
 def step_columns(config: Config) -> list[str]:
@@ -197,7 +202,6 @@ def profile_of(names: tuple[str, ...], new_account: bool, config: Config) -> Pro
     return Profile(flags, outcome_of(events, new_account, bool(new_user)), bool(new_user or reset))
 
 
-_MISSING = object()
 _OTHER = "\x00other"  # stands for a value no segment rule accepts (kept hashable)
 
 
@@ -225,12 +229,11 @@ def _number_or_marker(value: object) -> object:
     return _OTHER
 
 
-def _invalid_reason(blob: object) -> str | None:
+def _invalid_reason(blob: object) -> str:
     if not isinstance(blob, dict):
         return "blob is not a JSON object"
-    timestamp = blob.get("timestamp")
-    if not _is_number(timestamp) or not timestamp > 0:
-        return "timestamp is missing, not numeric or not > 0"
+    if not valid_timestamp(blob.get("timestamp")):
+        return BAD_TIMESTAMP
     if type(blob.get("event_stream")) is not list:
         return "event_stream is not a list"
     return "event_stream item is not a [name, offset] pair"
@@ -249,29 +252,26 @@ def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCou
     (days, profile_ids, oses, browsers, widths, emails, langs, apis, email_types) = columns
     sites: list[float] = []
     for blob in blobs:
-        stream = blob.get("event_stream") if isinstance(blob, dict) else _MISSING
+        if type(blob) is not dict or not valid_timestamp(blob.get("timestamp")):
+            counts.reject(_invalid_reason(blob))
+            continue
+        stream = blob.get("event_stream")
         if stream is None or (type(stream) is list and not stream):
             counts.skipped_empty_stream += 1
             continue
-        timestamp = blob.get("timestamp") if stream is not _MISSING else None
         names = (
             [pair[0] for pair in stream if type(pair) is list and len(pair) == 2]
             if type(stream) is list else None
         )
-        if (
-            names is None or len(names) != len(stream)
-            or type(timestamp) not in (int, float) or not timestamp > 0
-        ):
-            reason = _invalid_reason(blob)
-            counts.rejected_invalid += 1
-            counts.rejected_reasons[reason] += 1
+        if names is None or len(names) != len(stream):
+            counts.reject(_invalid_reason(blob))
             continue
+        timestamp = blob["timestamp"]
         key = (tuple(names), js_truthy(blob.get("new_account")))
         profile = profiles.get(key)
         if profile is None:
             if not all(type(name) is str for name in names):
-                counts.rejected_invalid += 1
-                counts.rejected_reasons["event_stream item name is not a string"] += 1
+                counts.reject("event_stream item name is not a string")
                 continue
             profile = profiles[key] = len(profiles)
         agent = blob.get("user_agent")

@@ -8,6 +8,7 @@ import pytest
 
 from kpi.pipeline import days_between, processing_day
 from kpi.source import (
+    BAD_TIMESTAMP,
     DAY_MS,
     RowCheck,
     blob_of,
@@ -33,13 +34,15 @@ def row(value, doc_id="abc"):
         ("not a row", "rejected", "row is not an object with a string id"),
         (row(GOOD, doc_id=7), "rejected", "row is not an object with a string id"),
         (row([1, 2]), "rejected", "blob is not a JSON object"),
-        (row({**GOOD, "timestamp": 0}), "rejected", "timestamp is missing, not numeric or not > 0"),
+        (row({**GOOD, "timestamp": 0}), "rejected", BAD_TIMESTAMP),
         (row({**GOOD, "timestamp": "1790812800000"}), "rejected",
-         "timestamp is missing, not numeric or not > 0"),
+         BAD_TIMESTAMP),
         (row({**GOOD, "timestamp": True}), "rejected",
-         "timestamp is missing, not numeric or not > 0"),
+         BAD_TIMESTAMP),
+        (row({**GOOD, "timestamp": 1e300}), "rejected", BAD_TIMESTAMP),
+        (row({**GOOD, "timestamp": float("nan")}), "rejected", BAD_TIMESTAMP),
         (row({"event_stream": [["a", 1]]}), "rejected",
-         "timestamp is missing, not numeric or not > 0"),
+         BAD_TIMESTAMP),
         (row({**GOOD, "event_stream": "screen.rp_info"}), "rejected",
          "event_stream is not a list"),
         (row({**GOOD, "event_stream": [["a", 1], "b"]}), "rejected",
