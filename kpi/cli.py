@@ -78,11 +78,15 @@ def run_day(day: datetime) -> None:
 
 
 @main.command("build-site")
-def build_site() -> None:
+@click.option("--start", type=DAY, default=None, help="First UTC day shown (default: all).")
+@click.option("--end", type=DAY, default=None, help="Last UTC day shown, included.")
+def build_site(start: datetime | None, end: datetime | None) -> None:
     """Rebuild the static site from the aggregates stored in CouchDB."""
     from kpi.site import build_site as build
 
-    click.echo(_fail_cleanly(build, _settings()))
+    first = _day(start) if start else None
+    last = _day(end) if end else None
+    click.echo(_fail_cleanly(build, _settings(), None, None, first, last))
 
 
 @main.command()

@@ -15,7 +15,7 @@ import pandas as pd
 from kpi import __version__
 from kpi.aggregate import count_columns, daily_aggregates, sites_histogram
 from kpi.config import Config, load_config
-from kpi.reports import QUALITY_MEASURES, Aggregates
+from kpi.reports import QUALITY_MEASURES, Aggregates, plain_number
 from kpi.settings import Settings
 from kpi.source import iter_day
 from kpi.stage import stage
@@ -69,22 +69,30 @@ def aggregate_day(day: date, settings: Settings, config: Config | None = None) -
         raise PipelineError(msg)
     blobs = (doc["blob"] for doc in store.day_docs(RAW, day))
     staged, counts = stage(blobs, config)
-    doc = aggregates_document(day, staged, config, manifest, counts.skipped_empty_stream)
+    quality = {key: int(manifest.get(key, 0)) for key in QUALITY_MEASURES[:-1]}
+    quality["skipped_empty_stream"] = counts.skipped_empty_stream
+    quality["aggregated"] = len(staged)
+    doc = aggregates_document(
+        day, daily_aggregates(staged, config), sites_histogram(staged), config, quality
+    )
     store.upsert(AGGREGATES, [doc])
     log.info("aggregated %s: %s", day, doc["quality"])
     return doc["quality"]
 
 
 def aggregates_document(
-    day: date, staged: pd.DataFrame, config: Config, manifest: dict, skipped: int
+    day: date, groups: pd.DataFrame, histogram: pd.DataFrame, config: Config, quality: dict
 ) -> dict:
-    """The one CouchDB document holding every aggregate of `day` (replaced as a whole)."""
-    groups = daily_aggregates(staged, config)
-    histogram = sites_histogram(staged)
+    """The one CouchDB document holding every aggregate of `day` (replaced as a whole).
+
+    Args:
+        day: the UTC day; `groups` and `histogram` must hold only this day's rows.
+        groups: `daily_aggregates` of the day.
+        histogram: `sites_histogram` of the day.
+        config: the configuration the aggregates were computed with.
+        quality: the day's D12 counts.
+    """
     columns = count_columns(config)
-    quality = {key: int(manifest.get(key, 0)) for key in QUALITY_MEASURES[:-1]}
-    quality["skipped_empty_stream"] = skipped
-    quality["aggregated"] = len(staged)
     return {
         "_id": day.isoformat(),
         "day": day.isoformat(),
@@ -92,22 +100,16 @@ def aggregates_document(
         "quality": quality,
         "columns": columns,
         "groups": [
-            [row[1], row[2], *(_plain(v) for v in row[3:])]
+            [row[1], row[2], *(plain_number(v) for v in row[3:])]
             for row in groups[["date", "segmentation", "segment", *columns]].itertuples(
                 index=False
             )
         ],
         "sites_histogram": [
-            [row.segmentation, row.segment, _plain(row.sites), int(row.blobs)]
+            [row.segmentation, row.segment, plain_number(row.sites), int(row.blobs)]
             for row in histogram.itertuples(index=False)
         ],
     }
-
-
-def _plain(value: object) -> int | float:
-    """A JSON-friendly number: integral values as int (so documents compare equal)."""
-    number = float(value)
-    return int(number) if number.is_integer() else number
 
 
 def load_aggregates(settings: Settings, start: date | None = None, end: date | None = None,

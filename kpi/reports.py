@@ -44,7 +44,7 @@ def _rows_frame(rows: list[list]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
 
 
-def _plain(value: object) -> int | float:
+def plain_number(value: object) -> int | float:
     """Integral numbers as int (counts print as integers), others as float."""
     number = float(value)
     return int(number) if number.is_integer() else number
@@ -81,7 +81,7 @@ def _ratios(groups: pd.DataFrame, measures: dict[str, tuple[pd.Series, pd.Series
         pairs = zip(keys, numerators.tolist(), denominators.tolist(), strict=True)
         for key, numerator, denominator in pairs:
             value = numerator / denominator if denominator else None
-            rows.append([*key, measure, value, _plain(numerator), _plain(denominator)])
+            rows.append([*key, measure, value, plain_number(numerator), plain_number(denominator)])
     return rows
 
 

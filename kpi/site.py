@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import altair as alt
@@ -199,6 +199,27 @@ PAGES = (
 )
 
 
+DIFFERENCES = (
+    ("Segmented date ranges", "the end day was left out", "both ends included everywhere"),
+    ("Division by zero", "shown as 0 (and a 100% bounce rate as 0%)",
+     "an empty value / a gap; a day where nobody engaged has a bounce rate of 100%"),
+    ("Sites value", "the first truthy field (a 0 fell through to the next field)",
+     "the first present numeric field (0 counts; numeric strings are read as numbers)"),
+    ("Sites median", "not offered (the README asked for it; a mean was computed)",
+     "the Sites (median) report, exact, from daily histograms"),
+    ("Emails", "a missing number_emails went to Other; Unknown stayed empty",
+     "missing → Unknown; fractions, negatives, strings → Other"),
+    ("Locale", "exact match only (en-US was Other)",
+     "exact alias, else the primary language subtag (en-US → English; pt-BR keeps its own)"),
+    ("Charts", "missing days filled with 0; area charts stacked ratios",
+     "missing days and null ratios are gaps; lines"),
+    ("Funnel steps", "steps absent from a day were left out", "every step, 0 when absent"),
+    ("Import", "KPIggybank's _rev was kept, causing conflicts on re-import",
+     "raw snapshots upserted by id; re-running a day changes nothing"),
+    ("New reports", "—", "Sites (median), Email activation, Data quality"),
+)
+
+
 def chart_spec(chart: alt.TopLevelMixin) -> dict:
     """The chart's Vega-Lite spec without the external `$schema` URL."""
     spec = chart.to_dict()
@@ -269,6 +290,11 @@ def render_site(
         title="Overview", current="index", row_counts=manifest["reports"], **common
     )
     (target / "index.html").write_text(index, encoding="utf-8")
+    definitions = env.get_template("definitions.html").render(
+        title="Definitions", current="definitions", differences=DIFFERENCES,
+        segmentations=sorted(config.segmentations.items()), **common,
+    )
+    (target / "definitions.html").write_text(definitions, encoding="utf-8")
     for page in PAGES:
         spec = chart_spec(page.chart(page, config))
         table = quality_table(reports[page.id]) if page.id == "data_quality" else None
@@ -310,15 +336,21 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
     return site_dir
 
 
-def build_site(settings: Settings, config: Config | None = None,
-               now: datetime | None = None) -> Path:
-    """Rebuild and publish the site from every stored daily aggregate.
+def build_site(settings: Settings, config: Config | None = None, now: datetime | None = None,
+               start: date | None = None, end: date | None = None) -> Path:
+    """Rebuild and publish the site from the stored daily aggregates of [start, end].
+
+    Args:
+        settings: where the aggregates are and where the site goes.
+        config: the report configuration (default: the one `settings` names).
+        now: the build time written to the manifest (default: now).
+        start, end: the UTC days shown, both included (default: every stored day).
 
     Returns:
         The published site folder.
     """
     config = config or load_config(settings.config_path)
-    aggregates = load_aggregates(settings, config=config)
+    aggregates = load_aggregates(settings, start, end, config=config)
     reports = build_reports(aggregates, config)
     built_at = now or datetime.now(UTC)
     site = publish(

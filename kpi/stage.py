@@ -7,9 +7,11 @@ DataFrame out.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
-from kpi.source import BAD_TIMESTAMP, valid_timestamp
+from kpi.source import BAD_TIMESTAMP, MAX_TIMESTAMP_MS, valid_timestamp
 
 OUTCOMES = ("bounce", "fail", "fallback", "idp", "assertion")
 SITES_FIELDS = ("number_sites_logged_in", "sites_signed_in", "number_sites_signed_in")
@@ -32,6 +34,7 @@ ENGAGED_EVENTS = frozenset(
 )
 EMAIL_CONFIRMED_MISSPELLED = "user.email_confrimed"
 EPOCH = date(1970, 1, 1)
+NUMBER_TYPES = (int, float)
 
 
 @dataclass
@@ -216,10 +219,6 @@ def js_truthy(value: object) -> bool:
     return True
 
 
-def _text(value: object) -> str | None:
-    return value if type(value) is str else None
-
-
 def _number_or_marker(value: object) -> object:
     """Numbers pass, None passes, anything else becomes a hashable 'Other' marker."""
     if value is None:
@@ -239,6 +238,18 @@ def _invalid_reason(blob: object) -> str:
     return "event_stream item is not a [name, offset] pair"
 
 
+@contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector: millions of small objects make it the main cost."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCounts]:
     """One row per blob: date, segments, step flags, outcome, sites.
 
@@ -251,44 +262,72 @@ def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCou
     columns: list[list] = [[] for _ in range(9)]
     (days, profile_ids, oses, browsers, widths, emails, langs, apis, email_types) = columns
     sites: list[float] = []
-    for blob in blobs:
-        if type(blob) is not dict or not valid_timestamp(blob.get("timestamp")):
-            counts.reject(_invalid_reason(blob))
-            continue
-        stream = blob.get("event_stream")
-        if stream is None or (type(stream) is list and not stream):
-            counts.skipped_empty_stream += 1
-            continue
-        names = (
-            [pair[0] for pair in stream if type(pair) is list and len(pair) == 2]
-            if type(stream) is list else None
-        )
-        if names is None or len(names) != len(stream):
-            counts.reject(_invalid_reason(blob))
-            continue
-        timestamp = blob["timestamp"]
-        key = (tuple(names), js_truthy(blob.get("new_account")))
-        profile = profiles.get(key)
-        if profile is None:
-            if not all(type(name) is str for name in names):
-                counts.reject("event_stream item name is not a string")
+    with gc_paused():
+        for blob in blobs:
+            # Hot loop: inline type checks; rules run later per distinct value.
+            if type(blob) is not dict:
+                counts.reject(_invalid_reason(blob))
                 continue
-            profile = profiles[key] = len(profiles)
-        agent = blob.get("user_agent")
-        if type(agent) is not dict:
-            agent = {}
-        screen = blob.get("screen_size")
-        days.append(int(timestamp // 86_400_000))
-        profile_ids.append(profile)
-        oses.append(_text(agent.get("os")))
-        browsers.append(_text(agent.get("browser")))
-        widths.append(_number_or_marker(screen.get("width")) if type(screen) is dict else None)
-        emails.append(_number_or_marker(blob.get("number_emails")))
-        langs.append(_text(blob.get("lang")))
-        apis.append(_text(blob.get("rp_api")))
-        email_types.append(_text(blob.get("email_type")))
-        value = sites_value(blob)
-        sites.append(math.nan if value is None else value)
+            timestamp = blob.get("timestamp")
+            if type(timestamp) not in NUMBER_TYPES or not 0 < timestamp < MAX_TIMESTAMP_MS:
+                counts.reject(_invalid_reason(blob))
+                continue
+            stream = blob.get("event_stream")
+            if stream is None or (type(stream) is list and not stream):
+                counts.skipped_empty_stream += 1
+                continue
+            names = (
+                [pair[0] for pair in stream if type(pair) is list and len(pair) == 2]
+                if type(stream) is list else None
+            )
+            if names is None or len(names) != len(stream):
+                counts.reject(_invalid_reason(blob))
+                continue
+            new_account = blob.get("new_account")
+            if type(new_account) is not bool:
+                new_account = new_account is not None and js_truthy(new_account)
+            key = (tuple(names), new_account)
+            profile = profiles.get(key)
+            if profile is None:
+                if not all(type(name) is str for name in names):
+                    counts.reject("event_stream item name is not a string")
+                    continue
+                profile = profiles[key] = len(profiles)
+            days.append(int(timestamp // 86_400_000))
+            profile_ids.append(profile)
+            agent = blob.get("user_agent")
+            if type(agent) is dict:
+                value = agent.get("os")
+                oses.append(value if type(value) is str else None)
+                value = agent.get("browser")
+                browsers.append(value if type(value) is str else None)
+            else:
+                oses.append(None)
+                browsers.append(None)
+            screen = blob.get("screen_size")
+            value = screen.get("width") if type(screen) is dict else None
+            widths.append(value if value is None or type(value) is int
+                          else _number_or_marker(value))
+            value = blob.get("number_emails")
+            emails.append(value if value is None or type(value) is int
+                          else _number_or_marker(value))
+            value = blob.get("lang")
+            langs.append(value if type(value) is str else None)
+            value = blob.get("rp_api")
+            apis.append(value if type(value) is str else None)
+            value = blob.get("email_type")
+            email_types.append(value if type(value) is str else None)
+            for field_name in SITES_FIELDS:
+                value = blob.get(field_name)
+                if value is not None:
+                    break
+            if type(value) is int:
+                sites.append(float(value))
+            elif value is None:
+                sites.append(math.nan)
+            else:
+                value = sites_value(blob)
+                sites.append(math.nan if value is None else value)
     table = [profile_of(names, new_account, config) for names, new_account in profiles]
     return _frame(columns, sites, table, config), counts
 
