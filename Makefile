@@ -30,6 +30,7 @@ lint: setup
 	$(BIN)/ruff check kpi fake_source dags tests bench
 
 bench: setup
+	$(BIN)/python bench/compute.py
 	$(BIN)/python bench/extract_store.py
 
 clean:

@@ -7,7 +7,8 @@ Prints its figures; asserts nothing about time. Steps:
 1. A child process generates one fake day of `--blobs` blobs (2026-10-07) and writes them as
    JSON lines of 10,000 blobs, so this process never holds the generator's dicts.
 2. This process streams the file: decode (orjson) → stage → aggregate, as the pipeline streams
-   CouchDB pages. Peak RSS is this process's (`ru_maxrss`).
+   CouchDB pages; then one worker process per core does the same over every n-th line and the
+   parts are combined (aggregates are additive). Peak RSS is `ru_maxrss` of each process.
    It also stages the whole day from decoded blobs held in memory (the headline figure).
 3. 365 copies of that day's aggregates (dates shifted) → every report, timed one by one; then the
    same 365 aggregate documents written to the dev CouchDB and loaded back.
@@ -80,6 +81,29 @@ def stream(path: Path) -> Iterator[dict]:
             yield from orjson.loads(line)
 
 
+def stage_lines(path: str, worker: int, workers: int) -> tuple:
+    """Worker process: decode, stage and aggregate every `workers`-th JSON line."""
+    from kpi.aggregate import daily_aggregates, sites_histogram
+    from kpi.config import production_config
+    from kpi.stage import stage
+
+    def own_blobs() -> Iterator[dict]:
+        with open(path, "rb") as lines:
+            for index, line in enumerate(lines):
+                if index % workers == worker:
+                    yield from orjson.loads(line)
+
+    config = production_config()
+    staged, counts = stage(own_blobs(), config)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return daily_aggregates(staged, config), sites_histogram(staged), len(staged), peak
+
+
+def warm_up() -> None:
+    import kpi.aggregate  # noqa: F401  (imports pandas once per worker, outside the timing)
+    import kpi.stage  # noqa: F401
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -94,7 +118,7 @@ def main() -> None:
     parser.add_argument("--view-blobs", type=int, default=20_000)
     args = parser.parse_args()
 
-    from kpi.aggregate import daily_aggregates, sites_histogram
+    from kpi.aggregate import combine, daily_aggregates, sites_histogram
     from kpi.config import production_config
     from kpi.reports import QUALITY_MEASURES, REPORTS, Aggregates
     from kpi.stage import gc_paused, stage
@@ -119,6 +143,16 @@ def main() -> None:
     streamed_rss = rss_mb()
     del staged
 
+    # (c) streamed, one worker process per core; aggregates are additive, so parts combine.
+    workers = multiprocessing.cpu_count()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.starmap(warm_up, [()] * workers)
+        start = time.perf_counter()
+        parts = pool.starmap(stage_lines, [(str(path), k, workers) for k in range(workers)])
+        combine([(g, h) for g, h, _, _ in parts])
+        parallel_s = time.perf_counter() - start
+    worker_peak = max(peak for *_, peak in parts)
+
     # (a) from decoded blobs: stage + aggregate only.
     with gc_paused():
         blobs = list(stream(path))
@@ -140,6 +174,9 @@ def main() -> None:
           f"blobs)")
     print(f"streamed from JSON lines  {streamed_s:>12.2f} s  {decoded / streamed_s:>12,.0f} "
           f"blobs/s incl. orjson decoding; peak RSS then {streamed_rss:.0f} MB")
+    print(f"streamed, {workers} processes    {parallel_s:>10.2f} s  "
+          f"{decoded / parallel_s:>12,.0f} blobs/s incl. orjson decoding; peak RSS per "
+          f"worker {worker_peak:.0f} MB")
     del blobs
 
     # 365 days of aggregates → every report.

@@ -127,3 +127,23 @@ def sites_histogram(staged: pd.DataFrame) -> pd.DataFrame:
         }))
     frame = pd.concat(parts, ignore_index=True)
     return frame.sort_values(keys, kind="stable", ignore_index=True)
+
+
+def combine(parts: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sum (daily_aggregates, sites_histogram) pairs computed over disjoint sets of blobs.
+
+    Counts are additive (D7), so staging a day in pieces (in parallel, say) and combining equals
+    staging it at once.
+    """
+    groups = [g for g, _ in parts if not g.empty]
+    histograms = [h for _, h in parts if not h.empty]
+    if not groups:
+        return parts[0][0].head(0), parts[0][1].head(0)
+    summed = pd.concat(groups, ignore_index=True).groupby(KEYS, sort=True).sum().reset_index()
+    if not histograms:
+        return summed, parts[0][1].head(0)
+    histogram = (
+        pd.concat(histograms, ignore_index=True)
+        .groupby([*KEYS, "sites"], sort=True)["blobs"].sum().reset_index()
+    )
+    return summed, histogram

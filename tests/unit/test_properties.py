@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kpi.aggregate import KEYS, count_columns, daily_aggregates, sites_histogram
+from kpi.aggregate import KEYS, combine, count_columns, daily_aggregates, sites_histogram
 from kpi.reports import histogram_medians
 from kpi.stage import stage
 from tests.unit.kpi_helpers import CONFIG, ms
@@ -68,6 +68,16 @@ def test_aggregating_parts_and_summing_equals_aggregating_all(all_blobs, data):
     whole = aggregate(all_blobs)
     summed = aggregate(left).add(aggregate(right), fill_value=0)
     assert as_dict(summed) == as_dict(whole)
+    parts = []
+    for part in (left, right):
+        staged, _ = stage(part, CONFIG)
+        parts.append((daily_aggregates(staged, CONFIG), sites_histogram(staged)))
+    groups, histogram = combine(parts)
+    staged, _ = stage(all_blobs, CONFIG)
+    assert as_dict(groups.set_index(KEYS)) == as_dict(whole)
+    expected = sites_histogram(staged).set_index([*KEYS, "sites"])["blobs"].to_dict()
+    got = histogram.set_index([*KEYS, "sites"])["blobs"].to_dict() if len(histogram) else {}
+    assert got == expected
 
 
 @PROPERTY
