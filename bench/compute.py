@@ -8,7 +8,7 @@ Prints its figures; asserts nothing about time. Steps:
    JSON lines of 10,000 blobs, so this process never holds the generator's dicts.
 2. This process streams the file: decode (orjson) → stage → aggregate, as the pipeline streams
    CouchDB pages; then one worker process per core does the same over every n-th line and the
-   parts are combined (aggregates are additive). Peak RSS is `ru_maxrss` of each process.
+   parts are combined (aggregates are additive). Peak RSS is each process's VmHWM.
    It also stages the whole day from decoded blobs held in memory (the headline figure).
 3. 365 copies of that day's aggregates (dates shifted) → every report, timed one by one; then the
    same 365 aggregate documents written to the dev CouchDB and loaded back.
@@ -95,8 +95,7 @@ def stage_lines(path: str, worker: int, workers: int) -> tuple:
 
     config = production_config()
     staged, counts = stage(own_blobs(), config)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return daily_aggregates(staged, config), sites_histogram(staged), len(staged), peak
+    return daily_aggregates(staged, config), sites_histogram(staged), len(staged), rss_mb()
 
 
 def warm_up() -> None:
@@ -105,6 +104,11 @@ def warm_up() -> None:
 
 
 def rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from a parent)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
