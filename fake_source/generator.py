@@ -214,9 +214,39 @@ def make_blob(rng: random.Random, day_start_ms: int, bad_rate: float = 0.002) ->
         blob[rng.choice(SITES_FIELDS)] = min(int(rng.expovariate(0.35)), 40)
     if rng.random() < 0.05:
         blob["number_sites_remembered"] = rng.randint(0, 20)
+    if rng.random() < 0.03:
+        _oddity(rng, blob)
     if rng.random() < bad_rate:
         _corrupt(rng, blob)
     return blob
+
+
+def _oddity(rng: random.Random, blob: dict) -> None:
+    """A valid blob with a field browsers really sent oddly (degrades by SPEC's rules)."""
+    oddity = rng.randrange(9)
+    if oddity == 0:
+        blob["number_emails"] = rng.choice((2.5, -1, "3", 2.0, True, None))
+    elif oddity == 1:
+        for name in SITES_FIELDS:
+            blob.pop(name, None)
+        blob["number_sites_logged_in"] = 0
+        blob["number_sites_signed_in"] = rng.randint(1, 9)
+    elif oddity == 2:
+        for name in SITES_FIELDS:
+            blob.pop(name, None)
+        blob[rng.choice(SITES_FIELDS)] = rng.choice(("4", "2.5", "many", ""))
+    elif oddity == 3:
+        blob["screen_size"] = {"width": rng.choice(("1024", None, 640.5)), "height": 1}
+    elif oddity == 4:
+        blob["lang"] = rng.choice(("EN-us", "de_DE", "pt-PT", "es-419", ""))
+    elif oddity == 5:
+        blob["user_agent"] = rng.choice(("Mozilla/5.0", None, {"os": 7}))
+    elif oddity == 6:
+        blob["new_account"] = rng.choice(("yes", 1, 0, "", None))
+    elif oddity == 7:
+        blob["email_type"] = rng.choice(("PRIMARY", "", 1))
+    else:
+        blob["rp_api"] = rng.choice(("watch", "Watch", None))
 
 
 def _corrupt(rng: random.Random, blob: dict) -> None:

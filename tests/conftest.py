@@ -16,6 +16,7 @@ FAKE_SEED = 7
 FAKE_PER_DAY = 300
 FAKE_DAYS = 4
 FAKE_LAST_DAY = date(2026, 10, 3)
+FAKE_BAD_RATE = 0.02
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +53,7 @@ def fake_app():
     from fake_source import create_app
 
     return create_app(seed=FAKE_SEED, per_day=FAKE_PER_DAY, days=FAKE_DAYS,
-                      last_day=FAKE_LAST_DAY, slow_seconds=2.0)
+                      last_day=FAKE_LAST_DAY, bad_rate=FAKE_BAD_RATE, slow_seconds=2.0)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from kpi import site as site_module
 from kpi.pipeline import backfill
 from kpi.site import build_site
 from kpi.store import DATABASES, CouchStore
-from tests.conftest import FAKE_PER_DAY, FAKE_SEED
+from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
 
 pytestmark = pytest.mark.integration
 START, END = date(2026, 10, 1), date(2026, 10, 3)
@@ -28,7 +28,7 @@ NEW_USER_EVENTS = ["screen.set_password", "user.user_staged", "user.user_confirm
 def independent_counts(day: date) -> tuple[Counter, Counter]:
     """Sign-in attempts and new-user step counts by (OS segment), straight from SPEC rules."""
     attempts, steps = Counter(), Counter()
-    for _, blob in blobs_for_day(FAKE_SEED, day, FAKE_PER_DAY):
+    for _, blob in blobs_for_day(FAKE_SEED, day, FAKE_PER_DAY, FAKE_BAD_RATE):
         stream = blob.get("event_stream")
         if not stream:
             continue

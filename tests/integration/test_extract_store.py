@@ -14,14 +14,14 @@ from kpi.devserver import free_port
 from kpi.pipeline import aggregate_day, extract_and_store
 from kpi.source import SourceError, check_row, fetch_day
 from kpi.store import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError
-from tests.conftest import FAKE_PER_DAY, FAKE_SEED
+from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
 
 pytestmark = pytest.mark.integration
 DAY = date(2026, 10, 2)
 
 
 def expected_rows(day: date) -> list[tuple[str, dict]]:
-    return blobs_for_day(FAKE_SEED, day, FAKE_PER_DAY)
+    return blobs_for_day(FAKE_SEED, day, FAKE_PER_DAY, FAKE_BAD_RATE)
 
 
 def test_fetch_day_returns_exactly_the_generated_day(settings):

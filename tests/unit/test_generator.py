@@ -73,9 +73,10 @@ def test_blob_variety_covers_the_spec():
     assert any(b.get("new_account") and b.get("email_type") == "primary" for b in blobs)
     langs = Counter(b.get("lang") for b in blobs)
     assert {"en-US", "de", "pt-BR", "ja", None} <= set(langs)
-    widths = [b["screen_size"]["width"] for b in blobs if "screen_size" in b]
+    widths = [b["screen_size"]["width"] for b in blobs
+              if type(b.get("screen_size", {}).get("width")) is int]
     assert min(widths) <= 640 and any(640 < w < 1024 for w in widths) and max(widths) >= 1024
-    oses = {b.get("user_agent", {}).get("os") for b in blobs}
+    oses = {b["user_agent"].get("os") for b in blobs if isinstance(b.get("user_agent"), dict)}
     assert {"Windows NT 6.1", "iPhone", "Macintosh"} <= oses
     emails = {b.get("number_emails", "missing") for b in blobs}
     assert set(range(7)) | {"missing"} <= emails
@@ -86,6 +87,10 @@ def test_blob_variety_covers_the_spec():
     assert any(isinstance(s, str) for s in streams) or any(
         isinstance(s, list) and any(not isinstance(e, list) or not isinstance(e[0], str)
                                     for e in s) for s in streams)
+    odd = [b.get("number_emails") for b in blobs]
+    assert any(isinstance(v, str) for v in odd) and 2.5 in odd  # odd values degrade, not reject
+    assert any(b.get("number_sites_logged_in") == 0 and b.get("number_sites_signed_in")
+               for b in blobs)
     assert all(b["timestamp"] % 600_000 == 0 for b in blobs)
     assert all(day_start_ms(DAY) <= b["timestamp"] < day_start_ms(DAY) + DAY_MS for b in blobs)
 
