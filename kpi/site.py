@@ -47,6 +47,10 @@ class Page:
     chart: Callable[[Page, Config], alt.TopLevelMixin]
     y_title: str = "Value"
     percent: bool = False
+    milestones: bool = True  # draw milestone annotations (time-series charts)
+
+
+LEGEND = alt.Legend(labelLimit=320)
 
 
 def _segmentation_param() -> alt.Parameter:
@@ -89,7 +93,7 @@ def segmented_chart(page: Page, config: Config) -> alt.TopLevelMixin:
         .encode(
             x=_day_axis(),
             y=_value_axis(page),
-            color=alt.Color("segment:N", title="Segment"),
+            color=alt.Color("segment:N", title="Segment", legend=LEGEND),
             tooltip=_tooltip(page, "segment", "Segment"),
         )
         .add_params(segmentation)
@@ -106,7 +110,7 @@ def measures_chart(page: Page, config: Config) -> alt.TopLevelMixin:
         .encode(
             x=_day_axis(),
             y=_value_axis(page),
-            color=alt.Color("measure:N", title="Step / measure"),
+            color=alt.Color("measure:N", title="Step / measure", legend=LEGEND),
             tooltip=_tooltip(page, "measure", "Step / measure"),
         )
         .properties(width=700, height=300)
@@ -124,7 +128,7 @@ def funnel_chart(page: Page, config: Config) -> alt.TopLevelMixin:
             x=alt.X("measure:N", title="Step", sort=steps,
                     axis=alt.Axis(labelAngle=0, labelLimit=170)),
             y=alt.Y("sum(value):Q", title=page.y_title),
-            color=alt.Color("segment:N", title="Segment"),
+            color=alt.Color("segment:N", title="Segment", legend=LEGEND),
             tooltip=[
                 alt.Tooltip("measure:N", title="Step"),
                 alt.Tooltip("segment:N", title="Segment"),
@@ -141,7 +145,7 @@ def funnel_chart(page: Page, config: Config) -> alt.TopLevelMixin:
         .encode(
             x=_day_axis(),
             y=_value_axis(page),
-            color=alt.Color("measure:N", title="Step"),
+            color=alt.Color("measure:N", title="Step", legend=LEGEND),
             tooltip=_tooltip(page, "measure", "Step"),
         )
         .transform_filter(alt.datum.segmentation == "Total")
@@ -150,11 +154,25 @@ def funnel_chart(page: Page, config: Config) -> alt.TopLevelMixin:
     return alt.vconcat(funnel, daily).resolve_scale(color="independent")
 
 
+def with_milestones(chart: alt.Chart, milestones: list[tuple[str, str]]) -> alt.TopLevelMixin:
+    """The chart with a dashed rule and label per milestone (SPEC §5), if any falls in range."""
+    if not milestones:
+        return chart
+    data = alt.Data(values=[{"milestone": name, "date": day} for name, day in milestones])
+    base = alt.Chart(data).encode(
+        x="utcyearmonthdate(date):T", tooltip=[alt.Tooltip("milestone:N", title="Milestone")]
+    )
+    rules = base.mark_rule(color="#6b7785", strokeDash=[4, 3])
+    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, angle=0, fontSize=10,
+                            color="#4b5563").encode(text="milestone:N", y=alt.value(0))
+    return alt.layer(chart, rules, labels)
+
+
 PAGES = (
     Page("new_user", "New user flow", "Can new users log in?",
          "The progress of new users through the sign-up flow: blobs reaching each step. "
          "Staging continuations add steps 3 and 4 without step 1.",
-         funnel_chart, "Blobs reaching the step"),
+         funnel_chart, "Blobs reaching the step", milestones=False),
     Page("new_user_time", "New user flow over time", "Can new users log in?",
          "The share of new users reaching each sign-up step, per day, relative to step 1. It can "
          "exceed 100% because staging continuations add steps 3 and 4 without step 1.",
@@ -290,13 +308,19 @@ def render_site(
         title="Overview", current="index", row_counts=manifest["reports"], **common
     )
     (target / "index.html").write_text(index, encoding="utf-8")
+    in_range = [
+        (name, day) for name, day in config.milestones if days and days[0] <= day <= days[-1]
+    ]
     definitions = env.get_template("definitions.html").render(
         title="Definitions", current="definitions", differences=DIFFERENCES,
         segmentations=sorted(config.segmentations.items()), **common,
     )
     (target / "definitions.html").write_text(definitions, encoding="utf-8")
     for page in PAGES:
-        spec = chart_spec(page.chart(page, config))
+        chart = page.chart(page, config)
+        if page.milestones:
+            chart = with_milestones(chart, in_range)
+        spec = chart_spec(chart)
         table = quality_table(reports[page.id]) if page.id == "data_quality" else None
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page, chart_spec=spec, table=table,
