@@ -84,37 +84,34 @@ def _data(page: Page) -> alt.Data:
     return alt.Data(url=f"data/{page.id}.json")
 
 
+def _lines(page: Page, series: str, title: str) -> alt.Chart:
+    """One line per value of `series` over the days. Nulls are gaps (D5)."""
+    return (
+        alt.Chart(_data(page))
+        .mark_line(point=True)
+        .encode(
+            x=_day_axis(),
+            y=_value_axis(page),
+            color=alt.Color(f"{series}:N", title=title, legend=LEGEND),
+            tooltip=_tooltip(page, series, title),
+        )
+        .properties(width=700, height=300)
+    )
+
+
 def segmented_chart(page: Page, config: Config) -> alt.TopLevelMixin:
     """One line per segment of the segmentation picked in the page's select box."""
     segmentation = _segmentation_param()
     return (
-        alt.Chart(_data(page))
-        .mark_line(point=True)
-        .encode(
-            x=_day_axis(),
-            y=_value_axis(page),
-            color=alt.Color("segment:N", title="Segment", legend=LEGEND),
-            tooltip=_tooltip(page, "segment", "Segment"),
-        )
+        _lines(page, "segment", "Segment")
         .add_params(segmentation)
         .transform_filter(alt.datum.segmentation == segmentation)
-        .properties(width=700, height=300)
     )
 
 
 def measures_chart(page: Page, config: Config) -> alt.TopLevelMixin:
-    """One line per measure (step or count), Total only. Nulls are gaps (D5)."""
-    return (
-        alt.Chart(_data(page))
-        .mark_line(point=True)
-        .encode(
-            x=_day_axis(),
-            y=_value_axis(page),
-            color=alt.Color("measure:N", title="Step / measure", legend=LEGEND),
-            tooltip=_tooltip(page, "measure", "Step / measure"),
-        )
-        .properties(width=700, height=300)
-    )
+    """One line per measure (step or count); these reports are Total only."""
+    return _lines(page, "measure", "Step / measure")
 
 
 def funnel_chart(page: Page, config: Config) -> alt.TopLevelMixin:

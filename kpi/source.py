@@ -8,24 +8,16 @@ attempts run out, `SourceError` names the URL, the window and the day.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import httpx
 import orjson
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import RetryError
 
+from kpi.retry import retrying
 from kpi.settings import Settings, redact_url
-
-log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -132,14 +124,10 @@ class KpiggybankClient:
 
     def fetch_window(self, start_ms: int, end_ms: int) -> list:
         """Rows with start_ms <= timestamp <= end_ms, retried; raises SourceError at the end."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.retry_attempts),
-            wait=wait_exponential(multiplier=self.settings.retry_backoff, max=30),
-            retry=retry_if_exception_type(TransientSourceError),
-            before_sleep=self._log_retry,
-        )
         try:
-            return retrying(self._get_window, start_ms, end_ms)
+            return retrying(self.settings, (TransientSourceError,))(
+                self._get_window, start_ms, end_ms
+            )
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             msg = (
@@ -173,13 +161,6 @@ class KpiggybankClient:
             msg = f"body is a JSON {type(rows).__name__}, not an array of rows"
             raise TransientSourceError(msg)
         return rows
-
-    def _log_retry(self, state: object) -> None:
-        log.warning(
-            "KPIggybank request failed (attempt %s): %s; retrying",
-            state.attempt_number,  # type: ignore[attr-defined]
-            state.outcome.exception(),  # type: ignore[attr-defined]
-        )
 
 
 def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = None) -> list:

@@ -19,7 +19,6 @@ they are replaced as a whole. Only documented CouchDB 3 API is used: database PU
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,18 +28,11 @@ import orjson
 import pycouchdb
 import requests
 from pycouchdb import exceptions as couch_errors
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import RetryError
 
+from kpi.retry import retrying
 from kpi.settings import Settings
 from kpi.source import blob_of, check_row
-
-log = logging.getLogger(__name__)
 
 RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggregates"
 DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES)
@@ -82,14 +74,8 @@ class CouchStore:
         return f"{self.settings.db_prefix}_{kind}"
 
     def _retry(self, what: str, call, *args, **kwargs):
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.retry_attempts),
-            wait=wait_exponential(multiplier=self.settings.retry_backoff, max=30),
-            retry=retry_if_exception_type(TRANSIENT),
-            reraise=False,
-        )
         try:
-            return retrying(call, *args, **kwargs)
+            return retrying(self.settings, TRANSIENT)(call, *args, **kwargs)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             msg = (
