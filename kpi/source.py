@@ -9,6 +9,7 @@ attempts run out, `SourceError` names the URL, the window and the day.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -167,28 +168,22 @@ def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = N
     """Every row KPIggybank holds for UTC `day`, ascending, fetched window by window.
 
     Raises:
-        SourceError: a window failed after every retry; the message names the day.
+        SourceError: a window failed after every retry; the message names the URL and the day.
     """
-    rows: list = []
-    try:
-        for batch in iter_day(settings, day, client):
-            rows.extend(batch)
-    except SourceError as exc:
-        msg = f"extract of {day.isoformat()} failed: {exc}"
-        raise SourceError(msg) from exc
-    return rows
+    return [row for batch in iter_day(settings, day, client) for row in batch]
 
 
 def iter_day(
     settings: Settings, day: date, client: KpiggybankClient | None = None
 ) -> Iterator[list]:
-    """The rows of UTC `day`, one list per fetch window."""
+    """The rows of UTC `day`, one list per fetch window (see `fetch_day`)."""
     start, end = day_window_ms(day)
     windows = chunk_windows(start, end, settings.fetch_chunk_hours * HOUR_MS)
-    if client is not None:
+    with KpiggybankClient(settings) if client is None else nullcontext(client) as source:
         for low, high in windows:
-            yield client.fetch_window(low, high)
-        return
-    with KpiggybankClient(settings) as own_client:
-        for low, high in windows:
-            yield own_client.fetch_window(low, high)
+            try:
+                rows = source.fetch_window(low, high)
+            except SourceError as exc:
+                msg = f"extract of {day.isoformat()} failed: {exc}"
+                raise SourceError(msg) from exc
+            yield rows

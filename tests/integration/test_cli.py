@@ -1,0 +1,60 @@
+"""The `kpi` command as a user runs it: settings from the environment, clear errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from kpi.cli import main
+from kpi.config import PRODUCTION_CONFIG
+from kpi.devserver import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def environment(settings) -> dict[str, str]:
+    return {
+        "KPI_SOURCE_URL": settings.source_url,
+        "KPI_COUCHDB_URL": settings.couchdb_url,
+        "KPI_DB_PREFIX": settings.db_prefix,
+        "KPI_SITE_DIR": str(settings.site_dir),
+        "KPI_RETRY_ATTEMPTS": "2",
+        "KPI_RETRY_BACKOFF": "0.01",
+        "KPI_HTTP_TIMEOUT": "2",
+    }
+
+
+def test_backfill_then_build_a_range(settings):
+    runner = CliRunner()
+    env = environment(settings)
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-02",
+                                  "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 days" in result.output
+    result = runner.invoke(main, ["build-site", "--start", "2026-10-02", "--end", "2026-10-02"],
+                           env=env)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((settings.site_dir / "data" / "manifest.json").read_text())
+    assert (manifest["first_day"], manifest["last_day"]) == ("2026-10-02", "2026-10-02")
+
+
+def test_an_unreachable_source_exits_1_with_the_day_and_url(settings):
+    env = {**environment(settings),
+           "KPI_SOURCE_URL": f"http://127.0.0.1:{free_port()}/wsapi/interaction_data"}
+    result = CliRunner().invoke(main, ["run-day", "2026-10-02"], env=env)
+    assert result.exit_code == 1
+    assert "extract of 2026-10-02 failed" in result.output
+    assert env["KPI_SOURCE_URL"] in result.output
+
+
+def test_a_bad_config_is_refused_before_anything_runs(settings, tmp_path):
+    config = json.loads(PRODUCTION_CONFIG.read_text())
+    config["aliases"]["en"] = ["English"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    env = {**environment(settings), "KPI_CONFIG": str(path)}
+    result = CliRunner().invoke(main, ["run-day", "2026-10-02"], env=env)
+    assert result.exit_code == 2
+    assert "aliases.en" in result.output and "['English']" in result.output
