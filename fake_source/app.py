@@ -7,7 +7,7 @@ inclusive at both ends (ms), ascending by (timestamp, id), and answer CouchDB vi
 Fault injection: `app.state.faults.script(kind, ...)` makes the next range requests fail in
 order; `fault_rate` makes a seeded random share of them fail. Kinds: `500`, `503`,
 `truncate` (half the body, status 200), `garbage` (an HTML error page, status 200), `slow`
-(answers after `slow_seconds`).
+(answers after `slow_seconds`), `disconnect` (the connection drops mid-body).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from fake_source.generator import DAY_MS, blobs_for_day, day_start_ms, history_days
 
-FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow")
+FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow", "disconnect")
 
 
 class Faults:
@@ -118,6 +118,20 @@ def _row(doc_id: str, blob: dict) -> dict:
     return {"id": doc_id, "key": blob["timestamp"], "value": {"_id": doc_id, "_rev": rev, **blob}}
 
 
+class _DroppedResponse(Response):
+    """Promises the whole body, sends half, then the server drops the connection."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(self.body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2],
+                     "more_body": False})
+
+
 def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
@@ -167,6 +181,8 @@ def create_app(
             return Response(b"<html><body>502 Bad Gateway</body></html>", media_type="text/html")
         if fault == "slow":
             await asyncio.sleep(faults.slow_seconds)
+        if fault == "disconnect":
+            return _DroppedResponse(body)
         return Response(body, media_type="application/json")
 
     async def _post(request: Request) -> Response:

@@ -31,7 +31,7 @@ def test_fetch_day_returns_exactly_the_generated_day(settings):
     )
 
 
-@pytest.mark.parametrize("fault", ["500", "503", "truncate", "garbage", "slow"])
+@pytest.mark.parametrize("fault", ["500", "503", "truncate", "garbage", "slow", "disconnect"])
 def test_transient_faults_are_retried(settings, fake_app, fault):
     fake_app.state.faults.script(fault, fault)  # two failures, the third attempt succeeds
     rows = fetch_day(replace(settings, fetch_chunk_hours=24), DAY)
