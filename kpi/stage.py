@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
-from kpi.source import BAD_TIMESTAMP, MAX_TIMESTAMP_MS, valid_timestamp
+from kpi.source import MAX_TIMESTAMP_MS, check_row
 
 OUTCOMES = ("bounce", "fail", "fallback", "idp", "assertion")
 SITES_FIELDS = ("number_sites_logged_in", "sites_signed_in", "number_sites_signed_in")
@@ -229,13 +229,8 @@ def _number_or_marker(value: object) -> object:
 
 
 def _invalid_reason(blob: object) -> str:
-    if not isinstance(blob, dict):
-        return "blob is not a JSON object"
-    if not valid_timestamp(blob.get("timestamp")):
-        return BAD_TIMESTAMP
-    if type(blob.get("event_stream")) is not list:
-        return "event_stream is not a list"
-    return "event_stream item is not a [name, offset] pair"
+    """Why `blob` fails validation, in the words of `kpi.source.check_row`."""
+    return check_row({"id": "-", "value": blob}).reason
 
 
 @contextmanager

@@ -268,3 +268,30 @@ def test_funnel_steps_never_increase_without_continuations():
     report = reports_of(blobs)["new_user"]
     counts = [row(report, step)[0] for step in NU]
     assert counts == sorted(counts, reverse=True) == [4, 3, 2, 1]
+
+
+def test_stage_counts_skips_and_rejections_with_reasons():
+    from kpi.stage import stage
+
+    blobs = [
+        blob(["screen.rp_info"]),
+        blob([]),  # skipped
+        {"timestamp": 1790812800000},  # no stream at all: skipped
+        {"event_stream": [["screen.rp_info", 1]]},  # no timestamp
+        blob(["a"], timestamp=True),
+        {**blob(["a"]), "event_stream": "screen.rp_info"},
+        {**blob(["a"]), "event_stream": [["a", 1], ["b"]]},
+        {**blob(["a"]), "event_stream": [[3, 1]]},
+        "not a blob",
+    ]
+    staged, counts = stage(blobs, CONFIG)
+    assert len(staged) == 1
+    assert counts.skipped_empty_stream == 2
+    assert counts.rejected_invalid == 6
+    assert counts.rejected_reasons == {
+        "timestamp is missing, not numeric or out of range": 2,
+        "event_stream is not a list": 1,
+        "event_stream item is not a [name, offset] pair": 1,
+        "event_stream item name is not a string": 1,
+        "blob is not a JSON object": 1,
+    }
