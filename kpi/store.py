@@ -137,13 +137,23 @@ class CouchStore:
         """One document, or None."""
         return self.get_many(kind, [doc_id]).get(doc_id)
 
-    def upsert(self, kind: str, docs: list[dict]) -> UpsertResult:
-        """Write `docs` (each with an `_id`) unless an identical document is already stored."""
+    def upsert(self, kind: str, docs: list[dict], present: set[str] | None = None) -> UpsertResult:
+        """Write `docs` (each with an `_id`) unless an identical document is already stored.
+
+        Args:
+            kind: the database.
+            docs: the documents, without `_rev`.
+            present: when given, the ids known to exist; other ids are not looked up first
+                (a fresh day then costs one `_bulk_docs` per batch and no reads).
+        """
         outcome = UpsertResult()
         size = self.settings.bulk_size
         for first in range(0, len(docs), size):
             batch = docs[first : first + size]
-            existing = self.get_many(kind, [doc["_id"] for doc in batch])
+            ids = [doc["_id"] for doc in batch]
+            if present is not None:
+                ids = [doc_id for doc_id in ids if doc_id in present]
+            existing = self.get_many(kind, ids)
             to_write = []
             for doc in batch:
                 old = existing.get(doc["_id"])
@@ -170,24 +180,26 @@ class CouchStore:
             )
             raise StoreError(msg)
 
-    def iter_range(self, kind: str, startkey: str, endkey: str) -> Iterator[dict]:
-        """Documents whose ids lie in [startkey, endkey], ascending, page by page."""
+    def iter_range(self, kind: str, startkey: str, endkey: str,
+                   include_docs: bool = True) -> Iterator[dict | str]:
+        """Documents (or only their ids) whose ids lie in [startkey, endkey], page by page."""
         page = self.settings.bulk_size
-        params = {"startkey": startkey, "endkey": endkey, "limit": page + 1}
+        params = {"startkey": startkey, "endkey": endkey, "limit": page + 1,
+                  "include_docs": include_docs}
         while True:
             result = self._retry(
                 f"read {self.name(kind)} range", self._all_docs, kind, params
             )
             rows = result["rows"]
             for row in rows[:page]:
-                yield row["doc"]
+                yield row["doc"] if include_docs else row["id"]
             if len(rows) <= page:
                 return
             params = {**params, "startkey": rows[page]["id"]}
 
     def _all_docs(self, kind: str, params: dict) -> dict:
         encoded = {
-            "include_docs": "true",
+            "include_docs": "true" if params["include_docs"] else "false",
             "limit": params["limit"],
             "startkey": orjson.dumps(params["startkey"]).decode(),
             "endkey": orjson.dumps(params["endkey"]).decode(),
@@ -198,6 +210,11 @@ class CouchStore:
         """The documents of `kind` for UTC `day` (ids `YYYY-MM-DD:...`)."""
         prefix = f"{day.isoformat()}:"
         return self.iter_range(kind, prefix, prefix + HIGH_KEY)
+
+    def day_ids(self, kind: str, day: date) -> set[str]:
+        """The ids of `kind`'s documents for UTC `day` (no document bodies are read)."""
+        prefix = f"{day.isoformat()}:"
+        return set(self.iter_range(kind, prefix, prefix + HIGH_KEY, include_docs=False))
 
     def all_docs(self, kind: str) -> Iterator[dict]:
         """Every document of `kind` (design documents excluded), ascending by id."""
@@ -226,6 +243,7 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
         documents this call actually wrote (0 when the day was already stored as is).
     """
     store.ensure_databases()
+    present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
     seen: dict[str, str] = {}
     quarantine_ids: set[str] = set()
     counts = Counter()
@@ -259,8 +277,8 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
         counts["stored"] += len(raw_docs)
         counts["rejected_invalid"] += len(quarantined)
         reasons.update(doc["reason"] for doc in quarantined)
-        written += store.upsert(RAW, raw_docs).written
-        written += store.upsert(QUARANTINE, quarantined).written
+        written += store.upsert(RAW, raw_docs, present_raw).written
+        written += store.upsert(QUARANTINE, quarantined, present_quarantined).written
     manifest = {
         "_id": day.isoformat(),
         "day": day.isoformat(),
