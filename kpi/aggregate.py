@@ -10,6 +10,9 @@ of summing two dozen columns over every blob.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -63,6 +66,36 @@ def _count_by_group(group: np.ndarray, n_groups: int, profile: np.ndarray,
     return result
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """One segmentation's groups: a group code per row, numbered day-major."""
+
+    segmentation: str
+    codes: np.ndarray  # per row: day * len(segments) + segment
+    days: list[str]
+    segments: list[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.days) * len(self.segments)
+
+    def labels(self, groups: np.ndarray) -> tuple[list[str], list[str]]:
+        """The (dates, segments) of these group codes."""
+        width = len(self.segments)
+        return [self.days[g // width] for g in groups], [self.segments[g % width] for g in groups]
+
+
+def groupings(frame: pd.DataFrame) -> Iterator[Grouping]:
+    """Total, then each segmentation, as group codes over the rows of a staged frame."""
+    day, days = _codes(frame["date"])
+    for segmentation in ["Total", *SEGMENTATIONS]:
+        if segmentation == "Total":
+            segment, segments = np.zeros(len(frame), dtype=np.int64), ["Total"]
+        else:
+            segment, segments = _codes(frame[segmentation])
+        yield Grouping(segmentation, day * len(segments) + segment, days, segments)
+
+
 def daily_aggregates(staged: pd.DataFrame, config: Config) -> pd.DataFrame:
     """One row per day per segmentation per segment (Total included), additive counts.
 
@@ -71,27 +104,22 @@ def daily_aggregates(staged: pd.DataFrame, config: Config) -> pd.DataFrame:
     columns = count_columns(config)
     if staged.empty:
         return pd.DataFrame(columns=KEYS + columns)
-    day, days = _codes(staged["date"])
     profile, table = _profiles(staged, config)
     sites = staged["sites"].to_numpy(dtype=float)
     has_sites = ~np.isnan(sites)
     sites_filled = np.where(has_sites, sites, 0.0)
     parts = []
-    for segmentation in ["Total", *SEGMENTATIONS]:
-        if segmentation == "Total":
-            segment, segments = np.zeros(len(staged), dtype=np.int64), ["Total"]
-        else:
-            segment, segments = _codes(staged[segmentation])
-        group = day * len(segments) + segment
-        n_groups = len(days) * len(segments)
+    for grouping in groupings(staged):
+        group, n_groups = grouping.codes, grouping.size
         counts = _count_by_group(group, n_groups, profile, table)
         sites_sum = np.bincount(group, weights=sites_filled, minlength=n_groups)
         sites_count = np.bincount(group, weights=has_sites, minlength=n_groups)
         present = np.flatnonzero(counts[:, 0])
+        dates, segments = grouping.labels(present)
         part = pd.DataFrame(counts[present], columns=columns[:-2])
-        part.insert(0, "segment", [segments[g % len(segments)] for g in present])
-        part.insert(0, "segmentation", segmentation)
-        part.insert(0, "date", [days[g // len(segments)] for g in present])
+        part.insert(0, "segment", segments)
+        part.insert(0, "segmentation", grouping.segmentation)
+        part.insert(0, "date", dates)
         part["sites_sum"] = sites_sum[present]
         part["sites_count"] = sites_count[present].astype(np.int64)
         parts.append(part)
@@ -105,24 +133,18 @@ def sites_histogram(staged: pd.DataFrame) -> pd.DataFrame:
     with_value = staged[staged["sites"].notna()]
     if with_value.empty:
         return pd.DataFrame(columns=[*keys, "blobs"])
-    day, days = _codes(with_value["date"])
     values, value = np.unique(with_value["sites"].to_numpy(dtype=float), return_inverse=True)
     value = value.reshape(-1)
     parts = []
-    for segmentation in ["Total", *SEGMENTATIONS]:
-        if segmentation == "Total":
-            segment, segments = np.zeros(len(with_value), dtype=np.int64), ["Total"]
-        else:
-            segment, segments = _codes(with_value[segmentation])
-        group = day * len(segments) + segment
-        cells = group * len(values) + value
+    for grouping in groupings(with_value):
+        cells = grouping.codes * len(values) + value
         unique, counts = np.unique(cells, return_counts=True)
-        group_of, value_of = unique // len(values), unique % len(values)
+        dates, segments = grouping.labels(unique // len(values))
         parts.append(pd.DataFrame({
-            "date": [days[g // len(segments)] for g in group_of],
-            "segmentation": segmentation,
-            "segment": [segments[g % len(segments)] for g in group_of],
-            "sites": values[value_of],
+            "date": dates,
+            "segmentation": grouping.segmentation,
+            "segment": segments,
+            "sites": values[unique % len(values)],
             "blobs": counts.astype(np.int64),
         }))
     frame = pd.concat(parts, ignore_index=True)
