@@ -155,10 +155,11 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True) 
 
     from kpi.site import build_site
 
+    config = load_config(settings.config_path)
     results = []
     for day in tqdm(days_between(start, end), desc="days", unit="day", disable=not progress):
-        results.append({"day": day.isoformat(), **run_day(day, settings)})
-    build_site(settings)
+        results.append({"day": day.isoformat(), **run_day(day, settings, config)})
+    build_site(settings, config)
     return results
 
 

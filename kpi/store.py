@@ -216,12 +216,6 @@ class CouchStore:
         prefix = f"{day.isoformat()}:"
         return set(self.iter_range(kind, prefix, prefix + HIGH_KEY, include_docs=False))
 
-    def all_docs(self, kind: str) -> Iterator[dict]:
-        """Every document of `kind` (design documents excluded), ascending by id."""
-        for doc in self.iter_range(kind, "", HIGH_KEY):
-            if not doc["_id"].startswith("_design/"):
-                yield doc
-
     def doc_count(self, kind: str) -> int:
         """Number of documents in the database of `kind`."""
         _, info = self._retry(
