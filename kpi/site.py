@@ -19,16 +19,24 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import altair as alt
 import orjson
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from kpi import __version__
-from kpi.config import SEGMENTATIONS, Config, load_config
+from kpi import __version__, charts
+from kpi.config import Config, load_config
 from kpi.pipeline import load_aggregates
-from kpi.reports import build_reports, to_csv, to_json
+from kpi.reports import Aggregates, build_reports, to_csv, to_json
 from kpi.settings import Settings
+from kpi.views import (
+    COMPLEMENT,
+    KINDS,
+    RATIO,
+    headline_tiles,
+    measures_of,
+    segmentations_of,
+    view_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,179 +46,71 @@ VENDOR_BUNDLE = "vendor/vega-bundle.js"
 
 @dataclass(frozen=True)
 class Page:
-    """One report page: its report id, tab label, question, text and chart builder."""
+    """One report page: its report id, tab label, question, text and how it is drawn.
+
+    `layout` is `series` (one line per segment, or Total), `measures` (one line per step or
+    count, each toggleable) or `funnel` (funnel bars, the funnel table and one small chart per
+    step over time).
+    """
 
     id: str
     tab: str
     question: str
     description: str
-    chart: Callable[[Page, Config], alt.TopLevelMixin]
+    layout: str
     y_title: str = "Value"
     percent: bool = False
+    area_toggle: bool = False  # counts that can also be shown as stacked areas
     milestones: bool = True  # draw milestone annotations (time-series charts)
-
-
-LEGEND = alt.Legend(labelLimit=320)
-
-
-def _segmentation_param() -> alt.Parameter:
-    options = ["Total", *SEGMENTATIONS]
-    return alt.param(
-        name="segmentation",
-        value="Total",
-        bind=alt.binding_select(options=options, name="Segment by "),
-    )
-
-
-def _day_axis() -> alt.X:
-    axis = alt.Axis(format="%b %d", labelAngle=0, tickCount={"interval": "day", "step": 1})
-    return alt.X("utcyearmonthdate(date):T", title="Day (UTC)", axis=axis)
-
-
-def _value_axis(page: Page) -> alt.Y:
-    axis = alt.Axis(format="%") if page.percent else alt.Axis()
-    return alt.Y("value:Q", title=page.y_title, axis=axis)
-
-
-def _tooltip(page: Page, series: str, series_title: str) -> list:
-    return [
-        alt.Tooltip("utcyearmonthdate(date):T", title="Day"),
-        alt.Tooltip(f"{series}:N", title=series_title),
-        alt.Tooltip("value:Q", title=page.y_title, format=".1%" if page.percent else ",.4~f"),
-    ]
-
-
-def _data(page: Page) -> alt.Data:
-    return alt.Data(url=f"data/{page.id}.json")
-
-
-def _lines(page: Page, series: str, title: str) -> alt.Chart:
-    """One line per value of `series` over the days. Nulls are gaps (D5)."""
-    return (
-        alt.Chart(_data(page))
-        .mark_line(point=True)
-        .encode(
-            x=_day_axis(),
-            y=_value_axis(page),
-            color=alt.Color(f"{series}:N", title=title, legend=LEGEND),
-            tooltip=_tooltip(page, series, title),
-        )
-        .properties(width=700, height=300)
-    )
-
-
-def segmented_chart(page: Page, config: Config) -> alt.TopLevelMixin:
-    """One line per segment of the segmentation picked in the page's select box."""
-    segmentation = _segmentation_param()
-    return (
-        _lines(page, "segment", "Segment")
-        .add_params(segmentation)
-        .transform_filter(alt.datum.segmentation == segmentation)
-    )
-
-
-def measures_chart(page: Page, config: Config) -> alt.TopLevelMixin:
-    """One line per measure (step or count); these reports are Total only."""
-    return _lines(page, "measure", "Step / measure")
-
-
-def funnel_chart(page: Page, config: Config) -> alt.TopLevelMixin:
-    """The sign-up funnel over the whole range (stacked by segment) and each step per day."""
-    segmentation = _segmentation_param()
-    steps = list(config.steps("new_user"))
-    funnel = (
-        alt.Chart(_data(page), title="Funnel over the whole range")
-        .mark_bar()
-        .encode(
-            x=alt.X("measure:N", title="Step", sort=steps,
-                    axis=alt.Axis(labelAngle=0, labelLimit=170)),
-            y=alt.Y("sum(value):Q", title=page.y_title),
-            color=alt.Color("segment:N", title="Segment", legend=LEGEND),
-            tooltip=[
-                alt.Tooltip("measure:N", title="Step"),
-                alt.Tooltip("segment:N", title="Segment"),
-                alt.Tooltip("sum(value):Q", title="Blobs", format=","),
-            ],
-        )
-        .add_params(segmentation)
-        .transform_filter(alt.datum.segmentation == segmentation)
-        .properties(width=700, height=260)
-    )
-    daily = (
-        alt.Chart(_data(page), title="Each step per day (Total)")
-        .mark_line(point=True)
-        .encode(
-            x=_day_axis(),
-            y=_value_axis(page),
-            color=alt.Color("measure:N", title="Step", legend=LEGEND),
-            tooltip=_tooltip(page, "measure", "Step"),
-        )
-        .transform_filter(alt.datum.segmentation == "Total")
-        .properties(width=700, height=260)
-    )
-    return alt.vconcat(funnel, daily).resolve_scale(color="independent")
-
-
-def with_milestones(chart: alt.Chart, milestones: list[tuple[str, str]]) -> alt.TopLevelMixin:
-    """The chart with a dashed rule and label per milestone (SPEC §5), if any falls in range."""
-    if not milestones:
-        return chart
-    data = alt.Data(values=[{"milestone": name, "date": day} for name, day in milestones])
-    base = alt.Chart(data).encode(
-        x="utcyearmonthdate(date):T", tooltip=[alt.Tooltip("milestone:N", title="Milestone")]
-    )
-    rules = base.mark_rule(color="#6b7785", strokeDash=[4, 3])
-    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, angle=0, fontSize=10,
-                            color="#4b5563").encode(text="milestone:N", y=alt.value(0))
-    return alt.layer(chart, rules, labels)
 
 
 PAGES = (
     Page("new_user", "New user flow", "Can new users log in?",
          "The progress of new users through the sign-up flow: blobs reaching each step. "
          "Staging continuations add steps 3 and 4 without step 1.",
-         funnel_chart, "Blobs reaching the step", milestones=False),
+         "funnel", "Blobs reaching the step"),
     Page("new_user_time", "New user flow over time", "Can new users log in?",
          "The share of new users reaching each sign-up step, per day, relative to step 1. It can "
          "exceed 100% because staging continuations add steps 3 and 4 without step 1.",
-         measures_chart, "Share of step 1", percent=True),
+         "measures", "Share of step 1", percent=True),
     Page("new_user_success", "New user success", "Can new users log in?",
          "The share of new users who succeed in signing in: (IdP + fallback new users) / "
-         "(bounces + failures + IdP + fallback).", segmented_chart, "Success rate", percent=True),
+         "(bounces + failures + IdP + fallback).", "series", "Success rate", percent=True),
     Page("new_user_per_day", "New users per day", "How many new users per day?",
          "New users who signed in successfully, via an IdP or a Persona-verified address.",
-         segmented_chart, "New users"),
+         "series", "New users", area_toggle=True),
     Page("password_reset", "Password reset flow", "Can users reset their password?",
-         "The share of users who began a password reset reaching each step, per day.",
-         measures_chart, "Share of step 1", percent=True),
+         "The share of users who began a password reset reaching each step, per day; the "
+         "funnel counts the blobs reaching each step over the chosen days.",
+         "funnel", "Share of step 1", percent=True),
     Page("sites", "Persona adoption", "Persona adoption",
          "Blobs carry the number of sites the user is signed in to; this is its daily mean over "
          "blobs (a blob without the value counts 0). It is not the mean per user, which is "
-         "higher.", segmented_chart, "Mean sites signed in"),
+         "higher.", "series", "Mean sites signed in"),
     Page("sites_median", "Sites (median)", "How many sites does a user sign in to?",
          "The daily median of the sites value over the blobs that carry one.",
-         segmented_chart, "Median sites signed in"),
+         "series", "Median sites signed in"),
     Page("assertions", "Sign-in attempts", "Total number of sign-in attempts",
          "Every sign-in attempt sends one blob, so the number of blobs per day approximates the "
          "number of attempts (blobs are not filtered on a generated assertion).",
-         segmented_chart, "Sign-in attempts (blobs)"),
+         "series", "Sign-in attempts (blobs)", area_toggle=True),
     Page("new_user_bounce", "New user bounce rate",
          "How many new users fail to engage with the dialog?",
          "Bounces / (bounces + failures + IdP + fallback new users), over blobs whose dialog "
-         "was shown.", segmented_chart, "Bounce rate", percent=True),
+         "was shown.", "series", "Bounce rate", percent=True),
     Page("bounce_rate", "Bounce rate", "How many users fail to engage with the dialog?",
          "1 − engaged / shown, over all blobs. A day where dialogs were shown and nobody "
-         "engaged is 100%.", measures_chart, "Bounce rate", percent=True),
+         "engaged is 100%.", "series", "Bounce rate", percent=True),
     Page("general_progress_time", "General progress", "Do users progress through the dialog?",
          "The share of all blobs reaching each stage of the dialog, per day.",
-         measures_chart, "Share of blobs", percent=True),
+         "measures", "Share of blobs", percent=True),
     Page("email_activation", "Email activation", "Do users activate additional emails?",
          "Blobs of sessions that sent an additional-email verification, by step reached.",
-         measures_chart, "Blobs reaching the step"),
+         "funnel", "Blobs reaching the step"),
     Page("data_quality", "Data quality", "Did every blob arrive and get counted?",
          "Per day: rows fetched from KPIggybank, raw documents stored, duplicate rows, blobs "
          "skipped for an empty event stream, rows quarantined as invalid, and blobs aggregated.",
-         measures_chart, "Rows or blobs"),
+         "measures", "Rows or blobs"),
 )
 
 
@@ -232,23 +132,88 @@ DIFFERENCES = (
     ("Import", "KPIggybank's _rev was kept, causing conflicts on re-import",
      "raw snapshots upserted by id; re-running a day changes nothing"),
     ("New reports", "—", "Sites (median), Email activation, Data quality"),
+    ("Date range", "a slider from a hard-coded first day; a bad date raised an alert and still "
+     "reloaded", "presets (7, 30, 90 days, All) and From/To inputs over the published days; a "
+     "bad date is refused in place; the range is in the address, so a view can be shared"),
+    ("Funnel table", "rounded to 2 decimals then multiplied by 100 (57.99999999999999%); NaN or "
+     "Infinity for a zero denominator; the last Take Next Step showed 0%",
+     "round(100 · ratio)%; a dash for a zero denominator and for the last Take Next Step"),
+    ("Step charts", "steps with equal counts drew on top of each other",
+     "one small chart per step, so every step stays visible"),
 )
 
 
-def chart_spec(chart: alt.TopLevelMixin) -> dict:
-    """The chart's Vega-Lite spec without the external `$schema` URL."""
-    spec = chart.to_dict()
-    spec.pop("$schema", None)
-    return spec
+def page_config(page: Page, config: Config, days: list[str]) -> dict:
+    """What a report page's script needs: the chart templates, its segmentations and steps."""
+    kind = KINDS[page.id]
+    ratio = kind in (RATIO, COMPLEMENT)
+    specs = {"lines": charts.spec(charts.series_chart(page.y_title, page.percent, ratio))}
+    if page.area_toggle:
+        specs["areas"] = charts.spec(
+            charts.series_chart(page.y_title, page.percent, ratio, area=True)
+        )
+    if page.layout == "funnel":
+        specs["funnel"] = charts.spec(charts.funnel_chart("Blobs reaching the step"))
+        specs["panel"] = charts.spec(charts.step_panel_chart(page.y_title, page.percent, ratio))
+    return {
+        "report": page.id,
+        "title": page.tab,
+        "layout": page.layout,
+        "kind": kind,
+        "percent": page.percent,
+        "area_toggle": page.area_toggle,
+        "segmentations": list(segmentations_of(page.id)),
+        "measures": list(measures_of(page.id, config)),
+        "first_day": days[0] if days else None,
+        "last_day": days[-1] if days else None,
+        "milestones": [list(m) for m in config.milestones] if page.milestones else [],
+        "palette": list(charts.PALETTE),
+        "themes": charts.THEMES,
+        "specs": specs,
+    }
+
+
+def overview_config(tiles: list[dict]) -> dict:
+    """What the overview's script needs: the tiles' recent values and the sparkline templates."""
+    return {
+        "tiles": [{key: tile[key] for key in ("id", "label", "percent", "recent")}
+                  for tile in tiles],
+        "specs": {"percent": charts.spec(charts.sparkline_chart(percent=True)),
+                  "count": charts.spec(charts.sparkline_chart(percent=False))},
+        "themes": charts.THEMES,
+    }
+
+
+def kpi_number(value: float | None, percent: bool = False) -> str:
+    """A headline value as people read it: 45.2%, 1,234, 3.5; a dash when there is none."""
+    if value is None:
+        return "—"
+    if percent:
+        return f"{100 * value:.1f}%"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
+
+
+def kpi_change(change: float, tile: dict) -> str:
+    """A week-on-week change: relative for per-day means, points for rates, plain otherwise."""
+    if tile["summary"] == "mean per day":
+        return f"{100 * change:+.1f}%"
+    if tile["percent"]:
+        return f"{100 * change:+.1f} pts"
+    return f"{change:+.1f}"
 
 
 def _environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["kpi_number"] = kpi_number
+    env.filters["kpi_change"] = kpi_change
+    return env
 
 
 @functools.cache
@@ -259,22 +224,23 @@ def vega_bundle() -> str:
     return vl_convert.javascript_bundle()
 
 
-def quality_table(report: pd.DataFrame) -> dict:
-    """The data-quality report pivoted to one row per day (for the page's table)."""
-    from kpi.reports import QUALITY_MEASURES
-
-    if report.empty:
-        return {"columns": ["date", *QUALITY_MEASURES], "rows": []}
-    wide = report.pivot(index="date", columns="measure", values="value")
-    rows = [[day, *(wide.at[day, m] for m in QUALITY_MEASURES)] for day in wide.index]
-    return {"columns": ["date", *QUALITY_MEASURES], "rows": rows}
+def _write_json(path: Path, content: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(content))
 
 
-def render_site(
-    target: Path, reports: dict[str, pd.DataFrame], days: list[str], config: Config,
-    built_at: datetime,
-) -> None:
-    """Write the whole site (data files, pages, assets) into the empty folder `target`."""
+def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.DataFrame],
+                config: Config, built_at: datetime) -> None:
+    """Write the whole site (data files, view files, pages, assets) into the folder `target`.
+
+    Args:
+        target: an empty (or missing) folder.
+        aggregates: the daily aggregates the reports were built from (the overview's medians).
+        reports: `build_reports(aggregates, config)`.
+        config: the report configuration.
+        built_at: the build time written to the manifest and pages.
+    """
+    days = aggregates.days
     data_dir = target / "data"
     data_dir.mkdir(parents=True)
     for name, report in reports.items():
@@ -288,6 +254,8 @@ def render_site(
         "reports": {name: len(report) for name, report in sorted(reports.items())},
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    for path, content in view_files(reports, days, config):
+        _write_json(data_dir / path, content)
     (target / "vendor").mkdir()
     (target / VENDOR_BUNDLE).write_text(vega_bundle(), encoding="utf-8")
     shutil.copytree(TEMPLATES_DIR / "static", target / "static")
@@ -301,27 +269,22 @@ def render_site(
         "built_at": manifest["built_at"],
         "version": __version__,
     }
+    tiles = headline_tiles(reports, aggregates, config)
     index = env.get_template("index.html").render(
-        title="Overview", current="index", row_counts=manifest["reports"], **common
+        title="Overview", current="index", row_counts=manifest["reports"], tiles=tiles,
+        overview_config=overview_config(tiles), **common,
     )
     (target / "index.html").write_text(index, encoding="utf-8")
-    in_range = [
-        (name, day) for name, day in config.milestones if days and days[0] <= day <= days[-1]
-    ]
     definitions = env.get_template("definitions.html").render(
         title="Definitions", current="definitions", differences=DIFFERENCES,
         segmentations=sorted(config.segmentations.items()), **common,
     )
     (target / "definitions.html").write_text(definitions, encoding="utf-8")
     for page in PAGES:
-        chart = page.chart(page, config)
-        if page.milestones:
-            chart = with_milestones(chart, in_range)
-        spec = chart_spec(chart)
-        table = quality_table(reports[page.id]) if page.id == "data_quality" else None
         html = env.get_template("report.html").render(
-            title=page.tab, current=page.id, page=page, chart_spec=spec, table=table,
-            row_count=len(reports[page.id]), **common,
+            title=page.tab, current=page.id, page=page,
+            page_config=page_config(page, config, days),
+            segmentations=segmentations_of(page.id), row_count=len(reports[page.id]), **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
 
@@ -375,7 +338,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     reports = build_reports(aggregates, config)
     built_at = now or datetime.now(UTC)
     site = publish(
-        lambda target: render_site(target, reports, aggregates.days, config, built_at),
+        lambda target: render_site(target, aggregates, reports, config, built_at),
         settings.site_dir,
     )
     log.info("published %s (%d days)", site, len(aggregates.days))

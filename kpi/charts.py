@@ -1,0 +1,173 @@
+"""Charts: the Altair (Vega-Lite) templates the report pages fill in the browser.
+
+Every chart reads *named* datasets instead of a URL, so the page script can load only the data
+of the current view, cut it to the chosen date range and visible series, and hand it over as
+`datasets` when it draws (no rebuild, nothing fetched twice):
+
+| dataset | one row per | fields |
+| --- | --- | --- |
+| `rows` | day × visible series | `date` (UTC midnight, ms), `series`, `color`, `rank`, `value`, |
+| | | `numerator`, `denominator` |
+| `funnel` | step × visible series | `step`, `label`, `order`, `series`, `color`, `rank`, `count`, |
+| | | `share` (of step 1) |
+| `milestones` | milestone in the range | `date` (ms), `milestone` (drawn as text, never as HTML) |
+
+Colours come from the rows (`color`, `scale=None`) so a series keeps its colour when others are
+hidden, and the legend is the page's own list of checkboxes: no Vega legend can be clipped, and
+no single-entry "value" legend is drawn. Widths are `"container"`: a chart fits its box from a
+360 px phone to a wide screen. Null values are gaps (Vega-Lite breaks paths at invalid values).
+"""
+
+from __future__ import annotations
+
+import altair as alt
+
+# Colour-blind-friendly categorical palette (Tableau 10 and two more), readable on light and
+# dark backgrounds; a series' colour is its rank by volume.
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#86bcb6", "#d37295",
+)
+DAY_FORMAT = "%a %b %d, %Y"
+
+
+def _theme(ink: str, muted: str, grid: str) -> dict:
+    return {
+        "background": None,  # the page's background shows through (light or dark)
+        "font": "system-ui, -apple-system, Segoe UI, sans-serif",
+        "axis": {"labelColor": muted, "titleColor": ink, "gridColor": grid,
+                 "domainColor": muted, "tickColor": muted, "labelFontSize": 11},
+        "title": {"color": ink},
+        "view": {"stroke": None},
+        "text": {"color": muted},
+        "rule": {"color": muted},
+    }
+
+
+# Vega configs for `prefers-color-scheme: light` and `dark` (the page picks one).
+THEMES = {
+    "light": _theme(ink="#1d2733", muted="#5b6878", grid="#e6e9ee"),
+    "dark": _theme(ink="#e6e9ee", muted="#a7b1be", grid="#33404f"),
+}
+
+
+def _named(name: str) -> alt.Data:
+    return alt.Data(name=name)
+
+
+def _day(title: str | None = "Day (UTC)") -> alt.X:
+    axis = alt.Axis(labelAngle=0, labelOverlap=True, labelFlush=True, grid=False)
+    return alt.X("date:T", title=title, axis=axis, scale=alt.Scale(type="utc"))
+
+
+def _value(title: str, percent: bool, stack: bool = False) -> alt.Y:
+    axis = alt.Axis(format=".0%" if percent else "~s", tickCount=5)
+    return alt.Y("value:Q", title=title, axis=axis, stack="zero" if stack else None)
+
+
+def _tooltip(title: str, percent: bool, ratio: bool) -> list[alt.Tooltip]:
+    tips = [
+        alt.Tooltip("date:T", title="Day (UTC)", timeUnit="utcyearmonthdate", format=DAY_FORMAT),
+        alt.Tooltip("series:N", title="Series"),
+        alt.Tooltip("value:Q", title=title, format=".2%" if percent else ",.4~f"),
+    ]
+    if ratio:
+        tips += [alt.Tooltip("numerator:Q", title="Numerator", format=",~f"),
+                 alt.Tooltip("denominator:Q", title="Denominator", format=",~f")]
+    return tips
+
+
+def _colour() -> alt.Color:
+    return alt.Color("color:N", scale=None, legend=None)
+
+
+def milestone_layers() -> list[alt.Chart]:
+    """A dashed rule and a text label per milestone of the `milestones` dataset."""
+    base = alt.Chart(_named("milestones")).encode(
+        x=alt.X("date:T"), tooltip=[alt.Tooltip("milestone:N", title="Milestone")]
+    )
+    rules = base.mark_rule(strokeDash=[4, 3])
+    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, fontSize=10).encode(
+        text="milestone:N", y=alt.value(0)
+    )
+    return [rules, labels]
+
+
+def series_chart(title: str, percent: bool, ratio: bool, area: bool = False,
+                 height: int = 300) -> alt.LayerChart:
+    """Value over the days, one line (or stacked area) per visible series, plus milestones.
+
+    Args:
+        title: the value axis title.
+        percent: values are fractions shown as percentages.
+        ratio: rows carry a numerator and denominator (shown in the tooltip).
+        area: stacked areas (counts only) instead of lines.
+        height: plot height in pixels.
+    """
+    mark = (alt.Chart(_named("rows")).mark_area(opacity=0.85, line=True, point=True) if area
+            else alt.Chart(_named("rows")).mark_line(point=True, strokeWidth=2))
+    data = mark.encode(
+        x=_day(),
+        y=_value(title, percent, stack=area),
+        color=_colour(),
+        detail="series:N",
+        tooltip=_tooltip(title, percent, ratio),
+    )
+    if area:  # stack in rank order (on a line, `order` would reorder the path's points)
+        data = data.encode(order=alt.Order("rank:Q"))
+    return alt.layer(data, *milestone_layers()).properties(
+        width="container", height=height
+    )
+
+
+def step_panel_chart(title: str, percent: bool, ratio: bool) -> alt.LayerChart:
+    """One step's small multiple: the step per day, one line per visible series."""
+    return series_chart(title, percent, ratio, height=120)
+
+
+def funnel_chart(title: str) -> alt.Chart:
+    """The funnel over the chosen range: a horizontal bar per step, stacked by visible series."""
+    return (
+        alt.Chart(_named("funnel"))
+        .mark_bar()
+        .encode(
+            y=alt.Y("label:N", title=None, sort=alt.EncodingSortField("order"),
+                    axis=alt.Axis(labelLimit=150, labelPadding=6)),
+            x=alt.X("count:Q", title=title, stack="zero", axis=alt.Axis(format="~s")),
+            color=_colour(),
+            detail="series:N",
+            order=alt.Order("rank:Q"),
+            tooltip=[
+                alt.Tooltip("step:N", title="Step"),
+                alt.Tooltip("series:N", title="Series"),
+                alt.Tooltip("count:Q", title="Blobs", format=","),
+                alt.Tooltip("share:Q", title="Of step 1 (all shown)", format=".1%"),
+            ],
+        )
+        .properties(width="container", height=170)
+    )
+
+
+def sparkline_chart(percent: bool) -> alt.Chart:
+    """A headline KPI's last days, for an overview tile."""
+    return (
+        alt.Chart(_named("rows"))
+        .mark_line(strokeWidth=2, point=alt.OverlayMarkDef(size=12))
+        .encode(
+            x=alt.X("date:T", axis=None, scale=alt.Scale(type="utc")),
+            y=alt.Y("value:Q", axis=None, scale=alt.Scale(zero=False)),
+            color=alt.value(PALETTE[0]),
+            tooltip=[
+                alt.Tooltip("date:T", title="Day (UTC)", timeUnit="utcyearmonthdate", format=DAY_FORMAT),
+                alt.Tooltip("value:Q", title="Value", format=".2%" if percent else ",.4~f"),
+            ],
+        )
+        .properties(width="container", height=44)
+    )
+
+
+def spec(chart: alt.TopLevelMixin) -> dict:
+    """The chart's Vega-Lite spec, without the external `$schema` URL (the site is offline)."""
+    result = chart.to_dict(validate=True)
+    result.pop("$schema", None)
+    return result

@@ -1,0 +1,255 @@
+"""Views: what the browser needs to draw a report page or the overview, and nothing more.
+
+The published report files (`data/<report>.csv|json`) are the public contract and hold every
+row of every day; a page that read them would grow with history. So each page instead loads
+one small *view file* per segmentation it shows, on demand:
+
+| file | one per | holds |
+| --- | --- | --- |
+| `data/view/<report>/<segmentation>.json` | report × segmentation | one array per (segment, |
+| | | measure), aligned to the calendar days `first_day`..`last_day`; `null` where the report |
+| | | has no row |
+
+Arrays hold exactly the numbers of the report rows. A ratio ships its numerator and
+denominator and the page divides (the same IEEE division as `kpi.reports`, so the value is
+identical); a count or a median ships its value. The overview's headline tiles are computed here
+too, exactly, from the daily aggregates (a median over a week comes from the summed histograms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pandas as pd
+
+from kpi.config import SEGMENTATIONS, Config
+from kpi.reports import QUALITY_MEASURES, Aggregates, histogram_medians, plain_number
+
+# How a report's value is made from what the view file ships.
+COUNT = "count"  # value is a count; a missing segment on a day with data counts 0
+RATIO = "ratio"  # value = numerator / denominator (null when the denominator is 0)
+COMPLEMENT = "complement"  # value = 1 − (denominator − numerator) / denominator (bounce rate)
+MEDIAN = "median"  # value as shipped (null when no blob had a sites value)
+
+KINDS = {
+    "new_user": COUNT,
+    "new_user_time": RATIO,
+    "new_user_success": RATIO,
+    "new_user_per_day": COUNT,
+    "password_reset": RATIO,
+    "sites": RATIO,
+    "sites_median": MEDIAN,
+    "assertions": COUNT,
+    "new_user_bounce": RATIO,
+    "bounce_rate": COMPLEMENT,
+    "general_progress_time": RATIO,
+    "email_activation": COUNT,
+    "data_quality": COUNT,
+}
+SEGMENTED = frozenset({
+    "new_user", "new_user_success", "new_user_bounce", "new_user_per_day", "sites",
+    "sites_median", "assertions",
+})
+FLOWS = {
+    "new_user": "new_user", "new_user_time": "new_user", "password_reset": "password_reset",
+    "general_progress_time": "general_progress", "email_activation": "email_activation",
+}
+RECENT_DAYS = 30  # days of history in an overview sparkline
+WINDOW_DAYS = 7  # the overview compares the last 7 days with the 7 before
+
+
+def segmentations_of(report: str) -> tuple[str, ...]:
+    """The segmentations a report's page can show, `Total` first."""
+    return ("Total", *SEGMENTATIONS) if report in SEGMENTED else ("Total",)
+
+
+def measures_of(report: str, config: Config) -> tuple[str, ...]:
+    """A report's measures in display order (steps in flow order)."""
+    if report in FLOWS:
+        return config.steps(FLOWS[report])
+    if report == "data_quality":
+        return QUALITY_MEASURES
+    return ("value",)
+
+
+def day_number(day: str) -> int:
+    """Days since 1970-01-01 of a `YYYY-MM-DD` day."""
+    return date.fromisoformat(day).toordinal() - date(1970, 1, 1).toordinal()
+
+
+def view_file(report: pd.DataFrame, report_id: str, segmentation: str, config: Config,
+              first_day: str, last_day: str) -> dict:
+    """One view file: the report's rows of one segmentation as day-aligned arrays.
+
+    Args:
+        report: the report frame (SPEC §9 rows, any segmentations).
+        report_id: its id (decides the kind and the measures).
+        segmentation: `Total` or one segmentation.
+        config: the configuration (step order).
+        first_day, last_day: the calendar days the arrays cover, both included.
+
+    Returns:
+        `{report, segmentation, kind, first_day, last_day, series: [...]}` where each series is
+        `{segment, measure, value}` (counts, medians) or `{segment, measure, numerator,
+        denominator}` (ratios); segments are ordered by volume, largest first.
+    """
+    kind = KINDS[report_id]
+    origin = day_number(first_day)
+    length = day_number(last_day) - origin + 1
+    rows = report[report["segmentation"] == segmentation]
+    offsets = [day_number(day) - origin for day in rows["date"]]
+    columns = ("value",) if kind in (COUNT, MEDIAN) else ("numerator", "denominator")
+    arrays: dict[tuple[str, str], dict[str, list]] = {}
+    for segment, measure in zip(rows["segment"], rows["measure"], strict=True):
+        arrays.setdefault((segment, measure), {c: [None] * length for c in columns})
+    for column in columns:
+        for position, segment, measure, number in zip(
+            offsets, rows["segment"], rows["measure"], rows[column], strict=True
+        ):
+            arrays[(segment, measure)][column][position] = (
+                None if number is None else plain_number(number)
+            )
+    order = {m: i for i, m in enumerate(measures_of(report_id, config))}
+    volume = _volumes(rows, kind)
+    keys = sorted(arrays, key=lambda k: (-volume.get(k[0], 0), k[0], order.get(k[1], 99), k[1]))
+    return {
+        "report": report_id,
+        "segmentation": segmentation,
+        "kind": kind,
+        "first_day": first_day,
+        "last_day": last_day,
+        "series": [{"segment": s, "measure": m, **arrays[(s, m)]} for s, m in keys],
+    }
+
+
+def _volumes(rows: pd.DataFrame, kind: str) -> dict[str, float]:
+    """Each segment's weight over the whole history (for ordering): counts or denominators."""
+    column = "value" if kind in (COUNT, MEDIAN) else "denominator"
+    weights = pd.to_numeric(rows[column], errors="coerce").fillna(0)
+    if kind == MEDIAN:  # a median has no volume of its own: rank by days with a value
+        weights = (weights != 0).astype(int)
+    return weights.groupby(rows["segment"]).sum().to_dict()
+
+
+def view_files(reports: dict[str, pd.DataFrame], days: list[str],
+               config: Config) -> Iterator[tuple[str, dict]]:
+    """(path under `data/`, content) of every view file of a site covering `days`."""
+    if not days:
+        return
+    for report_id, report in reports.items():
+        for segmentation in segmentations_of(report_id):
+            yield (f"view/{report_id}/{segmentation}.json",
+                   view_file(report, report_id, segmentation, config, days[0], days[-1]))
+
+
+@dataclass(frozen=True)
+class Headline:
+    """An overview tile: which report and measure, how a week is summed, which way is good."""
+
+    id: str
+    label: str
+    report: str
+    measure: str
+    summary: str  # "mean per day", "ratio of sums" or "median"
+    up_is_good: bool
+    percent: bool = False
+
+
+def headlines(config: Config) -> tuple[Headline, ...]:
+    """The overview's headline KPIs, in display order."""
+    reset_done = config.steps("password_reset")[-1]
+    return (
+        Headline("new_users", "New users per day", "new_user_per_day", "value",
+                 "mean per day", up_is_good=True),
+        Headline("new_user_success", "New-user success rate", "new_user_success", "value",
+                 "ratio of sums", up_is_good=True, percent=True),
+        Headline("password_reset", "Password-reset completion", "password_reset", reset_done,
+                 "ratio of sums", up_is_good=True, percent=True),
+        Headline("bounce_rate", "Bounce rate", "bounce_rate", "value", "ratio of sums",
+                 up_is_good=False, percent=True),
+        Headline("assertions", "Sign-in attempts per day", "assertions", "value",
+                 "mean per day", up_is_good=True),
+        Headline("sites_median", "Median sites signed in", "sites_median", "value", "median",
+                 up_is_good=True),
+    )
+
+
+def _window(last_day: str, end_offset: int) -> list[str]:
+    end = date.fromisoformat(last_day) - timedelta(days=end_offset)
+    return [(end - timedelta(days=n)).isoformat() for n in range(WINDOW_DAYS - 1, -1, -1)]
+
+
+def _summary(headline: Headline, total: pd.DataFrame, aggregates: Aggregates,
+             window: list[str]) -> float | None:
+    """The headline over the days of `window` (None when no day of it has a value)."""
+    rows = total[total["date"].isin(window)]
+    if rows.empty:
+        return None
+    if headline.summary == "mean per day":
+        return sum(rows["value"]) / len(rows)
+    if headline.summary == "ratio of sums":
+        numerator, denominator = sum(rows["numerator"]), sum(rows["denominator"])
+        if not denominator:
+            return None
+        if headline.report == "bounce_rate":  # the report's own formula: 1 − engaged / shown
+            return 1 - (denominator - numerator) / denominator
+        return numerator / denominator
+    histogram = aggregates.sites_histogram
+    histogram = histogram[(histogram["segmentation"] == "Total") & histogram["date"].isin(window)]
+    if histogram.empty:
+        return None
+    summed = histogram.groupby(["segmentation", "segment", "sites"], as_index=False)["blobs"].sum()
+    medians = histogram_medians(summed.assign(date="window"))
+    return float(medians["median"].iloc[0])
+
+
+def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
+                   config: Config) -> list[dict]:
+    """The overview tiles: last complete day, last 7 days vs the 7 before, and a sparkline.
+
+    Returns:
+        One dict per headline: `id, label, report, percent, up_is_good, summary, last_day,
+        last_value, current, previous, change, direction, good, recent` where `change` is the
+        current week minus the previous one (relative for per-day means, absolute for rates and
+        medians), `direction` is `up`, `down` or `flat` (None without two weeks of data), `good`
+        says whether that direction is good news, and `recent` is `[day, value]` pairs of the
+        last 30 calendar days (null for days without a value).
+    """
+    days = aggregates.days
+    tiles = []
+    for headline in headlines(config):
+        report = reports[headline.report]
+        total = report[(report["segmentation"] == "Total")
+                       & (report["measure"] == headline.measure)]
+        total = total[total["value"].notna()] if headline.summary != "ratio of sums" else total
+        last_day = days[-1] if days else None
+        values = dict(zip(total["date"], total["value"], strict=True))
+        current = previous = change = direction = good = None
+        if last_day:
+            current = _summary(headline, total, aggregates, _window(last_day, 0))
+            previous = _summary(headline, total, aggregates, _window(last_day, WINDOW_DAYS))
+        if current is not None and previous is not None:
+            if headline.summary == "mean per day":
+                change = (current - previous) / previous if previous else None
+            else:
+                change = current - previous
+            if change is not None:
+                direction = "up" if change > 0 else "down" if change < 0 else "flat"
+                good = None if direction == "flat" else (direction == "up") == headline.up_is_good
+        recent = []
+        if last_day:
+            end = date.fromisoformat(last_day)
+            for n in range(RECENT_DAYS - 1, -1, -1):
+                day = (end - timedelta(days=n)).isoformat()
+                if days and day >= days[0]:
+                    recent.append([day, values.get(day)])
+        tiles.append({
+            "id": headline.id, "label": headline.label, "report": headline.report,
+            "percent": headline.percent, "up_is_good": headline.up_is_good,
+            "summary": headline.summary, "last_day": last_day,
+            "last_value": values.get(last_day), "current": current, "previous": previous,
+            "change": change, "direction": direction, "good": good, "recent": recent,
+        })
+    return tiles

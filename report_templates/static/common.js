@@ -1,0 +1,71 @@
+// Shared by every page: the page's JSON config, days as numbers, formatting, and drawing a
+// Vega-Lite template with named datasets in the light or dark theme.
+
+export const DAY_MS = 86_400_000;
+
+/** The JSON object embedded in the page under `id` (a <script type="application/json">). */
+export function embedded(id) {
+  const element = document.getElementById(id);
+  return element ? JSON.parse(element.textContent) : null;
+}
+
+/** Days since 1970-01-01 of a `YYYY-MM-DD` string, or NaN when it is not a real UTC day. */
+export function dayNumber(text) {
+  if (typeof text !== "string" || !/^\d{4}-\d{2}-\d{2}$/.test(text)) return NaN;
+  const ms = Date.parse(`${text}T00:00:00Z`);
+  if (Number.isNaN(ms) || dayText(ms / DAY_MS) !== text) return NaN; // e.g. 2026-02-30
+  return ms / DAY_MS;
+}
+
+/** `YYYY-MM-DD` of a day number. */
+export function dayText(number) {
+  return new Date(number * DAY_MS).toISOString().slice(0, 10);
+}
+
+const counts = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+
+/** A value as people read it: a percentage for fractions, grouped digits otherwise. */
+export function formatValue(value, percent, digits = 1) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  if (percent) return `${(100 * value).toFixed(digits)}%`;
+  return counts.format(value);
+}
+
+export function prefersDark() {
+  return window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+}
+
+/** Redraw-on-theme-change: calls `redraw` when the colour scheme flips. */
+export function onThemeChange(redraw) {
+  if (!window.matchMedia) return;
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redraw);
+}
+
+/**
+ * Draw `template` (a Vega-Lite spec that reads named datasets) into `element` with `datasets`.
+ * Resolves to the Vega view; a failure is shown in the element, in words.
+ */
+export async function draw(element, template, datasets, themes, options = {}) {
+  const spec = structuredClone(template);
+  spec.datasets = datasets;
+  spec.config = { ...(spec.config || {}), ...themes[prefersDark() ? "dark" : "light"] };
+  if (options.description) spec.description = options.description;
+  if (spec.layer && !(datasets.milestones || []).length) {
+    spec.layer = spec.layer.filter((layer) => !(layer.data && layer.data.name === "milestones"));
+  }
+  try {
+    const result = await window.vegaEmbed(element, spec, {
+      mode: "vega-lite",
+      renderer: options.renderer || "svg",
+      actions: false,
+      tooltip: { theme: prefersDark() ? "dark" : "light" },
+    });
+    element.classList.remove("error");
+    return result.view;
+  } catch (error) {
+    element.textContent = `The chart could not be drawn: ${error}`;
+    element.classList.add("error");
+    console.error(error);
+    return null;
+  }
+}

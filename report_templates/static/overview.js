@@ -1,0 +1,69 @@
+// The overview: how fresh the data is (from data/manifest.json, judged in the reader's browser,
+// so a page cached or left open still tells the truth) and a sparkline per headline tile.
+import { DAY_MS, dayNumber, draw, embedded, formatValue, onThemeChange } from "./common.js";
+
+const overview = embedded("overview-config");
+const STALE_HOURS = 36;
+window.kpi = { ready: false, views: {} };
+
+function hoursText(hours) {
+  if (hours < 1) return "less than an hour";
+  if (hours < 48) return `${Math.floor(hours)} hour${Math.floor(hours) === 1 ? "" : "s"}`;
+  return `${Math.floor(hours / 24)} days`;
+}
+
+async function freshness() {
+  const line = document.getElementById("freshness");
+  try {
+    const response = await fetch("data/manifest.json", { cache: "no-cache" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const manifest = await response.json();
+    const built = Date.parse(manifest.built_at);
+    const builtText = `built ${hoursText((Date.now() - built) / 3_600_000)} ago (${manifest.built_at})`;
+    if (!manifest.last_day) {
+      line.textContent = `No data yet: no day has been aggregated; the site was ${builtText}.`;
+      line.dataset.state = "empty";
+      return;
+    }
+    // The newest day is complete at the end of that UTC day; its age is measured from then.
+    const ended = (dayNumber(manifest.last_day) + 1) * DAY_MS;
+    const age = (Date.now() - ended) / 3_600_000;
+    if (age > STALE_HOURS) {
+      line.textContent = `Stale: the newest data is for ${manifest.last_day}, which ended `
+        + `${hoursText(age)} ago (more than ${STALE_HOURS} hours). The nightly run may have `
+        + `failed or not run; the site was ${builtText}.`;
+      line.dataset.state = "stale";
+    } else {
+      line.textContent = `Fresh: data through ${manifest.last_day} (UTC), which ended `
+        + `${hoursText(Math.max(0, age))} ago; the site was ${builtText}.`;
+      line.dataset.state = "fresh";
+    }
+  } catch (error) {
+    line.textContent = `The build manifest could not be read (${error.message}); freshness unknown.`;
+    line.dataset.state = "unknown";
+  }
+}
+
+async function sparklines() {
+  const drawn = overview.tiles.map(async (tile) => {
+    const element = document.getElementById(`spark-${tile.id}`);
+    if (!element || !tile.recent.length) return;
+    const rows = tile.recent.map(([day, value]) => ({ date: dayNumber(day) * DAY_MS, value }));
+    const values = rows.filter((r) => r.value !== null).map((r) => r.value);
+    const description = `${tile.label}, last ${rows.length} days: `
+      + (values.length ? `from ${formatValue(Math.min(...values), tile.percent)} to `
+        + `${formatValue(Math.max(...values), tile.percent)}` : "no values") + ".";
+    element.setAttribute("aria-label", description);
+    window.kpi.views[tile.id] = await draw(element, overview.specs[tile.percent ? "percent" : "count"],
+      { rows }, overview.themes, { description });
+  });
+  await Promise.all(drawn);
+}
+
+async function start() {
+  await Promise.all([freshness(), sparklines()]);
+  window.kpi.ready = true;
+}
+
+onThemeChange(sparklines);
+start();

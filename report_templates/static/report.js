@@ -1,0 +1,556 @@
+// A report page: date range, segmentation, series toggles, charts, funnel table and data table,
+// all computed here from the page's view files (data/view/<report>/<segmentation>.json).
+// The state lives in the URL (?from=…&to=…&seg=…[&mode=area][&show=…]) so a view can be shared.
+import {
+  DAY_MS, dayNumber, dayText, draw, embedded, formatValue, onThemeChange,
+} from "./common.js";
+
+const page = embedded("page-config");
+const $ = (id) => document.getElementById(id);
+const TOP = 6; // series visible by default when a segmentation has more
+const CANVAS_ABOVE = 2500; // points; beyond this the charts draw on a canvas
+const first = dayNumber(page.first_day);
+const last = dayNumber(page.last_day);
+const files = new Map(); // segmentation → Promise of its view file
+
+// What the page shows now; `window.kpi` exposes it (and the drawn views) to tests.
+const kpi = { state: null, views: {}, rows: [], funnel: [], ready: false, renders: 0 };
+window.kpi = kpi;
+
+function load(segmentation) {
+  if (!files.has(segmentation)) {
+    const url = `data/view/${encodeURIComponent(page.report)}/${encodeURIComponent(segmentation)}.json`;
+    files.set(segmentation, fetch(url).then((response) => {
+      if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+      return response.json();
+    }));
+  }
+  return files.get(segmentation);
+}
+
+// ---- state and URL --------------------------------------------------------------------------
+
+function presetRange(days) {
+  if (days === "all") return { from: first, to: last };
+  return { from: Math.max(first, last - Number(days) + 1), to: last };
+}
+
+function readState() {
+  const params = new URLSearchParams(window.location.search);
+  const notes = [];
+  let { from, to } = presetRange(30);
+  if (params.has("from") || params.has("to")) {
+    const f = params.has("from") ? dayNumber(params.get("from")) : from;
+    const t = params.has("to") ? dayNumber(params.get("to")) : to;
+    if (Number.isNaN(f) || Number.isNaN(t) || f > t) {
+      notes.push("The date range in the address was not valid; showing the last 30 days.");
+    } else {
+      from = Math.max(first, Math.min(f, last));
+      to = Math.min(last, Math.max(t, first));
+    }
+  }
+  let seg = params.get("seg") || "Total";
+  if (!page.segmentations.includes(seg)) {
+    notes.push(`This report cannot be segmented by “${seg}”; showing Total.`);
+    seg = "Total";
+  }
+  const mode = page.area_toggle && params.get("mode") === "area" ? "area" : "lines";
+  const show = params.getAll("show");
+  return { state: { from, to, seg, mode, show: show.length ? show : null }, notes };
+}
+
+function writeUrl() {
+  const { from, to, seg, mode, show } = kpi.state;
+  const params = new URLSearchParams();
+  params.set("from", dayText(from));
+  params.set("to", dayText(to));
+  params.set("seg", seg);
+  if (mode === "area") params.set("mode", "area");
+  for (const item of show || []) params.append("show", item);
+  window.history.replaceState(null, "", `?${params}`);
+}
+
+// ---- numbers --------------------------------------------------------------------------------
+
+/** The value of series `s` on day index `i` (the same arithmetic as kpi.reports). */
+function valueAt(kind, s, i) {
+  if (kind === "count" || kind === "median") return s.value[i];
+  const n = s.numerator[i];
+  const d = s.denominator[i];
+  if (n === null || d === null || d === 0) return null;
+  return kind === "complement" ? 1 - (d - n) / d : n / d;
+}
+
+/** A step's count on a day: the count itself, or the ratio's numerator (count of the step). */
+function countAt(kind, s, i) {
+  return (kind === "count" ? s.value[i] : s.numerator[i]) ?? 0;
+}
+
+function hasRow(s, i) {
+  return (s.value ?? s.denominator)[i] !== null;
+}
+
+// ---- the series a view offers ---------------------------------------------------------------
+
+/** Toggleable items (segments, or measures of a Total step report) in volume or flow order. */
+function itemsOf(file) {
+  const key = file.segmentation === "Total" ? "measure" : "segment";
+  if (file.segmentation === "Total" && page.layout !== "measures") return [];
+  return [...new Set(file.series.map((s) => s[key]))];
+}
+
+function visibleItems(items) {
+  if (!items.length) return [];
+  const wanted = kpi.state.show ? items.filter((item) => kpi.state.show.includes(item)) : [];
+  return wanted.length ? wanted : items.slice(0, TOP);
+}
+
+function colourOf(items, item) {
+  const index = Math.max(0, items.indexOf(item));
+  return page.palette[index % page.palette.length];
+}
+
+function seriesLabel(file, s) {
+  if (file.segmentation !== "Total") return s.segment;
+  return page.layout === "series" ? "Total" : s.measure;
+}
+
+// ---- drawing --------------------------------------------------------------------------------
+
+function timeRows(file, series, items, i0, i1, present) {
+  const rows = [];
+  for (const s of series) {
+    const item = file.segmentation === "Total" ? s.measure : s.segment;
+    const rank = Math.max(0, items.indexOf(item));
+    const color = items.length ? colourOf(items, item) : page.palette[0];
+    for (let i = i0; i <= i1; i += 1) {
+      let value = valueAt(file.kind, s, i);
+      // A count is 0 for a segment absent on a day that has data; a day without data is a gap.
+      if (value === null && file.kind === "count" && present[i]) value = 0;
+      rows.push({
+        date: (dayNumber(file.first_day) + i) * DAY_MS,
+        series: seriesLabel(file, s),
+        measure: s.measure,
+        color,
+        rank,
+        value,
+        numerator: s.numerator ? s.numerator[i] : null,
+        denominator: s.denominator ? s.denominator[i] : null,
+      });
+    }
+  }
+  return rows;
+}
+
+function milestonesIn(from, to) {
+  return (page.milestones || [])
+    .map(([milestone, day]) => ({ milestone, day: dayNumber(day) }))
+    .filter((m) => m.day >= from && m.day <= to)
+    .map((m) => ({ milestone: m.milestone, date: m.day * DAY_MS }));
+}
+
+function describe(file, rows, from, to) {
+  const scope = file.segmentation === "Total" ? "Total" : `by ${file.segmentation}`;
+  const range = `${dayText(from)} to ${dayText(to)} (UTC)`;
+  const names = [...new Set(rows.map((r) => r.series))];
+  const valued = rows.filter((r) => r.value !== null);
+  if (!valued.length) return `${page.title}, ${range}, ${scope}: no values.`;
+  if (names.length === 1) {
+    const latest = valued[valued.length - 1];
+    const values = valued.map((r) => r.value);
+    return `${page.title}, ${range}, ${scope}: ${valued.length} days with a value; latest `
+      + `${formatValue(latest.value, page.percent)} on ${dayText(latest.date / DAY_MS)}; lowest `
+      + `${formatValue(Math.min(...values), page.percent)}, highest `
+      + `${formatValue(Math.max(...values), page.percent)}.`;
+  }
+  return `${page.title}, ${range}, ${scope}: ${names.length} series (${names.join(", ")}), `
+    + `${valued.length} values.`;
+}
+
+async function drawSeries(file, series, items, i0, i1, present) {
+  const rows = timeRows(file, series, items, i0, i1, present);
+  kpi.rows = rows;
+  const template = kpi.state.mode === "area" ? page.specs.areas : page.specs.lines;
+  const description = describe(file, rows, dayNumber(file.first_day) + i0,
+    dayNumber(file.first_day) + i1);
+  $("chart-caption").textContent = description;
+  kpi.views.main = await draw($("chart"), template, {
+    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to),
+  }, page.themes, { description, renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg" });
+}
+
+function funnelNumbers(file, series, items, i0, i1) {
+  const steps = page.measures;
+  const shown = items.length ? visibleItems(items) : null;
+  const bySegment = new Map();
+  for (const s of series) {
+    if (shown && !shown.includes(s.segment)) continue;
+    if (!bySegment.has(s.segment)) bySegment.set(s.segment, new Array(steps.length).fill(0));
+    const step = steps.indexOf(s.measure);
+    let sum = 0;
+    for (let i = i0; i <= i1; i += 1) sum += countAt(file.kind, s, i);
+    bySegment.get(s.segment)[step] += sum;
+  }
+  const totals = steps.map((_, j) => [...bySegment.values()].reduce((a, c) => a + c[j], 0));
+  return { steps, bySegment, totals };
+}
+
+function percentCell(numerator, denominator) {
+  return denominator ? `${Math.round((100 * numerator) / denominator)}%` : "—";
+}
+
+function fillFunnelTable({ steps, totals }) {
+  const body = $("funnel-table").querySelector("tbody");
+  body.replaceChildren();
+  const lastStep = steps.length - 1;
+  steps.forEach((step, j) => {
+    const cells = [
+      step,
+      String(totals[j]),
+      percentCell(totals[j], totals[0]),
+      j === lastStep ? "—" : percentCell(totals[j + 1], totals[j]),
+      percentCell(totals[lastStep], totals[j]),
+    ];
+    const tr = document.createElement("tr");
+    cells.forEach((text, k) => {
+      const cell = document.createElement(k === 0 ? "th" : "td");
+      if (k === 0) cell.scope = "row";
+      else cell.className = "num";
+      cell.textContent = text;
+      tr.append(cell);
+    });
+    body.append(tr);
+  });
+}
+
+async function drawFunnel(file, series, items, i0, i1, present) {
+  const numbers = funnelNumbers(file, series, items, i0, i1);
+  fillFunnelTable(numbers);
+  const funnel = [];
+  const segments = [...numbers.bySegment.keys()];
+  for (const segment of segments) {
+    const color = items.length ? colourOf(items, segment) : page.palette[0];
+    numbers.steps.forEach((step, j) => {
+      funnel.push({
+        step,
+        label: step.replace(/^\d+\s*-\s*/, ""),
+        order: j,
+        series: segment,
+        color,
+        rank: items.length ? items.indexOf(segment) : 0,
+        count: numbers.bySegment.get(segment)[j],
+        share: numbers.totals[0] ? numbers.bySegment.get(segment)[j] / numbers.totals[0] : null,
+      });
+    });
+  }
+  kpi.funnel = funnel;
+  const from = dayNumber(file.first_day) + i0;
+  const to = dayNumber(file.first_day) + i1;
+  const funnelText = `${page.title} funnel, ${dayText(from)} to ${dayText(to)} (UTC): `
+    + numbers.steps.map((step, j) => `${step}: ${numbers.totals[j]}`).join("; ") + ".";
+  $("funnel-caption").textContent = funnelText;
+  const drawn = [draw($("funnel"), page.specs.funnel, { funnel }, page.themes,
+    { description: funnelText })];
+
+  // Small multiples: one panel per step, so steps with equal counts never hide each other.
+  const panels = $("panels");
+  panels.replaceChildren();
+  const rows = timeRows(file, series.filter((s) => !items.length
+    || visibleItems(items).includes(s.segment)), items, i0, i1, present);
+  kpi.rows = rows;
+  const perPanel = rows.length / numbers.steps.length;
+  for (const step of numbers.steps) {
+    const figure = document.createElement("figure");
+    figure.className = "panel";
+    const heading = document.createElement("h3");
+    heading.textContent = step;
+    const box = document.createElement("div");
+    box.className = "chart small";
+    const caption = document.createElement("figcaption");
+    const stepRows = rows.filter((r) => r.measure === step);
+    caption.textContent = describe(file, stepRows, from, to).replace(page.title, step);
+    caption.className = "visually-hidden";
+    figure.append(heading, box, caption);
+    panels.append(figure);
+    drawn.push(draw(box, page.specs.panel, {
+      rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to),
+    }, page.themes, {
+      description: caption.textContent, renderer: perPanel > CANVAS_ABOVE ? "canvas" : "svg",
+    }).then((view) => { kpi.views[step] = view; }));
+  }
+  const views = await Promise.all(drawn);
+  kpi.views.main = views[0];
+}
+
+// ---- the data table and the download --------------------------------------------------------
+
+function tableRows() {
+  const ratio = kpi.rows.some((r) => r.denominator !== null);
+  const rows = kpi.rows.filter((r) => r.value !== null || r.denominator !== null)
+    .map((r) => [dayText(r.date / DAY_MS), r.series,
+      r.value === null ? "" : String(r.value),
+      ...(ratio ? [r.numerator ?? "", r.denominator ?? ""] : [])]);
+  rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const header = ["date", "series", "value", ...(ratio ? ["numerator", "denominator"] : [])];
+  return { header, rows };
+}
+
+function fillDataTable() {
+  const details = $("data-table");
+  if (!details.open) return;
+  const { header, rows } = tableRows();
+  const table = document.createElement("table");
+  table.className = "data";
+  const caption = document.createElement("caption");
+  caption.textContent = `${rows.length} rows, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`;
+  const head = document.createElement("tr");
+  for (const name of header) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = name;
+    head.append(th);
+  }
+  const thead = document.createElement("thead");
+  thead.append(head);
+  const tbody = document.createElement("tbody");
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    row.forEach((cell, k) => {
+      const td = document.createElement("td");
+      if (k >= 2) td.className = "num";
+      td.textContent = cell;
+      tr.append(td);
+    });
+    tbody.append(tr);
+  }
+  table.append(caption, thead, tbody);
+  details.querySelector(".table-wrap").replaceChildren(table);
+}
+
+function csvCell(value) {
+  const text = String(value);
+  return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+function downloadView() {
+  const { header, rows } = tableRows();
+  const text = [header, ...rows].map((row) => row.map(csvCell).join(",")).join("\n") + "\n";
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+  const { from, to, seg } = kpi.state;
+  link.download = `${page.report}_${seg}_${dayText(from)}_${dayText(to)}.csv`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+// ---- controls -------------------------------------------------------------------------------
+
+function say(id, text) {
+  const element = $(id);
+  element.textContent = text;
+  element.hidden = !text;
+}
+
+function syncControls() {
+  const { from, to, seg, mode } = kpi.state;
+  $("from").value = dayText(from);
+  $("to").value = dayText(to);
+  for (const input of [$("from"), $("to")]) {
+    input.setCustomValidity("");
+    input.removeAttribute("aria-invalid");
+  }
+  for (const button of document.querySelectorAll("[data-preset]")) {
+    const range = presetRange(button.dataset.preset);
+    button.setAttribute("aria-pressed", String(range.from === from && range.to === to));
+  }
+  if ($("seg")) $("seg").value = seg;
+  for (const radio of document.querySelectorAll("input[name=mode]")) {
+    radio.checked = radio.value === mode;
+  }
+}
+
+function fillPicker(items) {
+  const picker = $("series-picker");
+  picker.hidden = items.length < 2;
+  if (picker.hidden) return;
+  const visible = visibleItems(items);
+  const list = picker.querySelector(".checks");
+  list.replaceChildren();
+  items.forEach((item) => {
+    const label = document.createElement("label");
+    label.className = "check";
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = item;
+    box.checked = visible.includes(item);
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colourOf(items, item);
+    swatch.setAttribute("aria-hidden", "true");
+    const text = document.createElement("span");
+    text.textContent = item;
+    label.append(box, swatch, text);
+    list.append(label);
+  });
+  $("show-all").hidden = items.length <= TOP;
+  $("show-top").hidden = items.length <= TOP;
+  $("picker-title").textContent = kpi.state.seg === "Total" ? "Steps shown" : `${kpi.state.seg} shown`;
+}
+
+function onToggle(event) {
+  const box = event.target;
+  if (box.type !== "checkbox") return;
+  const boxes = [...$("series-picker").querySelectorAll("input[type=checkbox]")];
+  const checked = boxes.filter((b) => b.checked).map((b) => b.value);
+  if (!checked.length) {
+    box.checked = true; // the last visible series cannot be hidden
+    say("picker-note", "At least one series stays visible.");
+    return;
+  }
+  say("picker-note", "");
+  kpi.state.show = checked;
+  render();
+}
+
+function applyRange(from, to) {
+  kpi.state.from = from;
+  kpi.state.to = to;
+  say("range-error", "");
+  render();
+}
+
+function onDateChange() {
+  const inputs = { from: $("from"), to: $("to") };
+  const from = dayNumber(inputs.from.value);
+  const to = dayNumber(inputs.to.value);
+  let problem = "";
+  let culprit = null;
+  if (Number.isNaN(from)) [problem, culprit] = ["Enter a complete From date (YYYY-MM-DD).", inputs.from];
+  else if (Number.isNaN(to)) [problem, culprit] = ["Enter a complete To date (YYYY-MM-DD).", inputs.to];
+  else if (from > to) [problem, culprit] = ["From must be on or before To.", inputs.from];
+  else if (to < first || from > last) {
+    [problem, culprit] = [`There is data from ${page.first_day} to ${page.last_day} only.`, inputs.from];
+  }
+  for (const input of Object.values(inputs)) {
+    input.setCustomValidity("");
+    input.removeAttribute("aria-invalid");
+  }
+  if (problem) {
+    culprit.setCustomValidity(problem);
+    culprit.setAttribute("aria-invalid", "true");
+    say("range-error", problem);
+    return;
+  }
+  applyRange(Math.max(from, first), Math.min(to, last));
+}
+
+function wire() {
+  for (const button of document.querySelectorAll("[data-preset]")) {
+    button.addEventListener("click", () => {
+      const { from, to } = presetRange(button.dataset.preset);
+      applyRange(from, to);
+    });
+  }
+  $("from").addEventListener("change", onDateChange);
+  $("to").addEventListener("change", onDateChange);
+  if ($("seg")) {
+    $("seg").addEventListener("change", () => {
+      kpi.state.seg = $("seg").value;
+      kpi.state.show = null;
+      render();
+    });
+  }
+  for (const radio of document.querySelectorAll("input[name=mode]")) {
+    radio.addEventListener("change", () => { kpi.state.mode = radio.value; render(); });
+  }
+  $("series-picker").addEventListener("change", onToggle);
+  $("show-all").addEventListener("click", async () => {
+    kpi.state.show = itemsOf(await load(kpi.state.seg));
+    render();
+  });
+  $("show-top").addEventListener("click", () => { kpi.state.show = null; render(); });
+  $("data-table").addEventListener("toggle", fillDataTable);
+  $("download-view").addEventListener("click", downloadView);
+  onThemeChange(() => render());
+}
+
+// ---- one render -----------------------------------------------------------------------------
+
+let pending = Promise.resolve();
+
+function render() {
+  pending = pending.then(renderNow, renderNow);
+  return pending;
+}
+
+async function renderNow() {
+  kpi.ready = false;
+  syncControls();
+  writeUrl();
+  let file;
+  try {
+    file = await load(kpi.state.seg);
+  } catch (error) {
+    say("empty", `The data of this view could not be loaded (${error.message}).`);
+    $("views").hidden = true;
+    console.error(error);
+    kpi.ready = true;
+    return;
+  }
+  const origin = dayNumber(file.first_day);
+  const i0 = kpi.state.from - origin;
+  const i1 = kpi.state.to - origin;
+  const present = file.series.length
+    ? file.series[0][file.series[0].value ? "value" : "denominator"].map((_, i) => file.series
+      .some((s) => hasRow(s, i)))
+    : [];
+  const anyData = present.slice(i0, i1 + 1).some(Boolean);
+  const items = itemsOf(file);
+  fillPicker(items);
+  const visible = visibleItems(items);
+  const series = items.length
+    ? file.series.filter((s) => visible.includes(file.segmentation === "Total" ? s.measure : s.segment))
+    : file.series;
+  if (!anyData) {
+    say("empty", `No data between ${dayText(kpi.state.from)} and ${dayText(kpi.state.to)} `
+      + `for ${kpi.state.seg === "Total" ? "Total" : `the ${kpi.state.seg} segments`}. `
+      + "Pick another range.");
+    $("views").hidden = true;
+    kpi.rows = [];
+    kpi.funnel = [];
+    if ($("funnel-table")) fillFunnelTable(funnelNumbers(file, [], [], i0, i1));
+  } else {
+    say("empty", "");
+    $("views").hidden = false;
+    if (page.layout === "funnel") await drawFunnel(file, file.series, items, i0, i1, present);
+    else await drawSeries(file, series, items, i0, i1, present);
+  }
+  fillDataTable();
+  kpi.renders += 1;
+  kpi.ready = true;
+}
+
+function start() {
+  if (!page.first_day) {
+    say("empty", "No day has been aggregated yet: run the pipeline, then rebuild the site.");
+    $("views").hidden = true;
+    for (const control of document.querySelectorAll(".controls button, .controls input, .controls select")) {
+      control.disabled = true;
+    }
+    kpi.ready = true;
+    return;
+  }
+  for (const input of [$("from"), $("to")]) {
+    input.min = page.first_day;
+    input.max = page.last_day;
+  }
+  const { state, notes } = readState();
+  kpi.state = state;
+  say("range-error", notes.join(" "));
+  wire();
+  render();
+}
+
+start();
