@@ -1,0 +1,165 @@
+"""Chart templates as data (`to_dict()`) and the rendered pages, parsed, without a browser."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+
+import pytest
+from bs4 import BeautifulSoup
+
+from kpi import charts
+from kpi.reports import build_reports, to_csv, to_json
+from kpi.site import PAGES, kpi_change, kpi_number, page_config, render_site
+from kpi.views import segmentations_of
+from tests.unit.kpi_helpers import CONFIG, aggregates_of, blob
+
+HOSTILE = 'Train </script><img src=x onerror="alert(1)"> & co'
+
+
+def _layers(spec: dict) -> list[dict]:
+    return spec.get("layer", [spec])
+
+
+def test_series_chart_reads_named_data_and_colours_from_rows():
+    spec = charts.spec(charts.series_chart("Success rate", percent=True, ratio=True))
+    assert "$schema" not in spec
+    data, rules, labels = _layers(spec)
+    assert data["data"] == {"name": "rows"}
+    assert data["mark"]["type"] == "line"
+    assert data["encoding"]["color"] == {"field": "color", "type": "nominal", "legend": None,
+                                         "scale": None}
+    assert data["encoding"]["detail"]["field"] == "series"
+    assert data["encoding"]["y"]["axis"]["format"] == ".0%"
+    tips = [t["field"] for t in data["encoding"]["tooltip"]]
+    assert tips == ["date", "series", "value", "numerator", "denominator"]
+    assert rules["data"] == labels["data"] == {"name": "milestones"}
+    assert labels["mark"]["type"] == "text" and labels["encoding"]["text"]["field"] == "milestone"
+    assert spec["width"] == "container"
+
+
+def test_count_chart_has_no_ratio_tooltips_and_areas_stack():
+    lines = _layers(charts.spec(charts.series_chart("Blobs", percent=False, ratio=False)))[0]
+    assert [t["field"] for t in lines["encoding"]["tooltip"]] == ["date", "series", "value"]
+    assert lines["encoding"]["y"]["stack"] is None  # lines never stack
+    assert "order" not in lines["encoding"]  # a line's points stay in date order
+    areas = _layers(charts.spec(charts.series_chart("Blobs", False, False, area=True)))[0]
+    assert areas["mark"]["type"] == "area"
+    assert areas["encoding"]["y"]["stack"] == "zero"
+    assert areas["encoding"]["order"]["field"] == "rank"
+
+
+def test_funnel_chart_bars_follow_step_order():
+    spec = charts.spec(charts.funnel_chart("Blobs reaching the step"))
+    assert spec["data"] == {"name": "funnel"} and spec["mark"]["type"] == "bar"
+    assert spec["encoding"]["y"]["sort"] == {"field": "order"}
+    assert spec["encoding"]["x"]["field"] == "count"
+
+
+def test_themes_give_dark_and_light_colours():
+    assert charts.THEMES["dark"]["axis"]["labelColor"] != charts.THEMES["light"]["axis"][
+        "labelColor"]
+    assert charts.THEMES["dark"]["background"] is None  # the page's background shows
+
+
+def test_page_configs_match_layouts():
+    by_id = {page.id: page for page in PAGES}
+    funnel = page_config(by_id["new_user"], CONFIG, ["2026-10-01"])
+    assert set(funnel["specs"]) == {"lines", "funnel", "panel"}
+    assert funnel["measures"] == list(CONFIG.steps("new_user"))
+    assert funnel["segmentations"] == list(segmentations_of("new_user"))
+    area = page_config(by_id["assertions"], CONFIG, ["2026-10-01"])
+    assert "areas" in area["specs"] and area["area_toggle"]
+    bounce = page_config(by_id["bounce_rate"], CONFIG, ["2026-10-01"])
+    assert bounce["segmentations"] == ["Total"] and bounce["kind"] == "complement"
+    assert {page.layout for page in PAGES} == {"series", "measures", "funnel"}
+
+
+@pytest.mark.parametrize(("value", "percent", "text"), [
+    (None, False, "—"), (0.4521, True, "45.2%"), (1234, False, "1,234"), (12.5, False, "12.5"),
+])
+def test_headline_numbers(value, percent, text):
+    assert kpi_number(value, percent) == text
+
+
+def test_headline_changes():
+    assert kpi_change(0.25, {"summary": "mean per day", "percent": False}) == "+25.0%"
+    assert kpi_change(-0.012, {"summary": "ratio of sums", "percent": True}) == "-1.2 pts"
+    assert kpi_change(6.5, {"summary": "median", "percent": False}) == "+6.5"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    config = dataclasses.replace(CONFIG, milestones=(*CONFIG.milestones, (HOSTILE, "2026-10-02")))
+    blobs = [blob(["screen.rp_info", "screen.pick_email"], f"2026-10-0{d}T10:00:00",
+                  lang=f"<b>{d}</b>") for d in (1, 2, 3)]
+    aggregates = aggregates_of(blobs)
+    reports = build_reports(aggregates, config)
+    target = tmp_path_factory.mktemp("site") / "out"
+    render_site(target, aggregates, reports, config, datetime(2026, 10, 4, tzinfo=UTC))
+    return target, reports
+
+
+def test_published_data_files_are_unchanged_by_the_view_files(site):
+    target, reports = site
+    for name, report in reports.items():
+        assert (target / "data" / f"{name}.csv").read_text(encoding="utf-8") == to_csv(report)
+        assert (target / "data" / f"{name}.json").read_bytes() == to_json(report)
+    manifest = json.loads((target / "data" / "manifest.json").read_text())
+    assert set(manifest) == {"built_at", "first_day", "last_day", "pipeline_version", "reports"}
+    assert (target / "data" / "view" / "assertions" / "Locale.json").is_file()
+
+
+def test_pages_use_relative_links_only(site):
+    target, _ = site
+    for path in target.glob("*.html"):
+        soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+        for tag in soup.find_all(["a", "link", "script", "img"]):
+            ref = tag.get("href") or tag.get("src")
+            if ref is None:
+                continue
+            assert "://" not in ref and not ref.startswith("/"), (path.name, ref)
+
+
+def test_untrusted_strings_are_escaped_in_pages(site):
+    target, _ = site
+    html = (target / "assertions.html").read_text(encoding="utf-8")
+    assert "</script><img" not in html and "<img" not in html
+    soup = BeautifulSoup(html, "html.parser")
+    config = json.loads(soup.find("script", id="page-config").string)
+    assert [HOSTILE, "2026-10-02"] in config["milestones"]
+    for path in target.rglob("*"):
+        if path.is_file() and path.suffix in (".html", ".json", ".csv"):
+            assert "<b>1</b>" not in path.read_text(encoding="utf-8")  # lang went to Other
+
+
+def test_every_report_page_has_controls_and_alternatives(site):
+    target, _ = site
+    for page in PAGES:
+        soup = BeautifulSoup((target / f"{page.id}.html").read_text(encoding="utf-8"),
+                             "html.parser")
+        presets = [b.get_text(strip=True) for b in soup.select("[data-preset]")]
+        assert presets == ["7 days", "30 days", "90 days", "All"]
+        assert soup.find("input", id="from")["type"] == "date"
+        assert soup.find("details", id="data-table") is not None
+        assert (soup.find("select", id="seg") is not None) == (page.id in {
+            "new_user", "new_user_success", "new_user_bounce", "new_user_per_day", "sites",
+            "sites_median", "assertions"})
+        if page.layout == "funnel":
+            headers = [th.get_text() for th in soup.select("#funnel-table thead th")]
+            assert headers == ["Stage", "Count", "Make This Step", "Take Next Step",
+                               "Complete All Steps"]
+
+
+def test_overview_has_a_tile_per_headline(site):
+    target, _ = site
+    soup = BeautifulSoup((target / "index.html").read_text(encoding="utf-8"), "html.parser")
+    tiles = soup.select(".tile")
+    assert len(tiles) == 6
+    assert [a["href"] for a in soup.select(".tile h2 a")] == [
+        "new_user_per_day.html", "new_user_success.html", "password_reset.html",
+        "bounce_rate.html", "assertions.html", "sites_median.html"]
+    assert tiles[4].select_one(".tile-value").get_text(" ", strip=True) == "1 on 2026-10-03"
+    assert "Not enough history" in tiles[4].get_text()
+    assert soup.find(id="freshness") is not None and soup.select("table.summary tr")

@@ -1,0 +1,193 @@
+"""View files (what a report page loads) and the overview's headline tiles, on hand-written blobs."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import pytest
+
+from fake_source.generator import blobs_for_day, history_days
+from kpi.config import SEGMENTATIONS
+from kpi.reports import REPORT_COLUMNS, build_reports
+from kpi.views import (
+    COMPLEMENT, COUNT, KINDS, RATIO, headline_tiles, measures_of, segmentations_of, view_file,
+    view_files,
+)
+from tests.unit.kpi_helpers import CONFIG, aggregates_of, blob, reports_of
+
+ENGAGED = ["screen.rp_info", "screen.pick_email", "assertion_generated"]
+BOUNCE = ["screen.rp_info"]
+
+
+def test_arrays_are_aligned_to_calendar_days_with_null_for_missing_days():
+    blobs = [
+        blob(ENGAGED, "2026-10-01T08:00:00", user_agent={"os": "Windows NT 6.1"}),
+        blob(ENGAGED, "2026-10-01T09:00:00", user_agent={"os": "Windows NT 6.1"}),
+        blob(BOUNCE, "2026-10-01T10:00:00", user_agent={"os": "Macintosh"}),
+        blob(BOUNCE, "2026-10-03T10:00:00", user_agent={"os": "Macintosh"}),
+    ]
+    reports = reports_of(blobs)
+    total = view_file(reports["assertions"], "assertions", "Total", CONFIG,
+                      "2026-10-01", "2026-10-03")
+    assert total["kind"] == COUNT
+    assert total["series"] == [{"segment": "Total", "measure": "value", "value": [3, None, 1]}]
+
+    by_os = view_file(reports["assertions"], "assertions", "OS", CONFIG,
+                      "2026-10-01", "2026-10-03")
+    # largest volume first: Windows 7 (2 blobs) ties with Macintosh (2 blobs) -> by name
+    assert [s["segment"] for s in by_os["series"]] == ["Macintosh", "Windows 7"]
+    assert by_os["series"][0]["value"] == [1, None, 1]
+    assert by_os["series"][1]["value"] == [2, None, None]
+
+    bounce = view_file(reports["bounce_rate"], "bounce_rate", "Total", CONFIG,
+                       "2026-10-01", "2026-10-03")
+    assert bounce["kind"] == COMPLEMENT
+    # numerator = shown - engaged, denominator = shown
+    assert bounce["series"][0]["numerator"] == [1, None, 1]
+    assert bounce["series"][0]["denominator"] == [3, None, 1]
+
+
+def _value(kind: str, series: dict, i: int):
+    """The page script's arithmetic (report.js `valueAt`), in Python."""
+    if kind not in (RATIO, COMPLEMENT):
+        return series["value"][i]
+    n, d = series["numerator"][i], series["denominator"][i]
+    if n is None or d is None or d == 0:
+        return None
+    return 1 - (d - n) / d if kind == COMPLEMENT else n / d
+
+
+def _rows_from_view(content: dict) -> list[tuple]:
+    """The report rows a view file stands for (a null median cannot be told from no row)."""
+    first = date.fromisoformat(content["first_day"])
+    rows = []
+    for series in content["series"]:
+        key = "value" if "value" in series else "denominator"
+        for i, marker in enumerate(series[key]):
+            if marker is None:
+                continue
+            day = (first + timedelta(days=i)).isoformat()
+            rows.append((day, content["segmentation"], series["segment"], series["measure"],
+                         _value(content["kind"], series, i), series.get("numerator", {i: None})[i],
+                         series.get("denominator", {i: None})[i]))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fake_reports():
+    days = [d for d in history_days(date(2026, 10, 20), 12) if d != date(2026, 10, 14)]
+    blobs = [b for day in days for _, b in blobs_for_day(11, day, 120, bad_rate=0.0)]
+    aggregates = aggregates_of(blobs)
+    return aggregates, build_reports(aggregates, CONFIG)
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None or (isinstance(b, float) and math.isnan(b)):
+        return (a is None) == (b is None or (isinstance(b, float) and math.isnan(b)))
+    return float(a) == float(b)
+
+
+def test_view_files_hold_exactly_the_report_rows(fake_reports):
+    aggregates, reports = fake_reports
+    files = dict(view_files(reports, aggregates.days, CONFIG))
+    expected_paths = {f"view/{r}/{s}.json" for r in reports for s in segmentations_of(r)}
+    assert set(files) == expected_paths
+    for report_id, report in reports.items():
+        for segmentation in segmentations_of(report_id):
+            content = files[f"view/{report_id}/{segmentation}.json"]
+            got = sorted(_rows_from_view(content), key=lambda r: r[:4])
+            part = report[report["segmentation"] == segmentation]
+            if KINDS[report_id] == "median":  # null medians are not recoverable as rows
+                part = part[part["value"].notna()]
+            want = sorted(part[REPORT_COLUMNS].itertuples(index=False, name=None),
+                          key=lambda r: r[:4])
+            assert len(got) == len(want), (report_id, segmentation)
+            for g, w in zip(got, want, strict=True):
+                assert g[:4] == w[:4]
+                assert all(_same(x, y) for x, y in zip(g[4:], w[4:], strict=True)), (g, w)
+
+
+def test_a_missing_day_is_null_in_every_array(fake_reports):
+    aggregates, reports = fake_reports
+    content = view_file(reports["new_user"], "new_user", "Total", CONFIG,
+                        aggregates.days[0], aggregates.days[-1])
+    gap = (date(2026, 10, 14) - date.fromisoformat(content["first_day"])).days
+    assert [s["measure"] for s in content["series"]] == list(CONFIG.steps("new_user"))
+    assert all(s["value"][gap] is None for s in content["series"])
+    assert all(s["value"][gap - 1] is not None for s in content["series"])
+
+
+def test_segmentations_and_measures_per_report():
+    assert segmentations_of("assertions") == ("Total", *SEGMENTATIONS)
+    assert segmentations_of("bounce_rate") == ("Total",)
+    assert measures_of("password_reset", CONFIG) == CONFIG.steps("password_reset")
+    assert measures_of("data_quality", CONFIG)[0] == "fetched"
+    assert measures_of("sites", CONFIG) == ("value",)
+
+
+# --- overview tiles ------------------------------------------------------------------------
+
+def _week_blobs() -> list[dict]:
+    """15 days: day d has d engaged blobs (sites = d) and one bounce (no sites value)."""
+    blobs = []
+    for d in range(1, 16):
+        when = f"2026-10-{d:02d}T12:00:00"
+        blobs += [blob(ENGAGED, when, number_sites_signed_in=d) for _ in range(d)]
+        blobs.append(blob(BOUNCE, when))
+    return blobs
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    aggregates = aggregates_of(_week_blobs())
+    return {t["id"]: t for t in headline_tiles(build_reports(aggregates, CONFIG), aggregates,
+                                               CONFIG)}
+
+
+def test_sign_in_attempts_tile_compares_mean_per_day(tiles):
+    tile = tiles["assertions"]
+    assert tile["last_day"] == "2026-10-15"
+    assert tile["last_value"] == 16
+    assert tile["current"] == pytest.approx(91 / 7)  # days 9..15: sum(d + 1) = 91
+    assert tile["previous"] == pytest.approx(42 / 7)  # days 2..8: 35 + 7
+    assert tile["change"] == pytest.approx(91 / 42 - 1)
+    assert (tile["direction"], tile["good"]) == ("up", True)
+    assert len(tile["recent"]) == 15 and tile["recent"][-1] == ["2026-10-15", 16]
+
+
+def test_bounce_rate_tile_is_a_ratio_of_sums_and_down_is_good(tiles):
+    tile = tiles["bounce_rate"]
+    assert tile["current"] == pytest.approx(7 / 91)
+    assert tile["previous"] == pytest.approx(7 / 42)
+    assert (tile["direction"], tile["good"]) == ("down", True)
+    assert tile["last_value"] == pytest.approx(1 / 16)
+
+
+def test_median_sites_tile_is_exact_over_the_week(tiles):
+    tile = tiles["sites_median"]
+    assert tile["last_value"] == 15
+    assert tile["current"] == 12.5  # 9×9, 10×10 … 15×15: 84 values, 42nd = 12, 43rd = 13
+    assert tile["previous"] == 6  # 2×2 … 8×8: 35 values, the 18th is 6
+    assert tile["change"] == 6.5
+
+
+def test_tiles_without_data_or_history_say_so(tiles):
+    success = tiles["new_user_success"]  # bounces count in D, nobody succeeds: 0% both weeks
+    assert (success["current"], success["previous"]) == (0.0, 0.0)
+    assert (success["direction"], success["good"]) == ("flat", None)
+    assert tiles["password_reset"]["current"] is None  # nobody began a reset: 0/0
+    assert tiles["password_reset"]["direction"] is None
+    assert tiles["new_users"]["previous"] == 0 and tiles["new_users"]["change"] is None
+    short = aggregates_of(_week_blobs()[:30])  # days 1..7 only
+    short_tiles = headline_tiles(build_reports(short, CONFIG), short, CONFIG)
+    assert all(t["direction"] is None for t in short_tiles)
+    empty = aggregates_of([])
+    empty_tiles = headline_tiles(build_reports(empty, CONFIG), empty, CONFIG)
+    assert all(t["last_day"] is None and t["recent"] == [] for t in empty_tiles)
+
+
+def test_kinds_cover_every_report():
+    from kpi.reports import REPORTS
+
+    assert set(KINDS) == set(REPORTS)
