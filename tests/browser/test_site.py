@@ -348,11 +348,11 @@ def test_milestones_in_range_are_drawn_as_text(browser, site):
     base, _, _ = site
     opened = open_page(browser, f"{base}/assertions.html")
     page = opened.page
-    labels = page.locator(".chart svg .mark-text text").all_text_contents()
+    labels = page.locator(".chart svg .mark-text.role-mark text").all_text_contents()
     assert MILESTONE in labels
     assert page.locator("main img, .chart svg b").count() == 0
     act(page, lambda: page.get_by_role("button", name="7 days", exact=True).click())
-    assert page.locator(".chart svg .mark-text text").count() == 0  # outside the range
+    assert page.locator(".chart svg .mark-text.role-mark text").count() == 0  # outside the range
     assert opened.dialogs == [] and opened.problems == []
     close(opened)
 
