@@ -32,6 +32,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/compute.py
 	$(BIN)/python bench/extract_store.py
+	$(BIN)/python bench/site.py
 
 clean:
 	rm -rf .devdata .airflow site_output/* .pytest_cache

@@ -67,7 +67,7 @@ def _value(title: str, percent: bool, stack: bool = False) -> alt.Y:
 
 def _tooltip(title: str, percent: bool, ratio: bool) -> list[alt.Tooltip]:
     tips = [
-        alt.Tooltip("date:T", title="Day (UTC)", timeUnit="utcyearmonthdate", format=DAY_FORMAT),
+        _day_tooltip(),
         alt.Tooltip("series:N", title="Series"),
         alt.Tooltip("value:Q", title=title, format=".2%" if percent else ",.4~f"),
     ]
@@ -75,6 +75,10 @@ def _tooltip(title: str, percent: bool, ratio: bool) -> list[alt.Tooltip]:
         tips += [alt.Tooltip("numerator:Q", title="Numerator", format=",~f"),
                  alt.Tooltip("denominator:Q", title="Denominator", format=",~f")]
     return tips
+
+
+def _day_tooltip() -> alt.Tooltip:
+    return alt.Tooltip("date:T", title="Day (UTC)", timeUnit="utcyearmonthdate", format=DAY_FORMAT)
 
 
 def _colour() -> alt.Color:
@@ -158,7 +162,7 @@ def sparkline_chart(percent: bool) -> alt.Chart:
             y=alt.Y("value:Q", axis=None, scale=alt.Scale(zero=False)),
             color=alt.value(PALETTE[0]),
             tooltip=[
-                alt.Tooltip("date:T", title="Day (UTC)", timeUnit="utcyearmonthdate", format=DAY_FORMAT),
+                _day_tooltip(),
                 alt.Tooltip("value:Q", title="Value", format=".2%" if percent else ",.4~f"),
             ],
         )

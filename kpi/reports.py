@@ -60,7 +60,8 @@ def _groups(aggregates: Aggregates, segmented: bool) -> pd.DataFrame:
 
 
 def _keys(groups: pd.DataFrame) -> list[tuple[str, str, str]]:
-    return list(zip(groups["date"], groups["segmentation"], groups["segment"], strict=True))
+    columns = (groups[c].astype(object).tolist() for c in ("date", "segmentation", "segment"))
+    return list(zip(*columns, strict=True))
 
 
 def _counts(groups: pd.DataFrame, measures: dict[str, pd.Series]) -> list[list]:
@@ -247,14 +248,24 @@ def build_reports(aggregates: Aggregates, config: Config) -> dict[str, pd.DataFr
 
 def format_number(value: object) -> str:
     """Counts as integers, other numbers as the shortest round-tripping decimal, null as ''."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if value is None:
         return ""
     if isinstance(value, bool):
         msg = f"a report value must be a number, not {value!r}"
         raise TypeError(msg)
+    if isinstance(value, float) and math.isnan(value):
+        return ""
     if isinstance(value, int):
         return str(value)
     return repr(float(value))
+
+
+def _columns(report: pd.DataFrame) -> list[list]:
+    """The report's columns as plain Python lists, in `REPORT_COLUMNS` order."""
+    return [report[column].astype(object).tolist() for column in REPORT_COLUMNS]
 
 
 def to_csv(report: pd.DataFrame) -> str:
@@ -262,14 +273,15 @@ def to_csv(report: pd.DataFrame) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(REPORT_COLUMNS)
-    for row in report.itertuples(index=False):
-        writer.writerow([*row[:4], *(format_number(v) for v in row[4:])])
+    columns = _columns(report)
+    keys, numbers = columns[:4], columns[4:]
+    formatted = [[format_number(v) for v in column] for column in numbers]
+    writer.writerows(zip(*keys, *formatted, strict=True))
     return out.getvalue()
 
 
 def to_json(report: pd.DataFrame) -> bytes:
     """The report as a JSON array of objects with the CSV's keys (nulls as null)."""
-    records = [
-        dict(zip(REPORT_COLUMNS, row, strict=True)) for row in report.itertuples(index=False)
-    ]
+    names = REPORT_COLUMNS
+    records = [dict(zip(names, row, strict=True)) for row in zip(*_columns(report), strict=True)]
     return orjson.dumps(records)

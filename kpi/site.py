@@ -143,18 +143,23 @@ DIFFERENCES = (
 )
 
 
+@functools.cache
+def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
+                area_toggle: bool) -> dict:
+    """The Vega-Lite templates of a page (pure in its arguments, so built once per process)."""
+    specs = {"lines": charts.spec(charts.series_chart(y_title, percent, ratio))}
+    if area_toggle:
+        specs["areas"] = charts.spec(charts.series_chart(y_title, percent, ratio, area=True))
+    if layout == "funnel":
+        specs["funnel"] = charts.spec(charts.funnel_chart("Blobs reaching the step"))
+        specs["panel"] = charts.spec(charts.step_panel_chart(y_title, percent, ratio))
+    return specs
+
+
 def page_config(page: Page, config: Config, days: list[str]) -> dict:
     """What a report page's script needs: the chart templates, its segmentations and steps."""
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
-    specs = {"lines": charts.spec(charts.series_chart(page.y_title, page.percent, ratio))}
-    if page.area_toggle:
-        specs["areas"] = charts.spec(
-            charts.series_chart(page.y_title, page.percent, ratio, area=True)
-        )
-    if page.layout == "funnel":
-        specs["funnel"] = charts.spec(charts.funnel_chart("Blobs reaching the step"))
-        specs["panel"] = charts.spec(charts.step_panel_chart(page.y_title, page.percent, ratio))
     return {
         "report": page.id,
         "title": page.tab,
@@ -169,7 +174,7 @@ def page_config(page: Page, config: Config, days: list[str]) -> dict:
         "milestones": [list(m) for m in config.milestones] if page.milestones else [],
         "palette": list(charts.PALETTE),
         "themes": charts.THEMES,
-        "specs": specs,
+        "specs": _page_specs(page.layout, page.y_title, page.percent, ratio, page.area_toggle),
     }
 
 

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
-from kpi.reports import QUALITY_MEASURES, Aggregates, histogram_medians, plain_number
+from kpi.reports import QUALITY_MEASURES, Aggregates, histogram_medians
 
 # How a report's value is made from what the view file ships.
 COUNT = "count"  # value is a count; a missing segment on a day with data counts 0
@@ -99,18 +100,17 @@ def view_file(report: pd.DataFrame, report_id: str, segmentation: str, config: C
     origin = day_number(first_day)
     length = day_number(last_day) - origin + 1
     rows = report[report["segmentation"] == segmentation]
-    offsets = [day_number(day) - origin for day in rows["date"]]
+    codes, days = pd.factorize(rows["date"])
+    offsets = np.array([day_number(day) - origin for day in days], dtype=np.int64)[codes]
     columns = ("value",) if kind in (COUNT, MEDIAN) else ("numerator", "denominator")
+    numbers = {column: rows[column].to_numpy(dtype=object) for column in columns}
     arrays: dict[tuple[str, str], dict[str, list]] = {}
-    for segment, measure in zip(rows["segment"], rows["measure"], strict=True):
-        arrays.setdefault((segment, measure), {c: [None] * length for c in columns})
-    for column in columns:
-        for position, segment, measure, number in zip(
-            offsets, rows["segment"], rows["measure"], rows[column], strict=True
-        ):
-            arrays[(segment, measure)][column][position] = (
-                None if number is None else plain_number(number)
-            )
+    for key, index in rows.groupby(["segment", "measure"], sort=False).indices.items():
+        arrays[key] = {}
+        for column in columns:
+            aligned = np.full(length, None, dtype=object)
+            aligned[offsets[index]] = numbers[column][index]
+            arrays[key][column] = aligned.tolist()
     order = {m: i for i, m in enumerate(measures_of(report_id, config))}
     volume = _volumes(rows, kind)
     keys = sorted(arrays, key=lambda k: (-volume.get(k[0], 0), k[0], order.get(k[1], 99), k[1]))

@@ -1,4 +1,4 @@
-"""View files (what a report page loads) and the overview's headline tiles, on hand-written blobs."""
+"""View files (what a report page loads) and the overview tiles, on hand-written blobs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from fake_source.generator import blobs_for_day, history_days
 from kpi.config import SEGMENTATIONS
 from kpi.reports import REPORT_COLUMNS, build_reports
 from kpi.views import (
-    COMPLEMENT, COUNT, KINDS, RATIO, headline_tiles, measures_of, segmentations_of, view_file,
+    COMPLEMENT,
+    COUNT,
+    KINDS,
+    RATIO,
+    headline_tiles,
+    measures_of,
+    segmentations_of,
+    view_file,
     view_files,
 )
 from tests.unit.kpi_helpers import CONFIG, aggregates_of, blob, reports_of
