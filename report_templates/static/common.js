@@ -50,6 +50,11 @@ export async function draw(element, template, datasets, themes, options = {}) {
   spec.datasets = datasets;
   spec.config = { ...(spec.config || {}), ...themes[prefersDark() ? "dark" : "light"] };
   if (options.description) spec.description = options.description;
+  if (options.noPoints) {
+    for (const layer of spec.layer || [spec]) {
+      if (layer.mark && layer.mark.point) layer.mark.point = false;
+    }
+  }
   if (spec.layer && !(datasets.milestones || []).length) {
     spec.layer = spec.layer.filter((layer) => !(layer.data && layer.data.name === "milestones"));
   }

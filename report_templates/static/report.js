@@ -119,6 +119,7 @@ function seriesLabel(file, s) {
 
 function timeRows(file, series, items, i0, i1, present) {
   const rows = [];
+  const origin = dayNumber(file.first_day);
   for (const s of series) {
     const item = file.segmentation === "Total" ? s.measure : s.segment;
     const rank = Math.max(0, items.indexOf(item));
@@ -128,7 +129,7 @@ function timeRows(file, series, items, i0, i1, present) {
       // A count is 0 for a segment absent on a day that has data; a day without data is a gap.
       if (value === null && file.kind === "count" && present[i]) value = 0;
       rows.push({
-        date: (dayNumber(file.first_day) + i) * DAY_MS,
+        date: (origin + i) * DAY_MS,
         series: seriesLabel(file, s),
         measure: s.measure,
         color,
@@ -176,7 +177,11 @@ async function drawSeries(file, series, items, i0, i1, present) {
   $("chart-caption").textContent = description;
   kpi.views.main = await draw($("chart"), template, {
     rows, milestones: milestonesIn(kpi.state.from, kpi.state.to),
-  }, page.themes, { description, renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg" });
+  }, page.themes, {
+    description,
+    renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
+    noPoints: rows.length > CANVAS_ABOVE,
+  });
 }
 
 function funnelNumbers(file, series, items, i0, i1) {
