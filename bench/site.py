@@ -12,8 +12,9 @@ Steps:
    `bench/compute.py`).
 3. Page bytes: what a page fetches for its default view (last 30 days, Total), excluding the
    shared vendored Vega bundle: the HTML, the stylesheet, its scripts, and its data (the Total
-   view file, or the manifest for the overview). The largest on-demand file (a segmentation
-   picked later) is reported too.
+   view files of the years the 30 days touch, or the manifest for the overview). Also the
+   largest single view file (one report, segmentation and year) and the most one view can
+   load: `All` days of the largest segmentation.
 4. First chart: each page opened in a fresh headless Chromium context (empty cache) from a local
    server; the time from navigation start to the first chart mark in the DOM.
 """
@@ -21,6 +22,7 @@ Steps:
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import threading
@@ -87,20 +89,32 @@ def build(aggregates, config, target: Path) -> float:
 
 
 def page_bytes(site: Path) -> dict[str, int]:
-    """Bytes each page loads for its default view, without the vendored bundle."""
+    """Bytes each page loads for its default view (the last 30 days), without the bundle."""
+    import json
+
     from kpi.site import PAGES
 
+    manifest = json.loads((site / "data" / "manifest.json").read_text())
+    last = date.fromisoformat(manifest["last_day"])
+    first = max(date.fromisoformat(manifest["first_day"]), last - timedelta(days=29))
+    years = range(first.year, last.year + 1)
     shared = (site / "static" / "site.css").stat().st_size + (
         site / "static" / "common.js").stat().st_size
     sizes = {"index.html": (site / "index.html").stat().st_size + shared
              + (site / "static" / "overview.js").stat().st_size
              + (site / "data" / "manifest.json").stat().st_size}
     for page in PAGES:
+        views = sum((site / "data" / "view" / page.id / "Total" / f"{year}.json").stat().st_size
+                    for year in years)
         sizes[f"{page.id}.html"] = ((site / f"{page.id}.html").stat().st_size + shared
-                                    + (site / "static" / "report.js").stat().st_size
-                                    + (site / "data" / "view" / page.id / "Total.json")
-                                    .stat().st_size)
+                                    + (site / "static" / "report.js").stat().st_size + views)
     return sizes
+
+
+def all_days_bytes(site: Path) -> int:
+    """The most a page loads for one view: every year of its largest segmentation (`All`)."""
+    folders = [p for p in (site / "data" / "view").glob("*/*") if p.is_dir()]
+    return max(sum(f.stat().st_size for f in folder.glob("*.json")) for folder in folders)
 
 
 def first_chart_ms(site: Path, names: list[str]) -> dict[str, float]:
@@ -140,7 +154,8 @@ def main() -> None:
           f"{time.perf_counter() - start:.1f} s ({len(base.groups)} groups)")
     workdir = Path(tempfile.mkdtemp(prefix="kpi-site-bench-"))
     print(f"{'days':>6} {'build s':>8} {'max page KB':>12} {'median page KB':>15} "
-          f"{'largest on-demand KB':>21} {'first chart ms (median / max)':>30}")
+          f"{'largest view file KB':>21} {'All, largest KB':>16} "
+          f"{'first chart ms (median / max)':>30}")
     for days in args.days:
         aggregates = repeated(base, days)
         site = workdir / f"site-{days}"
@@ -148,17 +163,19 @@ def main() -> None:
         sizes = page_bytes(site)
         views = list((site / "data" / "view").rglob("*.json"))
         largest = max(views, key=lambda p: p.stat().st_size)
+        everything = all_days_bytes(site)
         timings = first_chart_ms(site, sorted(sizes))
         worst_page = max(sizes, key=sizes.get)
         slowest = max(timings, key=timings.get)
         print(f"{days:>6} {seconds:>8.2f} {sizes[worst_page] / 1000:>12.1f} "
               f"{statistics.median(sizes.values()) / 1000:>15.1f} "
-              f"{largest.stat().st_size / 1000:>21.1f} "
+              f"{largest.stat().st_size / 1000:>21.1f} {everything / 1000:>16.1f} "
               f"{statistics.median(timings.values()):>14.0f} / {timings[slowest]:.0f}")
-        print(f"       heaviest page {worst_page}; largest on-demand file "
+        print(f"       heaviest page {worst_page}; largest view file "
               f"{largest.relative_to(site)}; slowest first chart {slowest}")
     bundle = (workdir / f"site-{args.days[-1]}" / "vendor" / "vega-bundle.js").stat().st_size
     print(f"shared vendored bundle (cached after the first page): {bundle / 1000:.0f} KB")
+    shutil.rmtree(workdir)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ of the current view, cut it to the chosen date range and visible series, and han
 
 | dataset | one row per | fields |
 | --- | --- | --- |
-| `rows` | day × visible series | `date` (UTC midnight, ms), `series`, `color`, `rank`, `value`, |
-| | | `numerator`, `denominator` |
+| `rows` | day × visible series | `date` (UTC midnight, ms), `series`, `measure`, `color`, |
+| | | `rank`, `value`, `numerator`, `denominator` |
 | `funnel` | step × visible series | `step`, `label`, `order`, `series`, `color`, `rank`, `count`, |
 | | | `share` (of step 1) |
 | `milestones` | milestone in the range | `date` (ms), `milestone` (drawn as text, never as HTML) |

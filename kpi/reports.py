@@ -248,17 +248,14 @@ def build_reports(aggregates: Aggregates, config: Config) -> dict[str, pd.DataFr
 
 def format_number(value: object) -> str:
     """Counts as integers, other numbers as the shortest round-tripping decimal, null as ''."""
-    kind = type(value)
-    if kind is int:
+    if type(value) is int:  # the common case first: most values are counts
         return str(value)
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, bool):
         msg = f"a report value must be a number, not {value!r}"
         raise TypeError(msg)
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if isinstance(value, int):
+    if isinstance(value, int):  # an int subclass; report frames hold plain Python numbers
         return str(value)
     return repr(float(value))
 

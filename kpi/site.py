@@ -7,8 +7,10 @@ once (`vendor/vega-bundle.js`) and shared by every page; no page references an o
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import functools
+import hashlib
 import http.server
 import logging
 import os
@@ -34,6 +36,7 @@ from kpi.views import (
     RATIO,
     headline_tiles,
     measures_of,
+    segment_order,
     segmentations_of,
     view_files,
 )
@@ -137,7 +140,8 @@ DIFFERENCES = (
      "bad date is refused in place; the range is in the address, so a view can be shared"),
     ("Funnel table", "rounded to 2 decimals then multiplied by 100 (57.99999999999999%); NaN or "
      "Infinity for a zero denominator; the last Take Next Step showed 0%",
-     "round(100 · ratio)%; a dash for a zero denominator and for the last Take Next Step"),
+     "round(100 · ratio)%, halves rounded up; a dash for a zero denominator and for the last "
+     "Take Next Step"),
     ("Step charts", "steps with equal counts drew on top of each other",
      "one small chart per step, so every step stays visible"),
 )
@@ -156,25 +160,40 @@ def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
     return specs
 
 
-def page_config(page: Page, config: Config, days: list[str]) -> dict:
-    """What a report page's script needs: the chart templates, its segmentations and steps."""
+def page_config(page: Page, config: Config, days: list[str], report: pd.DataFrame,
+                build: str = "") -> dict:
+    """What a report page's script needs: chart templates, segmentations, segments and steps.
+
+    Args:
+        page: the page.
+        config: the report configuration (steps, milestones).
+        days: the published days, ascending.
+        report: the page's report frame (orders each segmentation's segments by volume).
+        build: the build id, added to view-file URLs so a browser never mixes two builds.
+    """
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
+    segmentations = segmentations_of(page.id)
     return {
+        "build": build,
         "report": page.id,
         "title": page.tab,
         "layout": page.layout,
         "kind": kind,
         "percent": page.percent,
         "area_toggle": page.area_toggle,
-        "segmentations": list(segmentations_of(page.id)),
+        "segmentations": list(segmentations),
+        "segments": {name: segment_order(report, page.id, name)
+                     for name in segmentations if name != "Total"},
         "measures": list(measures_of(page.id, config)),
         "first_day": days[0] if days else None,
         "last_day": days[-1] if days else None,
         "milestones": [list(m) for m in config.milestones] if page.milestones else [],
         "palette": list(charts.PALETTE),
         "themes": charts.THEMES,
-        "specs": _page_specs(page.layout, page.y_title, page.percent, ratio, page.area_toggle),
+        "specs": copy.deepcopy(
+            _page_specs(page.layout, page.y_title, page.percent, ratio, page.area_toggle)
+        ),
     }
 
 
@@ -221,6 +240,17 @@ def _environment() -> Environment:
     return env
 
 
+def asset_version() -> str:
+    """A short hash of the page scripts, styles and Vega bundle version (for cache busting)."""
+    import vl_convert
+
+    digest = hashlib.sha256(vl_convert.__version__.encode())
+    for path in sorted((TEMPLATES_DIR / "static").rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 @functools.cache
 def vega_bundle() -> str:
     """Vega 6 + Vega-Lite 6 + vega-embed as one script (from vl-convert, no network)."""
@@ -259,7 +289,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "reports": {name: len(report) for name, report in sorted(reports.items())},
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    for path, content in view_files(reports, days, config):
+    for path, content in view_files(reports, days):
         _write_json(data_dir / path, content)
     (target / "vendor").mkdir()
     (target / VENDOR_BUNDLE).write_text(vega_bundle(), encoding="utf-8")
@@ -273,6 +303,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "last_day": manifest["last_day"],
         "built_at": manifest["built_at"],
         "version": __version__,
+        "assets": asset_version(),
     }
     tiles = headline_tiles(reports, aggregates, config)
     index = env.get_template("index.html").render(
@@ -288,7 +319,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     for page in PAGES:
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
-            page_config=page_config(page, config, days),
+            page_config=page_config(page, config, days, reports[page.id], manifest["built_at"]),
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]), **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")

@@ -2,14 +2,16 @@
 
 The published report files (`data/<report>.csv|json`) are the public contract and hold every
 row of every day; a page that read them would grow with history. So each page instead loads
-one small *view file* per segmentation it shows, on demand:
+small *view files*, on demand:
 
 | file | one per | holds |
 | --- | --- | --- |
-| `data/view/<report>/<segmentation>.json` | report × segmentation | one array per (segment, |
-| | | measure), aligned to the calendar days `first_day`..`last_day`; `null` where the report |
-| | | has no row |
+| `data/view/<report>/<segmentation>/<year>.json` | report × segmentation × year | one array |
+| | | per (segment, measure), aligned to the calendar days `first_day`..`last_day` of that year; |
+| | | `null` where the report has no row |
 
+A page fetches only the years its date range touches, so what it loads does not grow with the
+length of the history.
 Arrays hold exactly the numbers of the report rows. A ratio ships its numerator and
 denominator and the page divides (the same IEEE division as `kpi.reports`, so the value is
 identical); a count or a median ships its value. The overview's headline tiles are computed here
@@ -80,68 +82,84 @@ def day_number(day: str) -> int:
     return date.fromisoformat(day).toordinal() - date(1970, 1, 1).toordinal()
 
 
-def view_file(report: pd.DataFrame, report_id: str, segmentation: str, config: Config,
-              first_day: str, last_day: str) -> dict:
-    """One view file: the report's rows of one segmentation as day-aligned arrays.
+def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day: str,
+               last_day: str) -> dict:
+    """One view file: a report's rows of one segmentation and one span of days, as arrays.
 
     Args:
-        report: the report frame (SPEC §9 rows, any segmentations).
-        report_id: its id (decides the kind and the measures).
+        rows: the report rows of `segmentation` whose date is in [first_day, last_day].
+        report_id: the report's id (decides the kind).
         segmentation: `Total` or one segmentation.
-        config: the configuration (step order).
         first_day, last_day: the calendar days the arrays cover, both included.
 
     Returns:
         `{report, segmentation, kind, first_day, last_day, series: [...]}` where each series is
         `{segment, measure, value}` (counts, medians) or `{segment, measure, numerator,
-        denominator}` (ratios); segments are ordered by volume, largest first.
+        denominator}` (ratios), sorted by segment and measure; `null` where there is no row.
     """
     kind = KINDS[report_id]
     origin = day_number(first_day)
     length = day_number(last_day) - origin + 1
-    rows = report[report["segmentation"] == segmentation]
     codes, days = pd.factorize(rows["date"])
     offsets = np.array([day_number(day) - origin for day in days], dtype=np.int64)[codes]
     columns = ("value",) if kind in (COUNT, MEDIAN) else ("numerator", "denominator")
     numbers = {column: rows[column].to_numpy(dtype=object) for column in columns}
-    arrays: dict[tuple[str, str], dict[str, list]] = {}
-    for key, index in rows.groupby(["segment", "measure"], sort=False).indices.items():
-        arrays[key] = {}
+    series = []
+    for (segment, measure), index in sorted(
+        rows.groupby(["segment", "measure"], sort=False).indices.items()
+    ):
+        entry = {"segment": segment, "measure": measure}
         for column in columns:
             aligned = np.full(length, None, dtype=object)
             aligned[offsets[index]] = numbers[column][index]
-            arrays[key][column] = aligned.tolist()
-    order = {m: i for i, m in enumerate(measures_of(report_id, config))}
-    volume = _volumes(rows, kind)
-    keys = sorted(arrays, key=lambda k: (-volume.get(k[0], 0), k[0], order.get(k[1], 99), k[1]))
+            entry[column] = aligned.tolist()
+        series.append(entry)
     return {
         "report": report_id,
         "segmentation": segmentation,
         "kind": kind,
         "first_day": first_day,
         "last_day": last_day,
-        "series": [{"segment": s, "measure": m, **arrays[(s, m)]} for s, m in keys],
+        "series": series,
     }
 
 
-def _volumes(rows: pd.DataFrame, kind: str) -> dict[str, float]:
-    """Each segment's weight over the whole history (for ordering): counts or denominators."""
+def segment_order(report: pd.DataFrame, report_id: str, segmentation: str) -> list[str]:
+    """The segments of a segmentation by volume over the whole history, largest first.
+
+    Volume is the summed count (count reports), the summed denominator (ratios), or the number
+    of days with a value (medians, which have no volume of their own); ties go by name. The
+    page colours and lists segments in this order, the same for every date range.
+    """
+    kind = KINDS[report_id]
+    rows = report[report["segmentation"] == segmentation]
     column = "value" if kind in (COUNT, MEDIAN) else "denominator"
-    weights = pd.to_numeric(rows[column], errors="coerce").fillna(0)
-    if kind == MEDIAN:  # a median has no volume of its own: rank by days with a value
-        weights = (weights != 0).astype(int)
-    return weights.groupby(rows["segment"]).sum().to_dict()
+    values = pd.to_numeric(rows[column], errors="coerce")
+    weights = values.notna().astype(int) if kind == MEDIAN else values.fillna(0)
+    volume = weights.groupby(rows["segment"]).sum()
+    return sorted(volume.index, key=lambda segment: (-volume[segment], segment))
 
 
-def view_files(reports: dict[str, pd.DataFrame], days: list[str],
-               config: Config) -> Iterator[tuple[str, dict]]:
-    """(path under `data/`, content) of every view file of a site covering `days`."""
+def view_files(reports: dict[str, pd.DataFrame],
+               days: list[str]) -> Iterator[tuple[str, dict]]:
+    """(path under `data/`, content) of every view file of a site covering `days`.
+
+    One file per report, segmentation and calendar year from the first to the last day (a
+    year without data has a file with no series), so a page loads only the years its date
+    range touches, whatever the length of the history.
+    """
     if not days:
         return
+    first, last = days[0], days[-1]
     for report_id, report in reports.items():
+        year_of_row = report["date"].str.slice(0, 4)
         for segmentation in segmentations_of(report_id):
-            yield (f"view/{report_id}/{segmentation}.json",
-                   view_file(report, report_id, segmentation, config, days[0], days[-1]))
+            in_segmentation = report["segmentation"] == segmentation
+            for year in range(int(first[:4]), int(last[:4]) + 1):
+                rows = report[in_segmentation & (year_of_row == str(year))]
+                block = view_block(rows, report_id, segmentation, max(first, f"{year}-01-01"),
+                                   min(last, f"{year}-12-31"))
+                yield f"view/{report_id}/{segmentation}/{year}.json", block
 
 
 @dataclass(frozen=True)
@@ -187,7 +205,7 @@ def _summary(headline: Headline, total: pd.DataFrame, aggregates: Aggregates,
     rows = total[total["date"].isin(window)]
     if rows.empty:
         return None
-    if headline.summary == "mean per day":
+    if headline.summary == "mean per day":  # over the days that have data (a gap is no 0)
         return sum(rows["value"]) / len(rows)
     if headline.summary == "ratio of sums":
         numerator, denominator = sum(rows["numerator"]), sum(rows["denominator"])
@@ -212,8 +230,9 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
     Returns:
         One dict per headline: `id, label, report, percent, up_is_good, summary, last_day,
         last_value, current, previous, change, direction, good, recent` where `change` is the
-        current week minus the previous one (relative for per-day means, absolute for rates and
-        medians), `direction` is `up`, `down` or `flat` (None without two weeks of data), `good`
+        current week minus the previous one (relative for per-day means, None when the previous
+        mean was 0; absolute for rates and medians), `direction` is `up`, `down` or `flat`
+        (None unless both weeks have a value), `good`
         says whether that direction is good news, and `recent` is `[day, value]` pairs of the
         last 30 calendar days (null for days without a value).
     """
@@ -231,13 +250,13 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
             current = _summary(headline, total, aggregates, _window(last_day, 0))
             previous = _summary(headline, total, aggregates, _window(last_day, WINDOW_DAYS))
         if current is not None and previous is not None:
-            if headline.summary == "mean per day":
-                change = (current - previous) / previous if previous else None
+            difference = current - previous
+            direction = "up" if difference > 0 else "down" if difference < 0 else "flat"
+            good = None if direction == "flat" else (direction == "up") == headline.up_is_good
+            if headline.summary == "mean per day":  # relative; none from a week of zeros
+                change = difference / previous if previous else None
             else:
-                change = current - previous
-            if change is not None:
-                direction = "up" if change > 0 else "down" if change < 0 else "flat"
-                good = None if direction == "flat" else (direction == "up") == headline.up_is_good
+                change = difference
         recent = []
         if last_day:
             end = date.fromisoformat(last_day)

@@ -41,6 +41,17 @@ export function onThemeChange(redraw) {
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redraw);
 }
 
+const drawn = new WeakMap(); // element → its vega-embed result, finalized before a redraw
+
+/** Finalize the Vega view drawn in `element` (its listeners and timers), if any. */
+export function release(element) {
+  const result = drawn.get(element);
+  if (result) {
+    result.finalize();
+    drawn.delete(element);
+  }
+}
+
 /**
  * Draw `template` (a Vega-Lite spec that reads named datasets) into `element` with `datasets`.
  * Resolves to the Vega view; a failure is shown in the element, in words.
@@ -58,13 +69,16 @@ export async function draw(element, template, datasets, themes, options = {}) {
   if (spec.layer && !(datasets.milestones || []).length) {
     spec.layer = spec.layer.filter((layer) => !(layer.data && layer.data.name === "milestones"));
   }
+  release(element);
   try {
     const result = await window.vegaEmbed(element, spec, {
       mode: "vega-lite",
       renderer: options.renderer || "svg",
-      actions: false,
+      actions: options.actions === false ? false
+        : { export: true, source: false, compiled: false, editor: false },
       tooltip: { theme: prefersDark() ? "dark" : "light" },
     });
+    drawn.set(element, result);
     element.classList.remove("error");
     return result.view;
   } catch (error) {

@@ -55,7 +55,7 @@ async function sparklines() {
         + `${formatValue(Math.max(...values), tile.percent)}` : "no values") + ".";
     element.setAttribute("aria-label", description);
     window.kpi.views[tile.id] = await draw(element, overview.specs[tile.percent ? "percent" : "count"],
-      { rows }, overview.themes, { description });
+      { rows }, overview.themes, { description, actions: false });
   });
   await Promise.all(drawn);
 }

@@ -1,8 +1,8 @@
 // A report page: date range, segmentation, series toggles, charts, funnel table and data table,
-// all computed here from the page's view files (data/view/<report>/<segmentation>.json).
+// all computed here from the page's view files (data/view/<report>/<segmentation>/<year>.json).
 // The state lives in the URL (?from=…&to=…&seg=…[&mode=area][&show=…]) so a view can be shared.
 import {
-  DAY_MS, dayNumber, dayText, draw, embedded, formatValue, onThemeChange,
+  DAY_MS, dayNumber, dayText, draw, embedded, formatValue, onThemeChange, release,
 } from "./common.js";
 
 const page = embedded("page-config");
@@ -11,21 +11,67 @@ const TOP = 6; // series visible by default when a segmentation has more
 const CANVAS_ABOVE = 2500; // points; beyond this the charts draw on a canvas
 const first = dayNumber(page.first_day);
 const last = dayNumber(page.last_day);
-const files = new Map(); // segmentation → Promise of its view file
+const blocks = new Map(); // "<segmentation>/<year>" → Promise of that view file
 
 // What the page shows now; `window.kpi` exposes it (and the drawn views) to tests.
 const kpi = { state: null, views: {}, rows: [], funnel: [], ready: false, renders: 0 };
 window.kpi = kpi;
 
-function load(segmentation) {
-  if (!files.has(segmentation)) {
-    const url = `data/view/${encodeURIComponent(page.report)}/${encodeURIComponent(segmentation)}.json`;
-    files.set(segmentation, fetch(url).then((response) => {
+const yearOf = (day) => new Date(day * DAY_MS).getUTCFullYear();
+
+function loadBlock(segmentation, year) {
+  const key = `${segmentation}/${year}`;
+  if (!blocks.has(key)) {
+    const url = `data/view/${encodeURIComponent(page.report)}/${encodeURIComponent(segmentation)}`
+      + `/${year}.json?v=${encodeURIComponent(page.build)}`;
+    blocks.set(key, fetch(url).then((response) => {
       if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
       return response.json();
+    }).catch((error) => {
+      blocks.delete(key); // let a later render try again
+      throw error;
     }));
   }
-  return files.get(segmentation);
+  return blocks.get(key);
+}
+
+/**
+ * The view of days [from, to] of one segmentation: the yearly view files it touches, merged into
+ * arrays indexed from `from` (null where there is no row), series in display order.
+ */
+async function viewOf(segmentation, from, to) {
+  const years = [];
+  for (let year = yearOf(from); year <= yearOf(to); year += 1) years.push(year);
+  const parts = await Promise.all(years.map((year) => loadBlock(segmentation, year)));
+  const length = to - from + 1;
+  const columns = page.kind === "count" || page.kind === "median"
+    ? ["value"] : ["numerator", "denominator"];
+  const byKey = new Map();
+  for (const part of parts) {
+    const origin = dayNumber(part.first_day);
+    const low = Math.max(from, origin);
+    const high = Math.min(to, dayNumber(part.last_day));
+    for (const s of part.series) {
+      const key = `${s.segment}\u0000${s.measure}`;
+      if (!byKey.has(key)) {
+        const entry = { segment: s.segment, measure: s.measure };
+        for (const column of columns) entry[column] = new Array(length).fill(null);
+        byKey.set(key, entry);
+      }
+      const entry = byKey.get(key);
+      for (let day = low; day <= high; day += 1) {
+        for (const column of columns) entry[column][day - from] = s[column][day - origin] ?? null;
+      }
+    }
+  }
+  const segments = page.segments[segmentation] || [];
+  const rank = (s) => [segments.indexOf(s.segment), page.measures.indexOf(s.measure)];
+  const series = [...byKey.values()].sort((a, b) => {
+    const [a1, a2] = rank(a);
+    const [b1, b2] = rank(b);
+    return a1 - b1 || a2 - b2;
+  });
+  return { segmentation, kind: page.kind, first_day: dayText(from), series };
 }
 
 // ---- state and URL --------------------------------------------------------------------------
@@ -35,18 +81,37 @@ function presetRange(days) {
   return { from: Math.max(first, last - Number(days) + 1), to: last };
 }
 
+/**
+ * A range of day numbers checked against the published days: `{from, to, problem, note}`.
+ * A problem refuses the range; a note says it was clipped to the published days.
+ */
+function checkRange(from, to) {
+  if (Number.isNaN(from)) return { problem: "Enter a complete From date (YYYY-MM-DD)." };
+  if (Number.isNaN(to)) return { problem: "Enter a complete To date (YYYY-MM-DD)." };
+  if (from > to) return { problem: "From must be on or before To." };
+  if (to < first || from > last) {
+    return { problem: `There is data from ${page.first_day} to ${page.last_day} only.` };
+  }
+  const clipped = { from: Math.max(from, first), to: Math.min(to, last) };
+  const note = clipped.from !== from || clipped.to !== to
+    ? `Shown: ${dayText(clipped.from)} to ${dayText(clipped.to)}, the published days in that range.`
+    : "";
+  return { ...clipped, problem: "", note };
+}
+
 function readState() {
   const params = new URLSearchParams(window.location.search);
   const notes = [];
   let { from, to } = presetRange(30);
   if (params.has("from") || params.has("to")) {
-    const f = params.has("from") ? dayNumber(params.get("from")) : from;
-    const t = params.has("to") ? dayNumber(params.get("to")) : to;
-    if (Number.isNaN(f) || Number.isNaN(t) || f > t) {
-      notes.push("The date range in the address was not valid; showing the last 30 days.");
+    const range = checkRange(params.has("from") ? dayNumber(params.get("from")) : from,
+      params.has("to") ? dayNumber(params.get("to")) : to);
+    if (range.problem) {
+      notes.push(`The date range in the address was refused (${range.problem}) `
+        + "Showing the last 30 days.");
     } else {
-      from = Math.max(first, Math.min(f, last));
-      to = Math.min(last, Math.max(t, first));
+      ({ from, to } = range);
+      if (range.note) notes.push(range.note);
     }
   }
   let seg = params.get("seg") || "Total";
@@ -93,10 +158,9 @@ function hasRow(s, i) {
 // ---- the series a view offers ---------------------------------------------------------------
 
 /** Toggleable items (segments, or measures of a Total step report) in volume or flow order. */
-function itemsOf(file) {
-  const key = file.segmentation === "Total" ? "measure" : "segment";
-  if (file.segmentation === "Total" && page.layout !== "measures") return [];
-  return [...new Set(file.series.map((s) => s[key]))];
+function itemsOf(segmentation) {
+  if (segmentation !== "Total") return page.segments[segmentation] || [];
+  return page.layout === "measures" ? page.measures : [];
 }
 
 function visibleItems(items) {
@@ -259,6 +323,7 @@ async function drawFunnel(file, series, items, i0, i1, present) {
 
   // Small multiples: one panel per step, so steps with equal counts never hide each other.
   const panels = $("panels");
+  for (const box of panels.querySelectorAll(".chart")) release(box);
   panels.replaceChildren();
   const rows = timeRows(file, series.filter((s) => !items.length
     || visibleItems(items).includes(s.segment)), items, i0, i1, present);
@@ -289,14 +354,20 @@ async function drawFunnel(file, series, items, i0, i1, present) {
 
 // ---- the data table and the download --------------------------------------------------------
 
+const NUMERIC = new Set(["value", "numerator", "denominator"]);
+
+/** The rows of the current view as a table: one per day and series that has a report row. */
 function tableRows() {
   const ratio = kpi.rows.some((r) => r.denominator !== null);
+  const withStep = new Set(kpi.rows.map((r) => r.measure)).size > 1
+    && kpi.rows.some((r) => r.series !== r.measure);
   const rows = kpi.rows.filter((r) => r.value !== null || r.denominator !== null)
-    .map((r) => [dayText(r.date / DAY_MS), r.series,
+    .map((r) => [dayText(r.date / DAY_MS), r.series, ...(withStep ? [r.measure] : []),
       r.value === null ? "" : String(r.value),
       ...(ratio ? [r.numerator ?? "", r.denominator ?? ""] : [])]);
   rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const header = ["date", "series", "value", ...(ratio ? ["numerator", "denominator"] : [])];
+  const header = ["date", "series", ...(withStep ? ["step"] : []), "value",
+    ...(ratio ? ["numerator", "denominator"] : [])];
   return { header, rows };
 }
 
@@ -322,7 +393,7 @@ function fillDataTable() {
     const tr = document.createElement("tr");
     row.forEach((cell, k) => {
       const td = document.createElement("td");
-      if (k >= 2) td.className = "num";
+      if (NUMERIC.has(header[k])) td.className = "num";
       td.textContent = cell;
       tr.append(td);
     });
@@ -366,10 +437,16 @@ function syncControls() {
     input.setCustomValidity("");
     input.removeAttribute("aria-invalid");
   }
-  for (const button of document.querySelectorAll("[data-preset]")) {
+  // One pressed button: the preset last clicked if it still matches, else the first that does
+  // (with little history "90 days" and "All" can be the same days).
+  const buttons = [...document.querySelectorAll("[data-preset]")];
+  const matches = buttons.filter((button) => {
     const range = presetRange(button.dataset.preset);
-    button.setAttribute("aria-pressed", String(range.from === from && range.to === to));
-  }
+    return range.from === from && range.to === to;
+  });
+  const chosen = matches.find((button) => button.dataset.preset === kpi.state.preset)
+    || matches[0];
+  for (const button of buttons) button.setAttribute("aria-pressed", String(button === chosen));
   if ($("seg")) $("seg").value = seg;
   for (const radio of document.querySelectorAll("input[name=mode]")) {
     radio.checked = radio.value === mode;
@@ -419,42 +496,35 @@ function onToggle(event) {
   render();
 }
 
-function applyRange(from, to) {
+function applyRange(from, to, note = "") {
   kpi.state.from = from;
   kpi.state.to = to;
-  say("range-error", "");
+  say("range-error", note);
   render();
 }
 
 function onDateChange() {
   const inputs = { from: $("from"), to: $("to") };
-  const from = dayNumber(inputs.from.value);
-  const to = dayNumber(inputs.to.value);
-  let problem = "";
-  let culprit = null;
-  if (Number.isNaN(from)) [problem, culprit] = ["Enter a complete From date (YYYY-MM-DD).", inputs.from];
-  else if (Number.isNaN(to)) [problem, culprit] = ["Enter a complete To date (YYYY-MM-DD).", inputs.to];
-  else if (from > to) [problem, culprit] = ["From must be on or before To.", inputs.from];
-  else if (to < first || from > last) {
-    [problem, culprit] = [`There is data from ${page.first_day} to ${page.last_day} only.`, inputs.from];
-  }
+  const range = checkRange(dayNumber(inputs.from.value), dayNumber(inputs.to.value));
   for (const input of Object.values(inputs)) {
     input.setCustomValidity("");
     input.removeAttribute("aria-invalid");
   }
-  if (problem) {
-    culprit.setCustomValidity(problem);
+  if (range.problem) {
+    const culprit = Number.isNaN(dayNumber(inputs.to.value)) ? inputs.to : inputs.from;
+    culprit.setCustomValidity(range.problem);
     culprit.setAttribute("aria-invalid", "true");
-    say("range-error", problem);
+    say("range-error", range.problem);
     return;
   }
-  applyRange(Math.max(from, first), Math.min(to, last));
+  applyRange(range.from, range.to, range.note);
 }
 
 function wire() {
   for (const button of document.querySelectorAll("[data-preset]")) {
     button.addEventListener("click", () => {
       const { from, to } = presetRange(button.dataset.preset);
+      kpi.state.preset = button.dataset.preset;
       applyRange(from, to);
     });
   }
@@ -471,8 +541,8 @@ function wire() {
     radio.addEventListener("change", () => { kpi.state.mode = radio.value; render(); });
   }
   $("series-picker").addEventListener("change", onToggle);
-  $("show-all").addEventListener("click", async () => {
-    kpi.state.show = itemsOf(await load(kpi.state.seg));
+  $("show-all").addEventListener("click", () => {
+    kpi.state.show = itemsOf(kpi.state.seg);
     render();
   });
   $("show-top").addEventListener("click", () => { kpi.state.show = null; render(); });
@@ -483,45 +553,51 @@ function wire() {
 
 // ---- one render -----------------------------------------------------------------------------
 
-let pending = Promise.resolve();
+let running = null;
+let again = false;
 
+/** Draw the current state; calls made while drawing merge into one more draw. */
 function render() {
-  pending = pending.then(renderNow, renderNow);
-  return pending;
+  kpi.ready = false;
+  if (running) {
+    again = true;
+    return running;
+  }
+  running = (async () => {
+    do {
+      again = false;
+      try {
+        await renderNow();
+      } catch (error) {
+        say("empty", `This view could not be drawn (${error.message}).`);
+        $("views").hidden = true;
+        console.error(error);
+      }
+    } while (again);
+    running = null;
+    kpi.ready = true;
+  })();
+  return running;
 }
 
 async function renderNow() {
-  kpi.ready = false;
   syncControls();
   writeUrl();
-  let file;
-  try {
-    file = await load(kpi.state.seg);
-  } catch (error) {
-    say("empty", `The data of this view could not be loaded (${error.message}).`);
-    $("views").hidden = true;
-    console.error(error);
-    kpi.ready = true;
-    return;
-  }
-  const origin = dayNumber(file.first_day);
-  const i0 = kpi.state.from - origin;
-  const i1 = kpi.state.to - origin;
-  const present = file.series.length
-    ? file.series[0][file.series[0].value ? "value" : "denominator"].map((_, i) => file.series
-      .some((s) => hasRow(s, i)))
-    : [];
-  const anyData = present.slice(i0, i1 + 1).some(Boolean);
-  const items = itemsOf(file);
+  const { from, to, seg } = kpi.state;
+  const file = await viewOf(seg, from, to);
+  const i0 = 0;
+  const i1 = to - from;
+  const present = [];
+  for (let i = i0; i <= i1; i += 1) present.push(file.series.some((s) => hasRow(s, i)));
+  const items = itemsOf(seg);
   fillPicker(items);
   const visible = visibleItems(items);
   const series = items.length
-    ? file.series.filter((s) => visible.includes(file.segmentation === "Total" ? s.measure : s.segment))
+    ? file.series.filter((s) => visible.includes(seg === "Total" ? s.measure : s.segment))
     : file.series;
-  if (!anyData) {
-    say("empty", `No data between ${dayText(kpi.state.from)} and ${dayText(kpi.state.to)} `
-      + `for ${kpi.state.seg === "Total" ? "Total" : `the ${kpi.state.seg} segments`}. `
-      + "Pick another range.");
+  if (!present.some(Boolean)) {
+    say("empty", `No data between ${dayText(from)} and ${dayText(to)} for `
+      + `${seg === "Total" ? "Total" : `the ${seg} segments`}. Pick another range.`);
     $("views").hidden = true;
     kpi.rows = [];
     kpi.funnel = [];
@@ -534,7 +610,6 @@ async function renderNow() {
   }
   fillDataTable();
   kpi.renders += 1;
-  kpi.ready = true;
 }
 
 function start() {

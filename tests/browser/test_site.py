@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from playwright.sync_api import expect
 
 from fake_source.generator import blobs_for_day, history_days
 from kpi.reports import build_reports
@@ -278,10 +279,19 @@ def test_invalid_dates_are_refused_in_place(browser, site):
 
     bad = open_page(browser, f"{base}/sites.html?from=2026-13-01&to=2026-10-20&seg=Nope")
     notes = bad.page.locator("#range-error").inner_text()
-    assert "not valid" in notes and "cannot be segmented" in notes
+    assert "refused" in notes and "cannot be segmented" in notes
     assert parse_qs(urlsplit(bad.page.url).query)["from"] == [day_before(LAST_DAY, 29)]
     assert bad.problems == [] and bad.dialogs == []
     close(bad)
+
+    outside = open_page(browser, f"{base}/sites.html?from=1990-01-01&to=1990-02-01")
+    assert "only" in outside.page.locator("#range-error").inner_text()
+    assert parse_qs(urlsplit(outside.page.url).query)["from"] == [day_before(LAST_DAY, 29)]
+    close(outside)
+    clipped = open_page(browser, f"{base}/sites.html?from=2026-09-01&to=2026-10-05")
+    assert "Shown: 2026-09-19 to 2026-10-05" in clipped.page.locator("#range-error").inner_text()
+    assert parse_qs(urlsplit(clipped.page.url).query)["from"] == ["2026-09-19"]
+    close(clipped)
 
 
 def test_missing_days_are_gaps_and_an_empty_range_says_so(browser, site):
@@ -317,30 +327,38 @@ def test_a_site_without_data_says_so(browser, site):
 
 @pytest.mark.parametrize(("report", "segmentation"), [
     ("new_user_success", "OS"), ("bounce_rate", "Total"), ("sites", "Locale"),
-    ("sites_median", "Total"), ("password_reset", "Total"),
+    ("sites_median", "Total"), ("password_reset", "Total"), ("assertions", "OS"),
+    ("general_progress_time", "Total"), ("new_user", "Browser"), ("data_quality", "Total"),
 ])
 def test_drawn_values_equal_the_published_files(browser, site, report, segmentation):
     base, folder, _ = site
     opened = open_page(browser, f"{base}/{report}.html?from=2026-09-01&to=2026-12-31"
                                 f"&seg={segmentation}")
     page = opened.page
-    if segmentation != "Total":
+    if page.get_by_role("button", name="Show all").is_visible():
         act(page, lambda: page.get_by_role("button", name="Show all").click())
     drawn = page.evaluate("window.kpi.rows.map(r => [r.date, r.series, r.measure, r.value])")
+    published_rows = [r for r in published(folder, report) if r["segmentation"] == segmentation]
+    days_with_data = {r["date"] for r in published_rows}
     want = {}
-    for row in published(folder, report):
-        if row["segmentation"] == segmentation:
-            label = row["segment"] if segmentation != "Total" else row["measure"]
-            if report in ("bounce_rate", "sites_median"):
-                label = "Total"
-            want[(row["date"], label, row["measure"])] = (
-                float(row["value"]) if row["value"] else None)
-    got = {}
+    for row in published_rows:
+        series = row["segment"] if segmentation != "Total" else row["measure"]
+        if report in ("bounce_rate", "sites_median", "sites", "assertions", "new_user_success"):
+            series = row["segment"]
+        want[(row["date"], series, row["measure"])] = (
+            float(row["value"]) if row["value"] else None)
+    count_report = report in ("assertions", "new_user", "data_quality")
+    seen = set()
     for when, series, measure, value in drawn:
-        day = datetime.fromtimestamp(when / 1000, UTC).date().isoformat()
-        if (day, series, measure) in want:
-            got[(day, series, measure)] = value
-    assert got == want  # every published row drawn, with exactly its value
+        key = (datetime.fromtimestamp(when / 1000, UTC).date().isoformat(), series, measure)
+        if key in want:
+            assert value == want[key], key  # exactly the published value
+            seen.add(key)
+        elif count_report and key[0] in days_with_data:
+            assert value == 0, key  # a segment without blobs on a day with data counts 0
+        else:
+            assert value is None, key  # no row: a gap
+    assert seen == set(want)  # every published row is drawn
     close(opened)
 
 
@@ -362,10 +380,10 @@ def test_data_table_and_download_of_the_view(browser, site):
     opened = open_page(browser, f"{base}/new_user_success.html")
     page = opened.page
     page.locator("#data-table summary").click()
+    expect(page.locator("#data-table tbody tr")).to_have_count(28)  # 30 days less the 2 gaps
     table_rows = page.locator("#data-table tbody tr").count()
     assert table_rows == page.evaluate(
         "window.kpi.rows.filter(r => r.value !== null || r.denominator !== null).length")
-    assert table_rows == 28  # the 30 days less the two without data
     headers = page.locator("#data-table thead th").all_text_contents()
     assert headers == ["date", "series", "value", "numerator", "denominator"]
     with page.expect_download() as download:
@@ -374,6 +392,34 @@ def test_data_table_and_download_of_the_view(browser, site):
     assert text.splitlines()[0] == "date,series,value,numerator,denominator"
     assert len(text.splitlines()) == 1 + 28
     assert page.request.get(f"{base}/data/new_user_success.csv").ok
+    close(opened)
+
+
+def test_the_data_table_of_a_segmented_funnel_names_the_step(browser, site):
+    base, _, _ = site
+    opened = open_page(browser, f"{base}/new_user.html?seg=OS")
+    page = opened.page
+    page.locator("#data-table summary").click()
+    expect(page.locator("#data-table thead th")).to_have_count(4)
+    assert page.locator("#data-table thead th").all_text_contents() == [
+        "date", "series", "step", "value"]
+    steps = set(page.locator("#data-table tbody tr td:nth-child(3)").all_text_contents())
+    assert steps == set(CONFIG.steps("new_user"))
+    close(opened)
+
+
+def test_quick_clicks_end_in_the_last_state(browser, site):
+    base, folder, _ = site
+    opened = open_page(browser, f"{base}/new_user.html")
+    page = opened.page
+    act(page, lambda: [page.get_by_role("button", name=name, exact=True).click()
+                       for name in ("7 days", "90 days", "30 days", "All", "7 days", "All")])
+    page.wait_for_function("window.kpi.ready")
+    rows = published(folder, "new_user")
+    assert funnel_cells(page) == expected_rows(expected_funnel(rows, "0000", "9999"))
+    assert page.get_by_role("button", name="All", exact=True).get_attribute(
+        "aria-pressed") == "true"
+    assert opened.problems == []
     close(opened)
 
 

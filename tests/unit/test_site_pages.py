@@ -65,13 +65,22 @@ def test_themes_give_dark_and_light_colours():
 
 def test_page_configs_match_layouts():
     by_id = {page.id: page for page in PAGES}
-    funnel = page_config(by_id["new_user"], CONFIG, ["2026-10-01"])
+    reports = build_reports(aggregates_of([
+        blob(["screen.rp_info"], user_agent={"os": os}) for os in ("Linux", "Linux", "iPhone")
+    ]), CONFIG)
+    funnel = page_config(by_id["new_user"], CONFIG, ["2026-10-01"], reports["new_user"], "b1")
     assert set(funnel["specs"]) == {"lines", "funnel", "panel"}
     assert funnel["measures"] == list(CONFIG.steps("new_user"))
     assert funnel["segmentations"] == list(segmentations_of("new_user"))
-    area = page_config(by_id["assertions"], CONFIG, ["2026-10-01"])
+    assert funnel["build"] == "b1"
+    area = page_config(by_id["assertions"], CONFIG, ["2026-10-01"], reports["assertions"])
     assert "areas" in area["specs"] and area["area_toggle"]
-    bounce = page_config(by_id["bounce_rate"], CONFIG, ["2026-10-01"])
+    assert area["segments"]["OS"] == ["Linux", "iOS"]  # by volume
+    assert set(area["segments"]) == set(segmentations_of("assertions")) - {"Total"}
+    area["specs"]["lines"]["width"] = 1  # each page gets its own copy of the cached templates
+    again = page_config(by_id["assertions"], CONFIG, ["2026-10-01"], reports["assertions"])
+    assert again["specs"]["lines"]["width"] == "container"
+    bounce = page_config(by_id["bounce_rate"], CONFIG, ["2026-10-01"], reports["bounce_rate"])
     assert bounce["segmentations"] == ["Total"] and bounce["kind"] == "complement"
     assert {page.layout for page in PAGES} == {"series", "measures", "funnel"}
 
@@ -108,7 +117,7 @@ def test_published_data_files_are_unchanged_by_the_view_files(site):
         assert (target / "data" / f"{name}.json").read_bytes() == to_json(report)
     manifest = json.loads((target / "data" / "manifest.json").read_text())
     assert set(manifest) == {"built_at", "first_day", "last_day", "pipeline_version", "reports"}
-    assert (target / "data" / "view" / "assertions" / "Locale.json").is_file()
+    assert (target / "data" / "view" / "assertions" / "Locale" / "2026.json").is_file()
 
 
 def test_pages_use_relative_links_only(site):
@@ -143,9 +152,8 @@ def test_every_report_page_has_controls_and_alternatives(site):
         assert presets == ["7 days", "30 days", "90 days", "All"]
         assert soup.find("input", id="from")["type"] == "date"
         assert soup.find("details", id="data-table") is not None
-        assert (soup.find("select", id="seg") is not None) == (page.id in {
-            "new_user", "new_user_success", "new_user_bounce", "new_user_per_day", "sites",
-            "sites_median", "assertions"})
+        assert (soup.find("select", id="seg") is not None) == (
+            len(segmentations_of(page.id)) > 1)
         if page.layout == "funnel":
             headers = [th.get_text() for th in soup.select("#funnel-table thead th")]
             assert headers == ["Stage", "Count", "Make This Step", "Take Next Step",
@@ -163,3 +171,18 @@ def test_overview_has_a_tile_per_headline(site):
     assert tiles[4].select_one(".tile-value").get_text(" ", strip=True) == "1 on 2026-10-03"
     assert "Not enough history" in tiles[4].get_text()
     assert soup.find(id="freshness") is not None and soup.select("table.summary tr")
+
+
+def test_scripts_and_styles_carry_the_asset_version(site):
+    from kpi.site import asset_version
+
+    target, _ = site
+    version = asset_version()
+    soup = BeautifulSoup((target / "new_user.html").read_text(encoding="utf-8"), "html.parser")
+    refs = [tag.get("href") or tag.get("src") for tag in soup.select("link[rel=stylesheet], "
+                                                                        "script[src]")]
+    assert refs and all(ref.endswith(f"?v={version}") for ref in refs), refs
+    imports = json.loads(soup.find("script", type="importmap").string)["imports"]
+    assert imports == {"./static/common.js": f"./static/common.js?v={version}"}
+    config = json.loads(soup.find("script", id="page-config").string)
+    assert config["build"] == "2026-10-04T00:00:00Z"  # view files are fetched per build

@@ -17,14 +17,21 @@ from kpi.views import (
     RATIO,
     headline_tiles,
     measures_of,
+    segment_order,
     segmentations_of,
-    view_file,
+    view_block,
     view_files,
 )
 from tests.unit.kpi_helpers import CONFIG, aggregates_of, blob, reports_of
 
 ENGAGED = ["screen.rp_info", "screen.pick_email", "assertion_generated"]
 BOUNCE = ["screen.rp_info"]
+
+
+def _block(report, report_id, segmentation, first_day, last_day):
+    rows = report[(report["segmentation"] == segmentation) & (report["date"] >= first_day)
+                  & (report["date"] <= last_day)]
+    return view_block(rows, report_id, segmentation, first_day, last_day)
 
 
 def test_arrays_are_aligned_to_calendar_days_with_null_for_missing_days():
@@ -35,24 +42,35 @@ def test_arrays_are_aligned_to_calendar_days_with_null_for_missing_days():
         blob(BOUNCE, "2026-10-03T10:00:00", user_agent={"os": "Macintosh"}),
     ]
     reports = reports_of(blobs)
-    total = view_file(reports["assertions"], "assertions", "Total", CONFIG,
-                      "2026-10-01", "2026-10-03")
+    total = _block(reports["assertions"], "assertions", "Total", "2026-10-01", "2026-10-03")
     assert total["kind"] == COUNT
     assert total["series"] == [{"segment": "Total", "measure": "value", "value": [3, None, 1]}]
 
-    by_os = view_file(reports["assertions"], "assertions", "OS", CONFIG,
-                      "2026-10-01", "2026-10-03")
-    # largest volume first: Windows 7 (2 blobs) ties with Macintosh (2 blobs) -> by name
-    assert [s["segment"] for s in by_os["series"]] == ["Macintosh", "Windows 7"]
+    by_os = _block(reports["assertions"], "assertions", "OS", "2026-10-01", "2026-10-03")
+    assert [s["segment"] for s in by_os["series"]] == ["Macintosh", "Windows 7"]  # by name
     assert by_os["series"][0]["value"] == [1, None, 1]
     assert by_os["series"][1]["value"] == [2, None, None]
+    # the page lists segments by volume: 2 blobs each, ties by name
+    assert segment_order(reports["assertions"], "assertions", "OS") == ["Macintosh",
+                                                                       "Windows 7"]
 
-    bounce = view_file(reports["bounce_rate"], "bounce_rate", "Total", CONFIG,
-                       "2026-10-01", "2026-10-03")
+    bounce = _block(reports["bounce_rate"], "bounce_rate", "Total", "2026-10-01", "2026-10-03")
     assert bounce["kind"] == COMPLEMENT
     # numerator = shown - engaged, denominator = shown
     assert bounce["series"][0]["numerator"] == [1, None, 1]
     assert bounce["series"][0]["denominator"] == [3, None, 1]
+
+
+def test_segment_order_by_volume_and_medians_by_days_with_a_value():
+    blobs = [blob(ENGAGED, f"2026-10-0{d}T08:00:00", user_agent={"os": "Linux"},
+                  number_sites_signed_in=0) for d in (1, 2)]
+    blobs += [blob(ENGAGED, "2026-10-01T09:00:00", user_agent={"os": "Macintosh"})
+              for _ in range(3)]
+    reports = reports_of(blobs)
+    assert segment_order(reports["assertions"], "assertions", "OS") == ["Macintosh", "Linux"]
+    # Linux has a median (0) on two days, Macintosh none: a median of 0 is a value
+    assert segment_order(reports["sites_median"], "sites_median", "OS") == ["Linux",
+                                                                           "Macintosh"]
 
 
 def _value(kind: str, series: dict, i: int):
@@ -97,12 +115,13 @@ def _same(a, b) -> bool:
 
 def test_view_files_hold_exactly_the_report_rows(fake_reports):
     aggregates, reports = fake_reports
-    files = dict(view_files(reports, aggregates.days, CONFIG))
-    expected_paths = {f"view/{r}/{s}.json" for r in reports for s in segmentations_of(r)}
+    files = dict(view_files(reports, aggregates.days))
+    expected_paths = {f"view/{r}/{s}/2026.json" for r in reports for s in segmentations_of(r)}
     assert set(files) == expected_paths
     for report_id, report in reports.items():
         for segmentation in segmentations_of(report_id):
-            content = files[f"view/{report_id}/{segmentation}.json"]
+            content = files[f"view/{report_id}/{segmentation}/2026.json"]
+            assert (content["first_day"], content["last_day"]) == ("2026-10-09", "2026-10-20")
             got = sorted(_rows_from_view(content), key=lambda r: r[:4])
             part = report[report["segmentation"] == segmentation]
             if KINDS[report_id] == "median":  # null medians are not recoverable as rows
@@ -117,10 +136,10 @@ def test_view_files_hold_exactly_the_report_rows(fake_reports):
 
 def test_a_missing_day_is_null_in_every_array(fake_reports):
     aggregates, reports = fake_reports
-    content = view_file(reports["new_user"], "new_user", "Total", CONFIG,
-                        aggregates.days[0], aggregates.days[-1])
+    content = _block(reports["new_user"], "new_user", "Total", aggregates.days[0],
+                     aggregates.days[-1])
     gap = (date(2026, 10, 14) - date.fromisoformat(content["first_day"])).days
-    assert [s["measure"] for s in content["series"]] == list(CONFIG.steps("new_user"))
+    assert [s["measure"] for s in content["series"]] == sorted(CONFIG.steps("new_user"))
     assert all(s["value"][gap] is None for s in content["series"])
     assert all(s["value"][gap - 1] is not None for s in content["series"])
 
@@ -156,19 +175,19 @@ def test_sign_in_attempts_tile_compares_mean_per_day(tiles):
     tile = tiles["assertions"]
     assert tile["last_day"] == "2026-10-15"
     assert tile["last_value"] == 16
-    assert tile["current"] == pytest.approx(91 / 7)  # days 9..15: sum(d + 1) = 91
-    assert tile["previous"] == pytest.approx(42 / 7)  # days 2..8: 35 + 7
-    assert tile["change"] == pytest.approx(91 / 42 - 1)
+    assert tile["current"] == 91 / 7  # days 9..15: sum(d + 1) = 91, over 7 days with data
+    assert tile["previous"] == 42 / 7  # days 2..8: 35 + 7
+    assert tile["change"] == (91 / 7 - 42 / 7) / (42 / 7)
     assert (tile["direction"], tile["good"]) == ("up", True)
     assert len(tile["recent"]) == 15 and tile["recent"][-1] == ["2026-10-15", 16]
 
 
 def test_bounce_rate_tile_is_a_ratio_of_sums_and_down_is_good(tiles):
     tile = tiles["bounce_rate"]
-    assert tile["current"] == pytest.approx(7 / 91)
-    assert tile["previous"] == pytest.approx(7 / 42)
+    assert tile["current"] == 1 - 84 / 91  # 1 − engaged / shown over days 9..15
+    assert tile["previous"] == 1 - 35 / 42
     assert (tile["direction"], tile["good"]) == ("down", True)
-    assert tile["last_value"] == pytest.approx(1 / 16)
+    assert tile["last_value"] == 1 - 15 / 16
 
 
 def test_median_sites_tile_is_exact_over_the_week(tiles):
@@ -185,13 +204,33 @@ def test_tiles_without_data_or_history_say_so(tiles):
     assert (success["direction"], success["good"]) == ("flat", None)
     assert tiles["password_reset"]["current"] is None  # nobody began a reset: 0/0
     assert tiles["password_reset"]["direction"] is None
-    assert tiles["new_users"]["previous"] == 0 and tiles["new_users"]["change"] is None
+    new_users = tiles["new_users"]  # 0 new users a day in both weeks: flat, no relative change
+    assert (new_users["previous"], new_users["change"], new_users["direction"]) == (0, None, "flat")
     short = aggregates_of(_week_blobs()[:30])  # days 1..7 only
     short_tiles = headline_tiles(build_reports(short, CONFIG), short, CONFIG)
     assert all(t["direction"] is None for t in short_tiles)
     empty = aggregates_of([])
     empty_tiles = headline_tiles(build_reports(empty, CONFIG), empty, CONFIG)
     assert all(t["last_day"] is None and t["recent"] == [] for t in empty_tiles)
+
+
+def test_view_files_split_by_calendar_year():
+    blobs = [blob(ENGAGED, f"{day}T08:00:00") for day in ("2025-12-30", "2026-01-02")]
+    aggregates = aggregates_of(blobs)
+    files = dict(view_files(build_reports(aggregates, CONFIG), aggregates.days))
+    old, new = files["view/assertions/Total/2025.json"], files["view/assertions/Total/2026.json"]
+    assert (old["first_day"], old["last_day"]) == ("2025-12-30", "2025-12-31")
+    assert old["series"][0]["value"] == [1, None]
+    assert (new["first_day"], new["last_day"]) == ("2026-01-01", "2026-01-02")
+    assert new["series"][0]["value"] == [None, 1]
+    assert files["view/assertions/OS/2026.json"]["series"][0]["segment"] == "Other"
+
+
+def test_segmentations_and_measures_match_what_the_reports_produce(fake_reports):
+    _, reports = fake_reports  # a drift here would mean missing view files or empty pages
+    for report_id, report in reports.items():
+        assert set(report["segmentation"]) == set(segmentations_of(report_id)), report_id
+        assert set(report["measure"]) == set(measures_of(report_id, CONFIG)), report_id
 
 
 def test_kinds_cover_every_report():
