@@ -152,11 +152,13 @@ def view_files(reports: dict[str, pd.DataFrame],
         return
     first, last = days[0], days[-1]
     for report_id, report in reports.items():
-        year_of_row = report["date"].str.slice(0, 4)
+        years = report["date"].str.slice(0, 4)
+        parts = report.groupby([report["segmentation"], years], sort=False).indices
+        no_rows = report.iloc[:0]
         for segmentation in segmentations_of(report_id):
-            in_segmentation = report["segmentation"] == segmentation
             for year in range(int(first[:4]), int(last[:4]) + 1):
-                rows = report[in_segmentation & (year_of_row == str(year))]
+                index = parts.get((segmentation, str(year)))
+                rows = no_rows if index is None else report.iloc[index]
                 block = view_block(rows, report_id, segmentation, max(first, f"{year}-01-01"),
                                    min(last, f"{year}-12-31"))
                 yield f"view/{report_id}/{segmentation}/{year}.json", block
