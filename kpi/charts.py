@@ -26,7 +26,7 @@ import altair as alt
 # dark backgrounds; a series' colour is its rank by volume.
 PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#86bcb6", "#d37295",
+    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#b6992d", "#8cd17d",
 )
 DAY_FORMAT = "%a %b %d, %Y"
 
@@ -61,7 +61,7 @@ def _day(title: str | None = "Day (UTC)") -> alt.X:
 
 
 def _value(title: str, percent: bool, stack: bool = False) -> alt.Y:
-    axis = alt.Axis(format=".0%" if percent else "~s", tickCount=5)
+    axis = alt.Axis(format=".0%" if percent else ",~f", tickCount=5)
     return alt.Y("value:Q", title=title, axis=axis, stack="zero" if stack else None)
 
 
@@ -137,7 +137,8 @@ def funnel_chart(title: str) -> alt.Chart:
         .encode(
             y=alt.Y("label:N", title=None, sort=alt.EncodingSortField("order"),
                     axis=alt.Axis(labelLimit=150, labelPadding=6)),
-            x=alt.X("count:Q", title=title, stack="zero", axis=alt.Axis(format="~s")),
+            x=alt.X("count:Q", title=title, stack="zero",
+                    axis=alt.Axis(format=",~f", tickCount=4, labelOverlap=True)),
             color=_colour(),
             detail="series:N",
             order=alt.Order("rank:Q"),

@@ -160,7 +160,7 @@ def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
     return specs
 
 
-def page_config(page: Page, config: Config, days: list[str], report: pd.DataFrame,
+def page_config(page: Page, config: Config, days: list[str], reports: dict[str, pd.DataFrame],
                 build: str = "") -> dict:
     """What a report page's script needs: chart templates, segmentations, segments and steps.
 
@@ -168,7 +168,7 @@ def page_config(page: Page, config: Config, days: list[str], report: pd.DataFram
         page: the page.
         config: the report configuration (steps, milestones).
         days: the published days, ascending.
-        report: the page's report frame (orders each segmentation's segments by volume).
+        reports: every report (their volumes order each segmentation's segments).
         build: the build id, added to view-file URLs so a browser never mixes two builds.
     """
     kind = KINDS[page.id]
@@ -183,7 +183,7 @@ def page_config(page: Page, config: Config, days: list[str], report: pd.DataFram
         "percent": page.percent,
         "area_toggle": page.area_toggle,
         "segmentations": list(segmentations),
-        "segments": {name: segment_order(report, page.id, name)
+        "segments": {name: segment_order(reports, page.id, name)
                      for name in segmentations if name != "Total"},
         "measures": list(measures_of(page.id, config)),
         "first_day": days[0] if days else None,
@@ -319,7 +319,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     for page in PAGES:
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
-            page_config=page_config(page, config, days, reports[page.id], manifest["built_at"]),
+            page_config=page_config(page, config, days, reports, manifest["built_at"]),
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]), **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")

@@ -124,13 +124,20 @@ def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day:
     }
 
 
-def segment_order(report: pd.DataFrame, report_id: str, segmentation: str) -> list[str]:
-    """The segments of a segmentation by volume over the whole history, largest first.
+# A median has no volume of its own: its page ranks segments by their blobs (sign-in attempts).
+VOLUME_REPORT = {"sites_median": "assertions"}
 
-    Volume is the summed count (count reports), the summed denominator (ratios), or the number
-    of days with a value (medians, which have no volume of their own); ties go by name. The
-    page colours and lists segments in this order, the same for every date range.
+
+def segment_order(reports: dict[str, pd.DataFrame], report_id: str,
+                  segmentation: str) -> list[str]:
+    """The segments of a report's segmentation by volume over the whole history, largest first.
+
+    Volume is the summed count (count reports) or the summed denominator (ratios), of the
+    report itself or of the one `VOLUME_REPORT` names; ties go by name. The page colours and
+    lists segments in this order, the same for every date range.
     """
+    report_id = VOLUME_REPORT.get(report_id, report_id)
+    report = reports[report_id]
     kind = KINDS[report_id]
     rows = report[report["segmentation"] == segmentation]
     column = "value" if kind in (COUNT, MEDIAN) else "denominator"

@@ -8,8 +8,10 @@ window.kpi = { ready: false, views: {} };
 
 function hoursText(hours) {
   if (hours < 1) return "less than an hour";
-  if (hours < 48) return `${Math.floor(hours)} hour${Math.floor(hours) === 1 ? "" : "s"}`;
-  return `${Math.floor(hours / 24)} days`;
+  if (hours >= 48) return `${Math.floor(hours / 24)} days`;
+  const whole = Math.floor(hours);
+  const minutes = Math.floor((hours - whole) * 60);
+  return `${whole} h${minutes ? ` ${minutes} min` : ""}`;
 }
 
 async function freshness() {

@@ -85,11 +85,11 @@ function presetRange(days) {
  * A range of day numbers checked against the published days: `{from, to, problem, note}`.
  * A problem refuses the range; a note says it was clipped to the published days.
  */
-function checkRange(from, to) {
+function checkRange(from, to, { clip = true } = {}) {
   if (Number.isNaN(from)) return { problem: "Enter a complete From date (YYYY-MM-DD)." };
   if (Number.isNaN(to)) return { problem: "Enter a complete To date (YYYY-MM-DD)." };
   if (from > to) return { problem: "From must be on or before To." };
-  if (to < first || from > last) {
+  if (to < first || from > last || (!clip && (from < first || to > last))) {
     return { problem: `There is data from ${page.first_day} to ${page.last_day} only.` };
   }
   const clipped = { from: Math.max(from, first), to: Math.min(to, last) };
@@ -431,8 +431,9 @@ function say(id, text) {
 
 function syncControls() {
   const { from, to, seg, mode } = kpi.state;
-  $("from").value = dayText(from);
-  $("to").value = dayText(to);
+  for (const [input, day] of [[$("from"), from], [$("to"), to]]) {
+    if (input.value !== dayText(day)) input.value = dayText(day); // keep a caret where it is
+  }
   for (const input of [$("from"), $("to")]) {
     input.setCustomValidity("");
     input.removeAttribute("aria-invalid");
@@ -457,8 +458,19 @@ function fillPicker(items) {
   const picker = $("series-picker");
   picker.hidden = items.length < 2;
   if (picker.hidden) return;
+  $("show-all").hidden = items.length <= TOP;
+  $("show-top").hidden = items.length <= TOP;
+  $("picker-title").textContent = kpi.state.seg === "Total" ? "Steps shown" : `${kpi.state.seg} shown`;
   const visible = visibleItems(items);
   const list = picker.querySelector(".checks");
+  const key = JSON.stringify(items);
+  if (list.dataset.items === key) { // same segments: update in place, focus stays put
+    for (const box of list.querySelectorAll("input[type=checkbox]")) {
+      box.checked = visible.includes(box.value);
+    }
+    return;
+  }
+  list.dataset.items = key;
   list.replaceChildren();
   items.forEach((item) => {
     const label = document.createElement("label");
@@ -476,9 +488,6 @@ function fillPicker(items) {
     label.append(box, swatch, text);
     list.append(label);
   });
-  $("show-all").hidden = items.length <= TOP;
-  $("show-top").hidden = items.length <= TOP;
-  $("picker-title").textContent = kpi.state.seg === "Total" ? "Steps shown" : `${kpi.state.seg} shown`;
 }
 
 function onToggle(event) {
@@ -505,7 +514,10 @@ function applyRange(from, to, note = "") {
 
 function onDateChange() {
   const inputs = { from: $("from"), to: $("to") };
-  const range = checkRange(dayNumber(inputs.from.value), dayNumber(inputs.to.value));
+  // Chromium reports a change on every typed part of a date (a year of "0002" on the way to
+  // "2026"): refuse, never rewrite, an out-of-range value, so typing is not interrupted.
+  const range = checkRange(dayNumber(inputs.from.value), dayNumber(inputs.to.value),
+    { clip: false });
   for (const input of Object.values(inputs)) {
     input.setCustomValidity("");
     input.removeAttribute("aria-invalid");
@@ -581,6 +593,11 @@ function render() {
 }
 
 async function renderNow() {
+  const items = itemsOf(kpi.state.seg);
+  if (kpi.state.show) { // names that are not segments of this segmentation are dropped
+    kpi.state.show = kpi.state.show.filter((item) => items.includes(item));
+    if (!kpi.state.show.length) kpi.state.show = null;
+  }
   syncControls();
   writeUrl();
   const { from, to, seg } = kpi.state;
@@ -589,7 +606,6 @@ async function renderNow() {
   const i1 = to - from;
   const present = [];
   for (let i = i0; i <= i1; i += 1) present.push(file.series.some((s) => hasRow(s, i)));
-  const items = itemsOf(seg);
   fillPicker(items);
   const visible = visibleItems(items);
   const series = items.length

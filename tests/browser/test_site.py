@@ -294,6 +294,39 @@ def test_invalid_dates_are_refused_in_place(browser, site):
     close(clipped)
 
 
+def test_dates_can_be_typed_digit_by_digit(browser, site):
+    base, _, _ = site
+    opened = open_page(browser, f"{base}/new_user.html")
+    page = opened.page
+    page.locator("#from").focus()  # the month part; Chromium reports a change per typed part
+    page.keyboard.type("10052026")
+    page.wait_for_function("window.kpi.ready && window.kpi.state.from === "
+                           "Date.parse('2026-10-05T00:00:00Z') / 86400000")
+    assert page.locator("#from").input_value() == "2026-10-05"
+    assert parse_qs(urlsplit(page.url).query)["from"] == ["2026-10-05"]
+    assert page.locator("#range-error").is_hidden()
+    close(opened)
+
+
+def test_toggling_segments_by_keyboard_keeps_the_focus(browser, site):
+    base, _, _ = site
+    opened = open_page(browser, f"{base}/assertions.html?seg=OS")
+    page = opened.page
+    boxes = page.locator("#series-picker input[type=checkbox]")
+    names = boxes.evaluate_all("boxes => boxes.map(b => b.value)")
+    boxes.nth(0).focus()
+    act(page, lambda: page.keyboard.press("Space"))
+    assert page.evaluate("document.activeElement.value") == names[0]
+    page.keyboard.press("Tab")
+    act(page, lambda: page.keyboard.press("Space"))
+    assert page.evaluate("document.activeElement.value") == names[1]
+    shown = boxes.evaluate_all("boxes => boxes.filter(b => b.checked).map(b => b.value)")
+    assert shown == names[2:6]
+    series = {r["series"] for r in page.evaluate("window.kpi.views.main.data('rows')")}
+    assert series == set(names[2:6])
+    close(opened)
+
+
 def test_missing_days_are_gaps_and_an_empty_range_says_so(browser, site):
     base, _, _ = site
     opened = open_page(browser, f"{base}/assertions.html?from=2026-10-10&to=2026-10-15")
@@ -465,5 +498,5 @@ def test_overview_states_freshness_and_draws_sparklines(browser, site):
     fresh = open_page(browser, f"{base}/index.html", now=datetime(2026, 11, 1, 6, tzinfo=UTC))
     assert fresh.page.locator("#freshness").get_attribute("data-state") == "fresh"
     assert fresh.page.locator("#freshness").inner_text().startswith(
-        "Fresh: data through 2026-10-30 (UTC), which ended 30 hours ago")
+        "Fresh: data through 2026-10-30 (UTC), which ended 30 h ago")
     close(fresh)

@@ -68,19 +68,19 @@ def test_page_configs_match_layouts():
     reports = build_reports(aggregates_of([
         blob(["screen.rp_info"], user_agent={"os": os}) for os in ("Linux", "Linux", "iPhone")
     ]), CONFIG)
-    funnel = page_config(by_id["new_user"], CONFIG, ["2026-10-01"], reports["new_user"], "b1")
+    funnel = page_config(by_id["new_user"], CONFIG, ["2026-10-01"], reports, "b1")
     assert set(funnel["specs"]) == {"lines", "funnel", "panel"}
     assert funnel["measures"] == list(CONFIG.steps("new_user"))
     assert funnel["segmentations"] == list(segmentations_of("new_user"))
     assert funnel["build"] == "b1"
-    area = page_config(by_id["assertions"], CONFIG, ["2026-10-01"], reports["assertions"])
+    area = page_config(by_id["assertions"], CONFIG, ["2026-10-01"], reports)
     assert "areas" in area["specs"] and area["area_toggle"]
     assert area["segments"]["OS"] == ["Linux", "iOS"]  # by volume
     assert set(area["segments"]) == set(segmentations_of("assertions")) - {"Total"}
     area["specs"]["lines"]["width"] = 1  # each page gets its own copy of the cached templates
-    again = page_config(by_id["assertions"], CONFIG, ["2026-10-01"], reports["assertions"])
+    again = page_config(by_id["assertions"], CONFIG, ["2026-10-01"], reports)
     assert again["specs"]["lines"]["width"] == "container"
-    bounce = page_config(by_id["bounce_rate"], CONFIG, ["2026-10-01"], reports["bounce_rate"])
+    bounce = page_config(by_id["bounce_rate"], CONFIG, ["2026-10-01"], reports)
     assert bounce["segmentations"] == ["Total"] and bounce["kind"] == "complement"
     assert {page.layout for page in PAGES} == {"series", "measures", "funnel"}
 

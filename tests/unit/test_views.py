@@ -51,8 +51,7 @@ def test_arrays_are_aligned_to_calendar_days_with_null_for_missing_days():
     assert by_os["series"][0]["value"] == [1, None, 1]
     assert by_os["series"][1]["value"] == [2, None, None]
     # the page lists segments by volume: 2 blobs each, ties by name
-    assert segment_order(reports["assertions"], "assertions", "OS") == ["Macintosh",
-                                                                       "Windows 7"]
+    assert segment_order(reports, "assertions", "OS") == ["Macintosh", "Windows 7"]
 
     bounce = _block(reports["bounce_rate"], "bounce_rate", "Total", "2026-10-01", "2026-10-03")
     assert bounce["kind"] == COMPLEMENT
@@ -61,16 +60,17 @@ def test_arrays_are_aligned_to_calendar_days_with_null_for_missing_days():
     assert bounce["series"][0]["denominator"] == [3, None, 1]
 
 
-def test_segment_order_by_volume_and_medians_by_days_with_a_value():
+def test_segment_order_by_volume_and_medians_by_blobs():
     blobs = [blob(ENGAGED, f"2026-10-0{d}T08:00:00", user_agent={"os": "Linux"},
                   number_sites_signed_in=0) for d in (1, 2)]
-    blobs += [blob(ENGAGED, "2026-10-01T09:00:00", user_agent={"os": "Macintosh"})
-              for _ in range(3)]
+    blobs += [blob(ENGAGED, "2026-10-01T09:00:00", user_agent={"os": "Macintosh"},
+                   number_sites_signed_in=1) for _ in range(3)]
     reports = reports_of(blobs)
-    assert segment_order(reports["assertions"], "assertions", "OS") == ["Macintosh", "Linux"]
-    # Linux has a median (0) on two days, Macintosh none: a median of 0 is a value
-    assert segment_order(reports["sites_median"], "sites_median", "OS") == ["Linux",
-                                                                           "Macintosh"]
+    assert segment_order(reports, "assertions", "OS") == ["Macintosh", "Linux"]
+    # both have a median every day they have blobs; the medians rank by blobs: 3 vs 2
+    assert segment_order(reports, "sites_median", "OS") == ["Macintosh", "Linux"]
+    # a ratio ranks by its denominator: new-user success has none here, so by name
+    assert segment_order(reports, "new_user_success", "OS") == ["Linux", "Macintosh"]
 
 
 def _value(kind: str, series: dict, i: int):
