@@ -56,7 +56,8 @@ def _named(name: str) -> alt.Data:
 
 
 def _day(title: str | None = "Day (UTC)") -> alt.X:
-    axis = alt.Axis(labelAngle=0, labelOverlap=True, labelFlush=True, grid=False)
+    axis = alt.Axis(labelAngle=0, labelOverlap=True, labelFlush=True, grid=False,
+                    format="%b %d")  # the scale is UTC, so are its labels
     return alt.X("date:T", title=title, axis=axis, scale=alt.Scale(type="utc"))
 
 
@@ -136,7 +137,7 @@ def funnel_chart(title: str) -> alt.Chart:
         .mark_bar()
         .encode(
             y=alt.Y("label:N", title=None, sort=alt.EncodingSortField("order"),
-                    axis=alt.Axis(labelLimit=150, labelPadding=6)),
+                    axis=alt.Axis(labelLimit=120, labelPadding=6)),
             x=alt.X("count:Q", title=title, stack="zero",
                     axis=alt.Axis(format=",~f", tickCount=4, labelOverlap=True)),
             color=_colour(),

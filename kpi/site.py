@@ -155,7 +155,7 @@ def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
     if area_toggle:
         specs["areas"] = charts.spec(charts.series_chart(y_title, percent, ratio, area=True))
     if layout == "funnel":
-        specs["funnel"] = charts.spec(charts.funnel_chart("Blobs reaching the step"))
+        specs["funnel"] = charts.spec(charts.funnel_chart("Blobs"))
         specs["panel"] = charts.spec(charts.step_panel_chart(y_title, percent, ratio))
     return specs
 

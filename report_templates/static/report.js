@@ -86,8 +86,8 @@ function presetRange(days) {
  * A problem refuses the range; a note says it was clipped to the published days.
  */
 function checkRange(from, to, { clip = true } = {}) {
-  if (Number.isNaN(from)) return { problem: "Enter a complete From date (YYYY-MM-DD)." };
-  if (Number.isNaN(to)) return { problem: "Enter a complete To date (YYYY-MM-DD)." };
+  if (Number.isNaN(from)) return { problem: "Enter a complete, real From date." };
+  if (Number.isNaN(to)) return { problem: "Enter a complete, real To date." };
   if (from > to) return { problem: "From must be on or before To." };
   if (to < first || from > last || (!clip && (from < first || to > last))) {
     return { problem: `There is data from ${page.first_day} to ${page.last_day} only.` };
@@ -512,7 +512,7 @@ function applyRange(from, to, note = "") {
   render();
 }
 
-function onDateChange() {
+function onDateChange(event) {
   const inputs = { from: $("from"), to: $("to") };
   // Chromium reports a change on every typed part of a date (a year of "0002" on the way to
   // "2026"): refuse, never rewrite, an out-of-range value, so typing is not interrupted.
@@ -523,7 +523,8 @@ function onDateChange() {
     input.removeAttribute("aria-invalid");
   }
   if (range.problem) {
-    const culprit = Number.isNaN(dayNumber(inputs.to.value)) ? inputs.to : inputs.from;
+    const incomplete = [inputs.from, inputs.to].find((input) => Number.isNaN(dayNumber(input.value)));
+    const culprit = incomplete || event.target; // else the field just edited
     culprit.setCustomValidity(range.problem);
     culprit.setAttribute("aria-invalid", "true");
     say("range-error", range.problem);
