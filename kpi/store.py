@@ -11,8 +11,11 @@ Databases (every name starts with `KPI_DB_PREFIX`):
 
 The blob sits under the `blob` key of its raw document, so blob fields can never collide with
 CouchDB's reserved `_` fields. Ids are deterministic and a document is written only when its
-content changed, so re-running a day changes nothing. A day's aggregates are one document, so
-they are replaced as a whole. Only documented CouchDB 3 API is used: database PUT/GET,
+content changed, so re-running a day against an unchanged source writes nothing. Re-extracting a
+day *restates* it: the day's raw and quarantine documents become exactly what the source returns
+now (changed rows are replaced, new rows added, rows no longer returned are deleted), and its
+manifest is rewritten; no other day is touched. A day's aggregates are one document, so they are
+replaced as a whole. Only documented CouchDB 3 API is used: database PUT/GET,
 `_bulk_docs` (per-document results are checked) and `_all_docs` (key ranges and `keys`).
 """
 
@@ -166,6 +169,26 @@ class CouchStore:
                 outcome.written += len(to_write)
         return outcome
 
+    def delete(self, kind: str, ids: list[str]) -> int:
+        """Delete the documents `ids` (those still there); returns how many were deleted."""
+        deleted = 0
+        size = self.settings.bulk_size
+        for first in range(0, len(ids), size):
+            batch = ids[first : first + size]
+            result = self._retry(
+                f"read {len(batch)} revisions of {self.name(kind)}",
+                self._post, kind, "_all_docs", {"keys": batch},
+            )
+            tombstones = [
+                {"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
+                for row in result["rows"]
+                if "value" in row and not row["value"].get("deleted")
+            ]
+            if tombstones:
+                self._bulk_write(kind, tombstones)
+                deleted += len(tombstones)
+        return deleted
+
     def _bulk_write(self, kind: str, docs: list[dict]) -> None:
         results = self._retry(
             f"write {len(docs)} documents to {self.name(kind)}",
@@ -233,8 +256,9 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
         batches: the day's rows, in lists (one per fetch window).
 
     Returns:
-        The manifest (SPEC D12 counts for extract and store) plus `written`, the number of
-        documents this call actually wrote (0 when the day was already stored as is).
+        The manifest (the data-quality counts of extract and store) plus `written`, the number
+        of documents this call wrote (0 when the day was already stored as is), and `removed`,
+        the number of stored rows deleted because the source no longer returns them.
     """
     store.ensure_databases()
     present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
@@ -273,6 +297,9 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
         reasons.update(doc["reason"] for doc in quarantined)
         written += store.upsert(RAW, raw_docs, present_raw).written
         written += store.upsert(QUARANTINE, quarantined, present_quarantined).written
+    # Restatement: rows the source no longer returns for this day leave the snapshot.
+    removed = store.delete(RAW, sorted(present_raw - seen.keys()))
+    removed += store.delete(QUARANTINE, sorted(present_quarantined - quarantine_ids))
     manifest = {
         "_id": day.isoformat(),
         "day": day.isoformat(),
@@ -282,7 +309,7 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
         "rejected_reasons": dict(sorted(reasons.items())),
     }
     written += store.upsert(MANIFESTS, [manifest]).written
-    return {**content_of(manifest), "written": written}
+    return {**content_of(manifest), "written": written, "removed": removed}
 
 
 def _quarantine_doc(day: date, row: object, reason: str, used: set[str]) -> dict | None:
