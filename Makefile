@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run stop test lint bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 	@bash scripts/ensure-chromium.sh
@@ -22,6 +22,9 @@ node_modules/.installed: package.json package-lock.json
 
 run: setup
 	bash scripts/run-stack.sh
+
+stop:
+	bash scripts/stop-stack.sh
 
 test: setup
 	$(BIN)/pytest

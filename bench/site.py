@@ -120,7 +120,7 @@ def all_days_bytes(site: Path) -> int:
 def first_chart_ms(site: Path, names: list[str]) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
-    from kpi.site import make_server
+    from kpi.serve import make_server
 
     server = make_server(site, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

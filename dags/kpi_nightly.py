@@ -1,9 +1,11 @@
-"""Nightly KPI pipeline: extract → store → aggregate one UTC day, then publish the site.
+"""Nightly KPI pipeline: extract → store → aggregate the UTC day that ended, and restate the
+days before it. Publishing the site is `kpi_publish`, scheduled on the aggregates Asset.
 
-Which day a run processes: the run with logical date D (00:00 UTC, daily) processes the UTC
-day that just ended, D − 1 day (`kpi.pipeline.processing_day`). Catchup starts at
-KPI_START_DATE, so the first run (logical date KPI_START_DATE + 1 day) processes KPI_START_DATE.
-Every task is one call into `kpi/`; all logic and its tests live there.
+Which days a run processes: the run with logical date D (at KPI_NIGHTLY_AT, UTC, daily)
+processes the UTC day D − 1 (`kpi.pipeline.processing_day`) and restates the KPI_RESTATE_DAYS
+days before it (`kpi.pipeline.nightly_days`). A manual trigger without a logical date processes
+yesterday. Catchup starts at KPI_START_DATE: the first run (logical date KPI_START_DATE + 1 day)
+processes KPI_START_DATE itself. Every task is one call into `kpi/`; logic and tests live there.
 """
 
 from __future__ import annotations
@@ -11,48 +13,49 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
+from airflow.timetables.trigger import CronTriggerTimetable
 
-from kpi.settings import Settings  # standard library only: cheap at parse time
+from kpi.notify import task_failed  # standard library only: cheap at parse time
+from kpi.settings import Settings
 
-START_DAY = Settings.from_env().start_date
+SETTINGS = Settings.from_env()
+START_DAY = SETTINGS.start_date
+AGGREGATES = Asset(name="kpi_aggregates", uri=f"kpi://{SETTINGS.db_prefix}/aggregates")
 
 
 @dag(
     dag_id="kpi_nightly",
-    schedule="@daily",
+    schedule=CronTriggerTimetable(SETTINGS.nightly_cron, timezone="UTC"),
     start_date=pendulum.datetime(START_DAY.year, START_DAY.month, START_DAY.day, tz="UTC")
     + timedelta(days=1),
     catchup=True,
-    max_active_runs=2,
+    max_active_runs=1,  # runs restate overlapping days: one at a time
     default_args={
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes),
+        "on_failure_callback": task_failed,
     },
     tags=["kpi", "persona"],
     doc_md=__doc__,
 )
 def kpi_nightly():
     @task
-    def extract_and_store(logical_date=None) -> dict:
+    def extract_and_store(logical_date=None) -> list[dict]:
         from kpi.pipeline import nightly_extract_and_store
 
         return nightly_extract_and_store(logical_date)
 
-    @task
-    def aggregate(logical_date=None) -> dict:
+    @task(outlets=[AGGREGATES])
+    def aggregate(logical_date=None) -> list[dict]:
         from kpi.pipeline import nightly_aggregate
 
         return nightly_aggregate(logical_date)
 
-    @task
-    def publish_site() -> str:
-        from kpi.pipeline import nightly_publish
-
-        return nightly_publish()
-
-    extract_and_store() >> aggregate() >> publish_site()
+    extract_and_store() >> aggregate()
 
 
 kpi_nightly()

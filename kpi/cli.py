@@ -96,11 +96,20 @@ def build_site(start: datetime | None, end: datetime | None) -> None:
               help="Folder to serve (default: KPI_SITE_DIR).")
 def serve(port: int, host: str, site_dir: Path | None) -> None:
     """Serve the static site over HTTP."""
-    from kpi.site import serve as serve_site
+    from kpi.serve import ServeError, make_server
 
     folder = site_dir or _settings().site_dir
+    try:
+        server = make_server(folder, host, port)
+    except ServeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     click.echo(f"serving {folder} on http://{host}:{port}/")
-    serve_site(folder, host, port)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command("fake-source")

@@ -28,8 +28,15 @@ class PipelineError(RuntimeError):
     """A day cannot be processed (e.g. aggregating a day that was never extracted)."""
 
 
-def processing_day(logical_date: datetime | date | str) -> date:
-    """The UTC day a DAG run with this logical date processes: the day before it."""
+def processing_day(logical_date: datetime | date | str | None,
+                   now: datetime | None = None) -> date:
+    """The UTC day a DAG run with this logical date processes: the day before it.
+
+    A run without a logical date (a manual `airflow dags trigger` without `-l`) processes
+    yesterday, the last UTC day that has ended at `now` (default: the current time).
+    """
+    if logical_date is None:
+        logical_date = now or datetime.now(UTC)
     if isinstance(logical_date, str):
         logical_date = datetime.fromisoformat(logical_date)
     if isinstance(logical_date, datetime):
@@ -163,21 +170,44 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True) 
     return results
 
 
-# Airflow task entry points: one call each from dags/kpi_nightly.py.
+def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
+                 now: datetime | None = None) -> list[date]:
+    """The UTC days a nightly run restates and processes, oldest first.
+
+    Its own day (`processing_day`) and the `restate_days` before it, never before
+    `start_date`: late rows (a session that started before midnight and was sent after it)
+    and corrected rows reach their day within that many nights.
+    """
+    day = processing_day(logical_date, now)
+    first = max(day - timedelta(days=settings.restate_days), settings.start_date)
+    return days_between(first, day) if first <= day else [day]
 
 
-def nightly_extract_and_store(logical_date: datetime) -> dict:
-    """Airflow task: extract and store the day before `logical_date`."""
-    return extract_and_store(processing_day(logical_date), Settings.from_env())
+# Airflow task entry points: one call each from dags/. Settings come from the environment and,
+# when defined, the Airflow connections (kpi.connections).
 
 
-def nightly_aggregate(logical_date: datetime) -> dict:
-    """Airflow task: aggregate the day before `logical_date`."""
-    return aggregate_day(processing_day(logical_date), Settings.from_env())
+def nightly_extract_and_store(logical_date: datetime | None) -> list[dict]:
+    """Airflow task: extract and store (restate) the run's days; their manifests."""
+    from kpi.connections import airflow_settings
+
+    settings = airflow_settings()
+    return [extract_and_store(day, settings) for day in nightly_days(logical_date, settings)]
+
+
+def nightly_aggregate(logical_date: datetime | None) -> list[dict]:
+    """Airflow task: aggregate the run's days; their data-quality counts."""
+    from kpi.connections import airflow_settings
+
+    settings = airflow_settings()
+    config = load_config(settings.config_path)
+    return [{"day": day.isoformat(), **aggregate_day(day, settings, config)}
+            for day in nightly_days(logical_date, settings)]
 
 
 def nightly_publish() -> str:
     """Airflow task: rebuild and publish the site from every stored aggregate."""
+    from kpi.connections import airflow_settings
     from kpi.site import build_site
 
-    return str(build_site(Settings.from_env()))
+    return str(build_site(airflow_settings()))

@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+NIGHTLY_AT_PATTERN = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 DB_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_$()+\-/]*$")
 
 
@@ -67,6 +68,29 @@ class Settings:
     bulk_size: int = _setting(
         "KPI_BULK_SIZE", 5000, "Documents per CouchDB _bulk_docs / _all_docs request."
     )
+    restate_days: int = _setting(
+        "KPI_RESTATE_DAYS", 2,
+        "Days before its own that each nightly run re-extracts and restates (late or corrected "
+        "rows); 0 = only the run's own day.",
+    )
+    nightly_at: str = _setting(
+        "KPI_NIGHTLY_AT", "00:00",
+        "UTC time of day (HH:MM) the nightly DAG runs; it processes the UTC day that ended "
+        "before.",
+    )
+    task_timeout_minutes: int = _setting(
+        "KPI_TASK_TIMEOUT_MINUTES", 120, "Airflow execution_timeout of each task, in minutes."
+    )
+    publish_queue: str = _setting(
+        "KPI_PUBLISH_QUEUE", "default",
+        "Airflow queue of the publish task (on a multi-worker deployment: the worker that "
+        "holds KPI_SITE_DIR, e.g. on the web host).",
+    )
+    failure_callback: str = _setting(
+        "KPI_FAILURE_CALLBACK", "",
+        "Dotted path `module:function` called with the Airflow context when a task fails for "
+        "good (e.g. to page someone); empty = log only.",
+    )
 
     def __post_init__(self) -> None:
         if not DB_PREFIX_PATTERN.match(self.db_prefix):
@@ -77,6 +101,15 @@ class Settings:
             raise ValueError(msg)
         if not 1 <= self.fetch_chunk_hours <= 24:
             msg = f"KPI_FETCH_CHUNK_HOURS={self.fetch_chunk_hours} must be between 1 and 24"
+            raise ValueError(msg)
+        if self.restate_days < 0:
+            msg = f"KPI_RESTATE_DAYS={self.restate_days} must be 0 or more"
+            raise ValueError(msg)
+        if not NIGHTLY_AT_PATTERN.match(self.nightly_at):
+            msg = f"KPI_NIGHTLY_AT={self.nightly_at!r} must be a UTC time HH:MM, e.g. 02:30"
+            raise ValueError(msg)
+        if self.task_timeout_minutes < 1:
+            msg = f"KPI_TASK_TIMEOUT_MINUTES={self.task_timeout_minutes} must be at least 1"
             raise ValueError(msg)
         if self.retry_attempts < 1:
             msg = f"KPI_RETRY_ATTEMPTS={self.retry_attempts} must be at least 1"
@@ -94,6 +127,12 @@ class Settings:
             values[f.name] = _parse(f.name, f.metadata["env"], type(f.default), raw)
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def nightly_cron(self) -> str:
+        """The nightly schedule as a cron expression (minute hour * * *), in UTC."""
+        hour, minute = self.nightly_at.split(":")
+        return f"{int(minute)} {int(hour)} * * *"
 
     @property
     def couchdb_url_redacted(self) -> str:

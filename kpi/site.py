@@ -11,7 +11,6 @@ import copy
 import fcntl
 import functools
 import hashlib
-import http.server
 import logging
 import os
 import shutil
@@ -379,27 +378,3 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     )
     log.info("published %s (%d days)", site, len(aggregates.days))
     return site
-
-
-class _SiteHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".js": "text/javascript",
-        ".json": "application/json",
-        ".csv": "text/csv; charset=utf-8",
-    }
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
-
-
-def make_server(site_dir: Path, host: str = "127.0.0.1", port: int = 3434):
-    """A threading HTTP server for the static site folder (not started)."""
-    handler = functools.partial(_SiteHandler, directory=str(Path(site_dir).resolve()))
-    return http.server.ThreadingHTTPServer((host, port), handler)
-
-
-def serve(site_dir: Path, host: str = "127.0.0.1", port: int = 3434) -> None:
-    """Serve the site until interrupted."""
-    with make_server(site_dir, host, port) as server:
-        server.serve_forever()

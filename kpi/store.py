@@ -40,6 +40,7 @@ from kpi.source import blob_of, check_row
 RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggregates"
 DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES)
 HIGH_KEY = "\ufff0"
+CONFLICT_ROUNDS = 5  # re-reads of conflicting documents before giving up
 TRANSIENT = (requests.ConnectionError, requests.Timeout, couch_errors.GenericError)
 
 
@@ -164,10 +165,40 @@ class CouchStore:
                     outcome.unchanged += 1
                     continue
                 to_write.append({**doc, "_rev": old["_rev"]} if old is not None else doc)
-            if to_write:
-                self._bulk_write(kind, to_write)
-                outcome.written += len(to_write)
+            written, unchanged = self._write_resolving_conflicts(kind, to_write)
+            outcome.written += written
+            outcome.unchanged += unchanged
         return outcome
+
+    def _write_resolving_conflicts(self, kind: str, docs: list[dict]) -> tuple[int, int]:
+        """Write `docs`; a conflict (another writer, or a lost answer to our own retried write)
+        is re-read: the same content counts as unchanged, other content is overwritten with the
+        current revision. Returns (written, unchanged)."""
+        written = unchanged = 0
+        for _ in range(CONFLICT_ROUNDS):
+            if not docs:
+                return written, unchanged
+            conflicts = {result["id"] for result in self._bulk_write(kind, docs)}
+            written += len(docs) - len(conflicts)
+            if not conflicts:
+                return written, unchanged
+            current = self.get_many(kind, sorted(conflicts))
+            retry = []
+            for doc in docs:
+                if doc["_id"] not in conflicts:
+                    continue
+                content = content_of(doc)
+                old = current.get(doc["_id"])
+                if old is not None and content_of(old) == content:
+                    unchanged += 1
+                else:
+                    retry.append({**content, "_rev": old["_rev"]} if old else content)
+            docs = retry
+        if docs:
+            msg = (f"CouchDB {self.name(kind)}: {len(docs)} documents kept conflicting with "
+                   f"another writer (e.g. {docs[0]['_id']})")
+            raise StoreError(msg)
+        return written, unchanged
 
     def delete(self, kind: str, ids: list[str]) -> int:
         """Delete the documents `ids` (those still there); returns how many were deleted."""
@@ -185,16 +216,20 @@ class CouchStore:
                 if "value" in row and not row["value"].get("deleted")
             ]
             if tombstones:
-                self._bulk_write(kind, tombstones)
-                deleted += len(tombstones)
+                conflicted = {r["id"] for r in self._bulk_write(kind, tombstones)}
+                deleted += len(tombstones) - len(conflicted)
+                if conflicted:  # changed meanwhile: read the new revisions, delete again
+                    deleted += self.delete(kind, sorted(conflicted))
         return deleted
 
-    def _bulk_write(self, kind: str, docs: list[dict]) -> None:
+    def _bulk_write(self, kind: str, docs: list[dict]) -> list[dict]:
+        """`_bulk_docs`; returns the per-document results that are conflicts, raises on others."""
         results = self._retry(
             f"write {len(docs)} documents to {self.name(kind)}",
             self._post, kind, "_bulk_docs", {"docs": docs},
         )
-        failed = [r for r in results if "error" in r]
+        conflicts = [r for r in results if r.get("error") == "conflict"]
+        failed = [r for r in results if "error" in r and r.get("error") != "conflict"]
         if failed:
             reasons = Counter(f"{r['error']}: {r.get('reason', '')}" for r in failed)
             msg = (
@@ -202,6 +237,7 @@ class CouchStore:
                 f"(e.g. {failed[0]['id']}): {dict(reasons)}"
             )
             raise StoreError(msg)
+        return conflicts
 
     def iter_range(self, kind: str, startkey: str, endkey: str,
                    include_docs: bool = True) -> Iterator[dict | str]:

@@ -4,8 +4,14 @@ set -euo pipefail
 if [ -x /usr/bin/chromium ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing Debian's chromium for the browser tests"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  # Another apt (an unattended upgrade, say) may hold the lock: wait for it, do not fail.
+  for attempt in $(seq 1 60); do
+    apt-get -o DPkg::Lock::Timeout=600 update -qq && break
+    echo "apt is busy (attempt $attempt); waiting..." >&2
+    sleep 10
+  done
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium \
+    >/dev/null
 else
   echo "warning: /usr/bin/chromium is missing; the browser tests need it:" >&2
   echo "  sudo apt-get install chromium" >&2

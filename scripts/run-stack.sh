@@ -24,7 +24,6 @@ export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
 export AIRFLOW__CORE__PARALLELISM=4
-export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT=$AIRFLOW_PORT
 export AIRFLOW__API__BASE_URL=http://127.0.0.1:$AIRFLOW_PORT
@@ -32,18 +31,27 @@ export AIRFLOW__API__BASE_URL=http://127.0.0.1:$AIRFLOW_PORT
 AIRFLOW__API_AUTH__JWT_SECRET=$(cat .airflow/jwt_secret)
 export AIRFLOW__API_AUTH__JWT_SECRET
 
+# Every service runs in its own process group; their ids are kept in .devdata/run-stack.pgids so
+# that `make stop` (scripts/stop-stack.sh) can stop them from another terminal too.
+PGIDS=$ROOT/.devdata/run-stack.pgids
+echo $$ > "$ROOT/.devdata/run-stack.pid"
+: > "$PGIDS"
 pids=()
 stop_all() {
-  trap - EXIT INT TERM
-  echo; echo "stopping..."
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Ignore further signals (a second Ctrl-C, make's own TERM, a closed terminal's HUP) and a
+  # broken pipe (`make run | tee log` after Ctrl-C): stopping must run to the end. Kill first,
+  # talk after: printing can fail once the terminal or the pipe is gone.
+  trap '' INT TERM HUP PIPE
+  trap - EXIT
+  bash "$ROOT/scripts/stop-stack.sh" --from-run >/dev/null 2>&1 || true
+  echo "stopped" 2>/dev/null || true
   exit 0
 }
-trap stop_all EXIT INT TERM
+trap stop_all EXIT INT TERM HUP
 start() {  # each service in its own process group, so stopping it stops its children too
   setsid "$@" &
   pids+=($!)
+  echo $! >> "$PGIDS"
 }
 
 start kpi couchdb --port "$COUCH_PORT" --dir "$ROOT/.devdata/couchdb"
@@ -58,7 +66,23 @@ kpi build-site >/dev/null   # publish what is stored already (an empty site on a
 start kpi serve --port "$SITE_PORT" --host 127.0.0.1
 
 airflow db migrate >.airflow/db-migrate.log 2>&1
+# No task may start before the API server answers (tasks report to it): the DAGs stay paused
+# until it does. On a first run they are created paused; on later runs they are paused here.
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
+airflow dags pause kpi_nightly >/dev/null 2>&1 || true
+airflow dags pause kpi_publish >/dev/null 2>&1 || true
 start airflow standalone >.airflow/standalone.log 2>&1
+echo "waiting for Airflow's API server..."
+python - <<PY
+from kpi.devserver import wait_for_http
+wait_for_http("http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health", timeout=300)
+PY
+for dag_id in kpi_nightly kpi_publish; do  # unpaused once the DAG processor has parsed them
+  for _ in $(seq 1 60); do
+    airflow dags unpause "$dag_id" >/dev/null 2>&1 && break
+    sleep 2
+  done
+done
 
 cat <<MSG
 
@@ -69,8 +93,9 @@ cat <<MSG
   Dev CouchDB:                           http://127.0.0.1:$COUCH_PORT/
   Airflow log:                           $AIRFLOW_HOME/standalone.log
 
-  kpi_nightly catches up from $KPI_START_DATE to yesterday ($DAYS days). Ctrl-C stops everything.
+  kpi_nightly catches up from $KPI_START_DATE to yesterday ($DAYS days); kpi_publish rebuilds
+  the site when aggregates change. Ctrl-C (or \`make stop\` elsewhere) stops everything.
 
 MSG
 wait -n "${pids[@]}" || true
-echo "a service exited; see the logs above and in $AIRFLOW_HOME/" >&2
+echo "a service exited; see the logs above and in $AIRFLOW_HOME/" >&2 || true

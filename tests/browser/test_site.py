@@ -20,7 +20,8 @@ from playwright.sync_api import expect
 
 from fake_source.generator import blobs_for_day, history_days
 from kpi.reports import build_reports
-from kpi.site import PAGES, make_server, publish, render_site
+from kpi.serve import make_server
+from kpi.site import PAGES, publish, render_site
 from tests.unit.kpi_helpers import CONFIG, aggregates_of
 
 pytestmark = pytest.mark.browser

@@ -121,3 +121,29 @@ def test_unreachable_couchdb_fails_clearly_without_the_password(settings):
     with pytest.raises(StoreError) as caught:
         extract_and_store(DAY, dead)
     assert "s3cret" not in str(caught.value) and "admin:***@" in str(caught.value)
+
+
+def test_a_write_whose_answer_was_lost_is_not_an_error(settings):
+    """The retry of a `_bulk_docs` the server applied gets conflicts: same content = success."""
+    store = CouchStore(settings)
+    store.ensure_databases()
+    docs = [{"_id": f"2026-10-02:lost{n}", "kpiggybank_id": f"lost{n}", "blob": {"n": n}}
+            for n in range(5)]
+    assert store.upsert(RAW, docs).written == 5
+    again = store.upsert(RAW, docs, present=set())  # as if unknown: written without a _rev
+    assert (again.written, again.unchanged) == (0, 5)
+    changed = [{**doc, "blob": {"n": -1}} for doc in docs[:2]]
+    third = store.upsert(RAW, changed, present=set())  # other content: overwritten
+    assert (third.written, third.unchanged) == (2, 0)
+    assert store.get(RAW, "2026-10-02:lost0")["blob"] == {"n": -1}
+
+
+def test_two_extracts_of_one_day_at_once_end_as_one(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: extract_and_store(DAY, settings), range(2)))
+    store = CouchStore(settings)
+    assert results[0]["stored"] == results[1]["stored"]
+    assert len(list(store.day_docs(RAW, DAY))) == results[0]["stored"]
+    assert extract_and_store(DAY, settings)["written"] == 0  # nothing left to repair

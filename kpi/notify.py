@@ -1,0 +1,39 @@
+"""What happens when an Airflow task of the pipeline fails for good (after its retries).
+
+Every DAG task has `on_failure_callback=task_failed`. It logs the DAG, task, run and error,
+then calls the deployment's own hook if `KPI_FAILURE_CALLBACK` names one (`module:function`,
+called with the Airflow context), e.g. to page someone or post to a chat room. The hook is
+imported when a failure happens, never when the DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+
+from kpi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_callback(path: str) -> Callable[[dict], object]:
+    """The function a `module:function` path names (ValueError when malformed)."""
+    module, _, name = path.partition(":")
+    if not module or not name:
+        msg = f"KPI_FAILURE_CALLBACK={path!r} must look like package.module:function"
+        raise ValueError(msg)
+    return getattr(importlib.import_module(module), name)
+
+
+def task_failed(context: dict) -> None:
+    """Airflow `on_failure_callback`: log the failure and call the configured hook, if any."""
+    task = context.get("task_instance")
+    log.error(
+        "kpi task failed for good: dag=%s task=%s run=%s error=%s",
+        getattr(task, "dag_id", "?"), getattr(task, "task_id", "?"),
+        context.get("run_id", "?"), context.get("exception"),
+    )
+    path = Settings.from_env().failure_callback
+    if path:
+        load_callback(path)(context)

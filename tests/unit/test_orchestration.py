@@ -1,0 +1,101 @@
+"""Which days a nightly run processes, Airflow connections over settings, the failure hook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import pytest
+
+from kpi import notify
+from kpi.connections import connection_url, with_connections
+from kpi.pipeline import nightly_days, processing_day
+from kpi.settings import Settings
+
+
+def test_a_run_without_a_logical_date_processes_yesterday():
+    now = datetime(2026, 11, 27, 0, 30, tzinfo=UTC)
+    assert processing_day(None, now=now) == date(2026, 11, 26)
+    assert processing_day(datetime(2026, 11, 27, tzinfo=UTC)) == date(2026, 11, 26)
+
+
+@pytest.mark.parametrize(("restate", "expected"), [
+    (0, ["2026-10-09"]),
+    (2, ["2026-10-07", "2026-10-08", "2026-10-09"]),
+])
+def test_nightly_days_restate_the_days_before(restate, expected):
+    settings = Settings(restate_days=restate, start_date=date(2026, 10, 1))
+    days = nightly_days(datetime(2026, 10, 10, tzinfo=UTC), settings)
+    assert [d.isoformat() for d in days] == expected
+
+
+def test_nightly_days_never_go_before_the_start_date():
+    settings = Settings(restate_days=5, start_date=date(2026, 10, 1))
+    days = nightly_days(datetime(2026, 10, 3, tzinfo=UTC), settings)
+    assert [d.isoformat() for d in days] == ["2026-10-01", "2026-10-02"]
+
+
+def test_nightly_time_is_a_utc_cron_and_is_validated():
+    assert Settings(nightly_at="02:30").nightly_cron == "30 2 * * *"
+    for bad in ("2:30", "24:00", "noon"):
+        with pytest.raises(ValueError, match="KPI_NIGHTLY_AT"):
+            Settings(nightly_at=bad)
+    with pytest.raises(ValueError, match="KPI_RESTATE_DAYS"):
+        Settings(restate_days=-1)
+
+
+@dataclass
+class Connection:
+    """The fields of an Airflow connection that kpi reads."""
+
+    conn_type: str = "http"
+    host: str = ""
+    port: int | None = None
+    schema: str = ""
+    login: str | None = None
+    password: str | None = None
+    extra_dejson: dict = field(default_factory=dict)
+
+
+def test_connection_urls_encode_credentials_and_default_the_path():
+    couch = Connection(host="couch.example.org", port=6984, schema="https", login="kpi",
+                       password="p@ss/word:1")
+    assert connection_url(couch) == "https://kpi:p%40ss%2Fword%3A1@couch.example.org:6984"
+    source = Connection(host="https://kpiggybank.example.org")
+    assert connection_url(source, "/wsapi/interaction_data") == (
+        "https://kpiggybank.example.org/wsapi/interaction_data")
+    custom = Connection(host="127.0.0.1", port=3435, extra_dejson={"path": "/custom"})
+    assert connection_url(custom, "/wsapi/interaction_data") == "http://127.0.0.1:3435/custom"
+
+
+def test_defined_connections_win_over_the_environment():
+    env = Settings.from_env({"KPI_SOURCE_URL": "http://env-source/wsapi/interaction_data",
+                             "KPI_COUCHDB_URL": "http://env:secret@env-couch:5984"})
+    connections = {"couchdb_default": Connection(host="conn-couch", port=5984, login="admin",
+                                                 password="s3cret")}
+    settings = with_connections(env, connections.get)
+    assert settings.couchdb_url == "http://admin:s3cret@conn-couch:5984"
+    assert settings.couchdb_url_redacted == "http://admin:***@conn-couch:5984"
+    assert settings.source_url == "http://env-source/wsapi/interaction_data"  # not defined
+    assert with_connections(env, {}.get) is env  # none defined: the environment as is
+    both = with_connections(env, {**connections, "kpiggybank_default": Connection(
+        host="kpiggybank.example.org", schema="https")}.get)
+    assert both.source_url == "https://kpiggybank.example.org/wsapi/interaction_data"
+
+
+calls: list[dict] = []
+
+
+def record_failure(context: dict) -> None:
+    calls.append(context)
+
+
+def test_the_failure_hook_logs_and_calls_the_configured_function(monkeypatch, caplog):
+    context = {"run_id": "scheduled__2026-10-03", "exception": RuntimeError("CouchDB down")}
+    notify.task_failed(context)  # no hook configured: logs only
+    assert "CouchDB down" in caplog.text and calls == []
+    monkeypatch.setenv("KPI_FAILURE_CALLBACK", f"{__name__}:record_failure")
+    notify.task_failed(context)
+    assert calls == [context]
+    with pytest.raises(ValueError, match="module:function|package.module:function"):
+        notify.load_callback("no_colon")
