@@ -56,15 +56,22 @@ def _fail_cleanly(call, *args):
 @click.option("--start", required=True, type=DAY, help="First UTC day (YYYY-MM-DD).")
 @click.option("--end", required=True, type=DAY, help="Last UTC day, included.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def backfill(start: datetime, end: datetime, no_progress: bool) -> None:
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32),
+              help="Days processed at once.")
+@click.option("--skip-done", is_flag=True,
+              help="Leave out days already extracted and aggregated (default: restate them).")
+def backfill(start: datetime, end: datetime, no_progress: bool, parallel: int,
+             skip_done: bool) -> None:
     """Extract, store and aggregate every day of [START, END], then build the site."""
     from kpi.pipeline import backfill as run_backfill
 
     if end < start:
         raise click.BadParameter("--end is before --start")
-    results = _fail_cleanly(run_backfill, _day(start), _day(end), _settings(), not no_progress)
+    settings = _settings()
+    results = _fail_cleanly(run_backfill, _day(start), _day(end), settings, not no_progress,
+                            parallel, skip_done)
     aggregated = sum(r["aggregated"] for r in results)
-    click.echo(f"{len(results)} days, {aggregated} blobs aggregated; site: {_settings().site_dir}")
+    click.echo(f"{len(results)} days, {aggregated} blobs aggregated; site: {settings.site_dir}")
 
 
 @main.command("run-day")

@@ -156,18 +156,55 @@ def run_day(day: date, settings: Settings, config: Config | None = None) -> dict
     return aggregate_day(day, settings, config)
 
 
-def backfill(start: date, end: date, settings: Settings, progress: bool = True) -> list[dict]:
-    """Run every day of [start, end] (inclusive), then publish the site once."""
+def day_is_done(day: date, settings: Settings) -> bool:
+    """The day has a manifest and aggregates that account for every stored blob."""
+    store = CouchStore(settings)
+    manifest = store.get(MANIFESTS, day.isoformat())
+    aggregates = store.get(AGGREGATES, day.isoformat())
+    if manifest is None or aggregates is None:
+        return False
+    expected = manifest["stored"] - manifest["skipped_empty_stream"]
+    return aggregates["quality"].get("aggregated") == expected
+
+
+def backfill(start: date, end: date, settings: Settings, progress: bool = True,
+             parallel: int = 1, skip_done: bool = False) -> list[dict]:
+    """Run every day of [start, end] (inclusive), then publish the site once.
+
+    Args:
+        start, end: the UTC days, both included.
+        settings: where the source, CouchDB and site are.
+        progress: show a progress bar.
+        parallel: days processed at once (threads; each day is mostly waiting on the network).
+        skip_done: leave out days already extracted and aggregated (`day_is_done`); without
+            it every day is restated.
+
+    Returns:
+        The data-quality counts of each day processed, oldest first.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm import tqdm
 
     from kpi.site import build_site
 
+    if parallel < 1:
+        msg = f"parallel must be at least 1, not {parallel}"
+        raise ValueError(msg)
     config = load_config(settings.config_path)
+    CouchStore(settings).ensure_databases()  # once, not in every thread
+    days = days_between(start, end)
+    if skip_done:
+        days = [day for day in days if not day_is_done(day, settings)]
     results = []
-    for day in tqdm(days_between(start, end), desc="days", unit="day", disable=not progress):
-        results.append({"day": day.isoformat(), **run_day(day, settings, config)})
+    with ThreadPoolExecutor(parallel) as pool, tqdm(total=len(days), desc="days", unit="day",
+                                                    disable=not progress) as bar:
+        futures = {pool.submit(run_day, day, settings, config): day for day in days}
+        for future in as_completed(futures):
+            results.append({"day": futures[future].isoformat(), **future.result()})
+            bar.update()
     build_site(settings, config)
-    return results
+    return sorted(results, key=lambda result: result["day"])
 
 
 def nightly_days(logical_date: datetime | date | str | None, settings: Settings,

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -42,7 +42,10 @@ from kpi.views import (
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "report_templates"
+# report_templates/ of a checkout (an editable install), else the copy a wheel ships in kpi/.
+_CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "report_templates"
+TEMPLATES_DIR = (_CHECKOUT_TEMPLATES if (_CHECKOUT_TEMPLATES / "report.html").is_file()
+                 else Path(__file__).resolve().parent / "report_templates")
 VENDOR_BUNDLE = "vendor/vega-bundle.js"
 
 
@@ -258,6 +261,17 @@ def vega_bundle() -> str:
     return vl_convert.javascript_bundle()
 
 
+def day_ranges(days: list[str]) -> list[list[str]]:
+    """The days as `[first, last]` runs of consecutive days (what fed a build, compactly)."""
+    runs: list[list[str]] = []
+    for day in days:
+        if runs and date.fromisoformat(day) - date.fromisoformat(runs[-1][1]) == timedelta(1):
+            runs[-1][1] = day
+        else:
+            runs.append([day, day])
+    return runs
+
+
 def _write_json(path: Path, content: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(content))
@@ -286,6 +300,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "last_day": days[-1] if days else None,
         "pipeline_version": __version__,
         "reports": {name: len(report) for name, report in sorted(reports.items())},
+        "days": day_ranges(days),
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     for path, content in view_files(reports, days):

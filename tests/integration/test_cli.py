@@ -58,3 +58,24 @@ def test_a_bad_config_is_refused_before_anything_runs(settings, tmp_path):
     result = CliRunner().invoke(main, ["run-day", "2026-10-02"], env=env)
     assert result.exit_code == 2
     assert "aliases.en" in result.output and "['English']" in result.output
+
+
+def test_parallel_backfill_then_skip_done_does_only_new_days(settings):
+    runner = CliRunner()
+    env = environment(settings)
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-02",
+                                  "--no-progress", "--parallel", "2"], env=env)
+    assert result.exit_code == 0, result.output
+    first = (settings.site_dir / "data" / "assertions.csv").read_bytes()
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-03",
+                                  "--no-progress", "--skip-done"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "1 days" in result.output  # only 2026-10-03 was new
+    manifest = json.loads((settings.site_dir / "data" / "manifest.json").read_text())
+    assert (manifest["first_day"], manifest["last_day"]) == ("2026-10-01", "2026-10-03")
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-02",
+                                  "--no-progress", "--parallel", "2"], env=env)
+    assert result.exit_code == 0 and "2 days" in result.output  # restated, not duplicated
+    result = runner.invoke(main, ["build-site", "--start", "2026-10-01", "--end", "2026-10-02"],
+                           env=env)
+    assert (settings.site_dir / "data" / "assertions.csv").read_bytes() == first

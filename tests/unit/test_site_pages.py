@@ -92,6 +92,15 @@ def test_headline_numbers(value, percent, text):
     assert kpi_number(value, percent) == text
 
 
+def test_day_ranges_compress_consecutive_days():
+    from kpi.site import day_ranges
+
+    days = ["2026-10-01", "2026-10-02", "2026-10-04", "2026-12-31", "2027-01-01"]
+    assert day_ranges(days) == [["2026-10-01", "2026-10-02"], ["2026-10-04", "2026-10-04"],
+                                ["2026-12-31", "2027-01-01"]]
+    assert day_ranges([]) == []
+
+
 def test_headline_changes():
     assert kpi_change(0.25, {"summary": "mean per day", "percent": False}) == "+25.0%"
     assert kpi_change(-0.012, {"summary": "ratio of sums", "percent": True}) == "-1.2 pts"
@@ -116,7 +125,9 @@ def test_published_data_files_are_unchanged_by_the_view_files(site):
         assert (target / "data" / f"{name}.csv").read_text(encoding="utf-8") == to_csv(report)
         assert (target / "data" / f"{name}.json").read_bytes() == to_json(report)
     manifest = json.loads((target / "data" / "manifest.json").read_text())
-    assert set(manifest) == {"built_at", "first_day", "last_day", "pipeline_version", "reports"}
+    assert set(manifest) == {"built_at", "first_day", "last_day", "pipeline_version", "reports",
+                             "days"}
+    assert manifest["days"] == [["2026-10-01", "2026-10-03"]]  # the days that fed the build
     assert (target / "data" / "view" / "assertions" / "Locale" / "2026.json").is_file()
 
 

@@ -1,0 +1,61 @@
+"""The built wheel carries the page templates: a non-editable install publishes a site."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_SITE = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import kpi
+from kpi.aggregate import daily_aggregates, sites_histogram
+from kpi.config import production_config
+from kpi.reports import QUALITY_MEASURES, Aggregates, build_reports
+from kpi.site import TEMPLATES_DIR, publish, render_site
+from kpi.stage import stage
+
+assert kpi.__file__.startswith(sys.argv[1]), kpi.__file__  # the installed copy, not the checkout
+assert str(TEMPLATES_DIR).startswith(sys.argv[1]), TEMPLATES_DIR
+config = production_config()
+blob = {"timestamp": 1791892800000, "event_stream": [["screen.rp_info", 1]]}
+staged, _ = stage([blob, blob], config)
+quality = staged.groupby("date", observed=True).size().rename("aggregated").reset_index()
+quality["date"] = quality["date"].astype(str)
+for column in QUALITY_MEASURES[:-1]:
+    quality[column] = 0
+aggregates = Aggregates(daily_aggregates(staged, config), sites_histogram(staged), quality)
+reports = build_reports(aggregates, config)
+site = Path(sys.argv[2])
+publish(lambda t: render_site(t, aggregates, reports, config, datetime.now(UTC)), site)
+print(sorted(p.name for p in site.iterdir()))
+"""
+
+
+def test_a_wheel_installed_elsewhere_builds_the_site(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("kpi-*.whl"))
+    # a fresh venv whose only kpi is the wheel; the third-party packages come from this one
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    target = next(venv.glob("lib/python3*/site-packages"))
+    (target / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", BUILD_SITE, str(target), str(tmp_path / "site")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("index.html", "new_user.html", "static", "data", "vendor"):
+        assert name in result.stdout
+    assert (tmp_path / "site" / "static" / "report.js").is_file()
