@@ -169,3 +169,32 @@ def combine(parts: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFram
         .groupby([*KEYS, "sites"], sort=True)["blobs"].sum().reset_index()
     )
     return summed, histogram
+
+
+class DayAggregator:
+    """Aggregates a day batch by batch, as its blobs are stored (no second read of the day).
+
+    `add` each batch of stored blobs; `result` combines the batches' additive counts, which
+    equals aggregating the whole day at once.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.parts: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+        self.skipped_empty_stream = 0
+        self.aggregated = 0
+
+    def add(self, blobs: list[dict]) -> None:
+        """Stage and aggregate one batch of stored blobs."""
+        from kpi.stage import stage
+
+        staged, counts = stage(blobs, self.config)
+        self.skipped_empty_stream += counts.skipped_empty_stream
+        self.aggregated += len(staged)
+        self.parts.append((daily_aggregates(staged, self.config), sites_histogram(staged)))
+
+    def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The day's (daily_aggregates, sites_histogram)."""
+        if not self.parts:
+            self.add([])
+        return combine(self.parts)

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 
 from kpi import __version__
-from kpi.aggregate import count_columns, daily_aggregates, sites_histogram
+from kpi.aggregate import DayAggregator, count_columns, daily_aggregates, sites_histogram
 from kpi.config import Config, load_config
 from kpi.reports import QUALITY_MEASURES, Aggregates, plain_number
 from kpi.settings import Settings
@@ -54,12 +54,27 @@ def days_between(start: date, end: date) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-def extract_and_store(day: date, settings: Settings) -> dict:
-    """Fetch UTC `day` from KPIggybank and store it; returns the day's manifest."""
+def extract_and_store(day: date, settings: Settings, config: Config | None = None) -> dict:
+    """Fetch UTC `day` from KPIggybank, store (restate) it and write its aggregates.
+
+    The aggregates are computed from the blobs as they are stored, batch by batch, so the day is
+    read once (from KPIggybank), never back from CouchDB.
+
+    Returns:
+        The day's manifest with `written` and `removed` (see `store_day`) and `aggregated`.
+    """
+    config = config or load_config(settings.config_path)
     store = CouchStore(settings)
-    manifest = store_day(store, day, iter_day(settings, day))
-    log.info("stored %s: %s", day, manifest)
-    return manifest
+    aggregator = DayAggregator(config)
+    manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add)
+    quality = {key: int(manifest[key]) for key in QUALITY_MEASURES[:-1]}
+    quality["skipped_empty_stream"] = aggregator.skipped_empty_stream
+    quality["aggregated"] = aggregator.aggregated
+    doc = aggregates_document(day, *aggregator.result(), config, quality)
+    written = store.upsert(AGGREGATES, [doc]).written
+    log.info("stored and aggregated %s: %s", day, manifest)
+    return {**manifest, "written": manifest["written"] + written,
+            "aggregated": aggregator.aggregated}
 
 
 def aggregate_day(day: date, settings: Settings, config: Config | None = None) -> dict:
@@ -152,7 +167,17 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
 
 def run_day(day: date, settings: Settings, config: Config | None = None) -> dict:
     """Extract, store and aggregate one UTC day; returns its data-quality counts."""
-    extract_and_store(day, settings)
+    manifest = extract_and_store(day, settings, config)
+    return {key: manifest[key] for key in QUALITY_MEASURES}
+
+
+def confirm_aggregated(day: date, settings: Settings, config: Config | None = None) -> dict:
+    """The day's data-quality counts, re-aggregating from CouchDB only if its aggregates are
+    missing or do not account for the stored blobs (e.g. a store interrupted mid-way)."""
+    store = CouchStore(settings)
+    if day_is_done(day, settings):
+        return store.get(AGGREGATES, day.isoformat())["quality"]
+    log.warning("aggregates of %s missing or stale: aggregating from CouchDB", day)
     return aggregate_day(day, settings, config)
 
 
@@ -233,12 +258,12 @@ def nightly_extract_and_store(logical_date: datetime | None) -> list[dict]:
 
 
 def nightly_aggregate(logical_date: datetime | None) -> list[dict]:
-    """Airflow task: aggregate the run's days; their data-quality counts."""
+    """Airflow task: confirm (or redo) the aggregates of the run's days; their counts."""
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
     config = load_config(settings.config_path)
-    return [{"day": day.isoformat(), **aggregate_day(day, settings, config)}
+    return [{"day": day.isoformat(), **confirm_aggregated(day, settings, config)}
             for day in nightly_days(logical_date, settings)]
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -283,13 +283,16 @@ class CouchStore:
         return info["doc_count"]
 
 
-def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
+def store_day(store: CouchStore, day: date, batches: Iterable[list],
+              on_stored: Callable[[list[dict]], None] | None = None) -> dict:
     """Validate and store one day's KPIggybank rows; write and return the day's manifest.
 
     Args:
         store: the CouchDB databases (created if missing).
         day: the UTC day the rows were fetched for.
         batches: the day's rows, in lists (one per fetch window).
+        on_stored: called with each batch's blobs as they are stored (the day's snapshot, batch
+            by batch: e.g. to aggregate the day without reading it back).
 
     Returns:
         The manifest (the data-quality counts of extract and store) plus `written`, the number
@@ -333,6 +336,8 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list]) -> dict:
         reasons.update(doc["reason"] for doc in quarantined)
         written += store.upsert(RAW, raw_docs, present_raw).written
         written += store.upsert(QUARANTINE, quarantined, present_quarantined).written
+        if on_stored is not None:
+            on_stored([doc["blob"] for doc in raw_docs])
     # Restatement: rows the source no longer returns for this day leave the snapshot.
     removed = store.delete(RAW, sorted(present_raw - seen.keys()))
     removed += store.delete(QUARANTINE, sorted(present_quarantined - quarantine_ids))

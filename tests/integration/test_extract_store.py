@@ -147,3 +147,12 @@ def test_two_extracts_of_one_day_at_once_end_as_one(settings):
     assert results[0]["stored"] == results[1]["stored"]
     assert len(list(store.day_docs(RAW, DAY))) == results[0]["stored"]
     assert extract_and_store(DAY, settings)["written"] == 0  # nothing left to repair
+
+
+def test_aggregates_written_while_storing_equal_a_full_read(settings):
+    manifest = extract_and_store(DAY, settings)
+    store = CouchStore(settings)
+    one_pass = store.get(AGGREGATES, DAY.isoformat())
+    assert one_pass["quality"]["aggregated"] == manifest["aggregated"] > 0
+    aggregate_day(DAY, settings)  # stage the stored documents again, read back from CouchDB
+    assert store.get(AGGREGATES, DAY.isoformat()) == one_pass  # same content, same _rev
