@@ -18,9 +18,8 @@ from tempfile import mkdtemp
 from fake_source import create_app
 from fake_source.server import running_in_thread
 from kpi.devserver import free_port, start_dev_couchdb
-from kpi.pipeline import aggregate_day, extract_and_store
+from kpi.pipeline import aggregate_day, build_site, extract_and_store
 from kpi.settings import Settings
-from kpi.site import build_site
 
 DAY = date(2026, 10, 7)
 

@@ -89,7 +89,7 @@ def run_day(day: datetime) -> None:
 @click.option("--end", type=DAY, default=None, help="Last UTC day shown, included.")
 def build_site(start: datetime | None, end: datetime | None) -> None:
     """Rebuild the static site from the aggregates stored in CouchDB."""
-    from kpi.site import build_site as build
+    from kpi.pipeline import build_site as build
 
     first = _day(start) if start else None
     last = _day(end) if end else None

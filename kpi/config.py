@@ -6,6 +6,7 @@ A file is validated when loaded, and a bad one fails with `ConfigError` naming t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ class Config:
     def steps(self, flow: str) -> tuple[str, ...]:
         """The step names of `flow`, in order."""
         return tuple(step for step, _event in self.flows[flow])
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of everything that shapes the aggregates (not the milestones): stored with
+        each day's aggregates, so a configuration change is detected and the day restated."""
+        shaping = {"segmentations": self.segmentations, "aliases": self.aliases,
+                   "flows": self.flows}
+        text = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _fail(key: str, value: object, expected: str) -> None:

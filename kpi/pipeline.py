@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
@@ -119,6 +120,7 @@ def aggregates_document(
         "_id": day.isoformat(),
         "day": day.isoformat(),
         "pipeline_version": __version__,
+        "config_fingerprint": config.fingerprint,
         "quality": quality,
         "columns": columns,
         "groups": [
@@ -147,10 +149,11 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
     for doc in store.iter_range(AGGREGATES, low, high):
         doc = content_of(doc)
         day = doc["day"]
-        if doc["columns"] != columns:
+        if doc["columns"] != columns or doc.get("config_fingerprint") != config.fingerprint:
             msg = (
-                f"aggregates of {day} were computed with other columns; re-run "
-                f"`kpi backfill --start {day} --end {day}`"
+                f"aggregates of {day} were computed with another configuration (segments, "
+                f"aliases or flows); restate them: `kpi backfill --start {day} --end {day}` "
+                "(or a nightly run that covers the day)"
             )
             raise PipelineError(msg)
         groups.extend([day, *row] for row in doc["groups"])
@@ -175,18 +178,22 @@ def confirm_aggregated(day: date, settings: Settings, config: Config | None = No
     """The day's data-quality counts, re-aggregating from CouchDB only if its aggregates are
     missing or do not account for the stored blobs (e.g. a store interrupted mid-way)."""
     store = CouchStore(settings)
-    if day_is_done(day, settings):
+    if day_is_done(day, settings, config):
         return store.get(AGGREGATES, day.isoformat())["quality"]
     log.warning("aggregates of %s missing or stale: aggregating from CouchDB", day)
     return aggregate_day(day, settings, config)
 
 
-def day_is_done(day: date, settings: Settings) -> bool:
-    """The day has a manifest and aggregates that account for every stored blob."""
+def day_is_done(day: date, settings: Settings, config: Config | None = None) -> bool:
+    """The day has a manifest and aggregates, made with this configuration, that account for
+    every stored blob."""
+    config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     manifest = store.get(MANIFESTS, day.isoformat())
     aggregates = store.get(AGGREGATES, day.isoformat())
     if manifest is None or aggregates is None:
+        return False
+    if aggregates.get("config_fingerprint") != config.fingerprint:
         return False
     expected = manifest["stored"] - manifest["skipped_empty_stream"]
     return aggregates["quality"].get("aggregated") == expected
@@ -211,8 +218,6 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
 
     from tqdm import tqdm
 
-    from kpi.site import build_site
-
     if parallel < 1:
         msg = f"parallel must be at least 1, not {parallel}"
         raise ValueError(msg)
@@ -220,7 +225,7 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
     CouchStore(settings).ensure_databases()  # once, not in every thread
     days = days_between(start, end)
     if skip_done:
-        days = [day for day in days if not day_is_done(day, settings)]
+        days = [day for day in days if not day_is_done(day, settings, config)]
     results = []
     with ThreadPoolExecutor(parallel) as pool, tqdm(total=len(days), desc="days", unit="day",
                                                     disable=not progress) as bar:
@@ -230,6 +235,34 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
             bar.update()
     build_site(settings, config)
     return sorted(results, key=lambda result: result["day"])
+
+
+def build_site(settings: Settings, config: Config | None = None, now: datetime | None = None,
+               start: date | None = None, end: date | None = None) -> Path:
+    """Rebuild and publish the site from the stored daily aggregates of [start, end].
+
+    Args:
+        settings: where the aggregates are and where the site goes.
+        config: the report configuration (default: the one `settings` names).
+        now: the build time written to the manifest (default: now).
+        start, end: the UTC days shown, both included (default: every stored day).
+
+    Returns:
+        The published site folder.
+    """
+    from kpi.reports import build_reports
+    from kpi.site import publish, render_site
+
+    config = config or load_config(settings.config_path)
+    aggregates = load_aggregates(settings, start, end, config=config)
+    reports = build_reports(aggregates, config)
+    built_at = now or datetime.now(UTC)
+    site = publish(
+        lambda target: render_site(target, aggregates, reports, config, built_at),
+        settings.site_dir,
+    )
+    log.info("published %s (%d days)", site, len(aggregates.days))
+    return site
 
 
 def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
@@ -270,6 +303,5 @@ def nightly_aggregate(logical_date: datetime | None) -> list[dict]:
 def nightly_publish() -> str:
     """Airflow task: rebuild and publish the site from every stored aggregate."""
     from kpi.connections import airflow_settings
-    from kpi.site import build_site
 
     return str(build_site(airflow_settings()))

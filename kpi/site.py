@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -25,10 +25,8 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kpi import __version__, charts
-from kpi.config import Config, load_config
-from kpi.pipeline import load_aggregates
-from kpi.reports import Aggregates, build_reports, to_csv, to_json
-from kpi.settings import Settings
+from kpi.config import Config
+from kpi.reports import Aggregates, to_csv, to_json
 from kpi.views import (
     COMPLEMENT,
     KINDS,
@@ -368,28 +366,3 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
         staging.rename(site_dir)
         shutil.rmtree(retired, ignore_errors=True)
     return site_dir
-
-
-def build_site(settings: Settings, config: Config | None = None, now: datetime | None = None,
-               start: date | None = None, end: date | None = None) -> Path:
-    """Rebuild and publish the site from the stored daily aggregates of [start, end].
-
-    Args:
-        settings: where the aggregates are and where the site goes.
-        config: the report configuration (default: the one `settings` names).
-        now: the build time written to the manifest (default: now).
-        start, end: the UTC days shown, both included (default: every stored day).
-
-    Returns:
-        The published site folder.
-    """
-    config = config or load_config(settings.config_path)
-    aggregates = load_aggregates(settings, start, end, config=config)
-    reports = build_reports(aggregates, config)
-    built_at = now or datetime.now(UTC)
-    site = publish(
-        lambda target: render_site(target, aggregates, reports, config, built_at),
-        settings.site_dir,
-    )
-    log.info("published %s (%d days)", site, len(aggregates.days))
-    return site

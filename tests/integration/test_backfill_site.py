@@ -10,8 +10,7 @@ import pytest
 
 from fake_source.generator import blobs_for_day
 from kpi import site as site_module
-from kpi.pipeline import backfill
-from kpi.site import build_site
+from kpi.pipeline import backfill, build_site
 from kpi.store import DATABASES, CouchStore
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
 

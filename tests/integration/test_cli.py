@@ -79,3 +79,23 @@ def test_parallel_backfill_then_skip_done_does_only_new_days(settings):
     result = runner.invoke(main, ["build-site", "--start", "2026-10-01", "--end", "2026-10-02"],
                            env=env)
     assert (settings.site_dir / "data" / "assertions.csv").read_bytes() == first
+
+
+def test_a_configuration_change_is_detected_and_restated(settings, tmp_path):
+    runner = CliRunner()
+    env = environment(settings)
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
+                                  "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    config = json.loads(PRODUCTION_CONFIG.read_text(encoding="utf-8"))
+    config["aliases"]["Linux"] = "Macintosh"  # changes the OS segments of stored days
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    env["KPI_CONFIG"] = str(tmp_path / "config.json")
+    result = runner.invoke(main, ["build-site"], env=env)
+    assert result.exit_code == 1
+    assert "2026-10-01" in result.output and "another configuration" in result.output
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
+                                  "--no-progress", "--skip-done"], env=env)
+    assert result.exit_code == 0 and "1 days" in result.output  # not done under the new config
+    rows = (settings.site_dir / "data" / "assertions.csv").read_text(encoding="utf-8")
+    assert ",OS,Linux," not in rows and ",OS,Macintosh," in rows

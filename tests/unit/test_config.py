@@ -64,3 +64,16 @@ def test_a_missing_or_broken_file_is_a_clear_error(tmp_path):
     broken.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(broken)
+
+
+def test_the_fingerprint_follows_what_shapes_the_aggregates():
+    import dataclasses
+
+    from kpi.config import production_config
+
+    config = production_config()
+    assert config.fingerprint == production_config().fingerprint
+    more_milestones = dataclasses.replace(config, milestones=(("x", "2026-10-01"),))
+    assert more_milestones.fingerprint == config.fingerprint
+    other_alias = dataclasses.replace(config, aliases={**config.aliases, "Haiku": "Linux"})
+    assert other_alias.fingerprint != config.fingerprint
