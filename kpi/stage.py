@@ -23,15 +23,6 @@ from kpi.source import MAX_TIMESTAMP_MS, check_row
 
 OUTCOMES = ("bounce", "fail", "fallback", "idp", "assertion")
 SITES_FIELDS = ("number_sites_logged_in", "sites_signed_in", "number_sites_signed_in")
-ENGAGED_EVENTS = frozenset(
-    {
-        "screen.set_password",
-        "screen.pick_email",
-        "screen.provision_primary_user",
-        "screen.verify_primary_user",
-        "authenticate.enter_password",
-    }
-)
 EMAIL_CONFIRMED_MISSPELLED = "user.email_confrimed"
 EPOCH = date(1970, 1, 1)
 NUMBER_TYPES = (int, float)
@@ -136,18 +127,26 @@ def password_reset_steps(events: set[str], flow: tuple[tuple[str, str], ...]) ->
     return [step for step, event in flow if event in events]
 
 
+def step_events(event: str) -> frozenset[str]:
+    """The events a flow step's `event` names: one, or alternatives separated by `|`."""
+    return frozenset(name for name in event.split("|") if name)
+
+
 def general_progress_steps(
     events: set[str], names: list[str], flow: tuple[tuple[str, str], ...]
 ) -> list[str]:
-    """SPEC §3.2 step 5; the error step matches any event name containing `screen.error`."""
+    """Section 3.2 step 5, with the events of the configured flow: step 0 always; steps 1, 2 and
+    4 when any of their events is present; step 3 when an event name *contains* one of its
+    events (every `screen.error…` screen)."""
+    shown, engaged, error, success = (step_events(event) for _, event in flow[1:5])
     steps = [flow[0][0]]
-    if "screen.rp_info" in events:
+    if events & shown:
         steps.append(flow[1][0])
-    if events & ENGAGED_EVENTS:
+    if events & engaged:
         steps.append(flow[2][0])
-    if any("screen.error" in name for name in names):
+    if any(marker in name for name in names for marker in error):
         steps.append(flow[3][0])
-    if "assertion_generated" in events:
+    if events & success:
         steps.append(flow[4][0])
     return steps
 
@@ -161,11 +160,13 @@ def email_activation_steps(events: set[str], flow: tuple[tuple[str, str], ...]) 
     return [step for step, event in flow if event in events]
 
 
-def outcome_of(events: set[str], new_account: bool, has_new_user_steps: bool) -> str:
-    """SPEC §4.2 five-outcome class; '' for blobs whose dialog was never shown."""
-    if "screen.rp_info" not in events:
+def outcome_of(events: set[str], new_account: bool, has_new_user_steps: bool,
+               progress: tuple[tuple[str, str], ...]) -> str:
+    """The five-outcome class; '' for blobs whose dialog was never shown. "Shown" and "engaged"
+    are the events of the general-progress steps 1 and 2 (`progress`)."""
+    if not events & step_events(progress[1][1]):
         return ""
-    if not events & ENGAGED_EVENTS:
+    if not events & step_events(progress[2][1]):
         return "bounce"
     if "assertion_generated" in events:
         if has_new_user_steps:
@@ -202,7 +203,8 @@ def profile_of(names: tuple[str, ...], new_account: bool, config: Config) -> Pro
         "email_activation": set(email_activation_steps(events, flows["email_activation"])),
     }
     flags = tuple(step in reached.get(flow, ()) for flow in flows for step in config.steps(flow))
-    return Profile(flags, outcome_of(events, new_account, bool(new_user)), bool(new_user or reset))
+    outcome = outcome_of(events, new_account, bool(new_user), flows["general_progress"])
+    return Profile(flags, outcome, bool(new_user or reset))
 
 
 _OTHER = "\x00other"  # stands for a value no segment rule accepts (kept hashable)

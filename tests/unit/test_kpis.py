@@ -295,3 +295,21 @@ def test_stage_counts_skips_and_rejections_with_reasons():
         "event_stream item name is not a string": 1,
         "blob is not a JSON object": 1,
     }
+
+
+def test_general_progress_events_come_from_the_configuration():
+    import dataclasses
+
+    from kpi.stage import stage
+
+    progress = list(CONFIG.flows["general_progress"])
+    assert "screen.pick_email" in progress[2][1].split("|")  # production: any of five events
+    progress[2] = (progress[2][0], "screen.pick_email")  # a deployment that counts only this
+    narrow = dataclasses.replace(CONFIG, flows={**CONFIG.flows,
+                                                "general_progress": tuple(progress)})
+    blobs = [blob(["screen.rp_info", "screen.pick_email"]),
+             blob(["screen.rp_info", "authenticate.enter_password"])]
+    staged, _ = stage(blobs, narrow)
+    assert list(staged[f"general_progress:{GP[2]}"]) == [True, False]
+    assert list(staged["outcome"]) == ["fail", "bounce"]  # engaged, then not engaged
+    assert row(reports_of(blobs)["bounce_rate"]) == (0.0, 0, 2)  # production: both engaged
