@@ -44,16 +44,16 @@ AGGREGATES = Asset(name="kpi_aggregates", uri=f"kpi://{SETTINGS.db_prefix}/aggre
 )
 def kpi_nightly():
     @task
-    def extract_and_store(logical_date=None) -> list[dict]:
+    def extract_and_store(logical_date=None, dag_run=None) -> list[dict]:
         from kpi.pipeline import nightly_extract_and_store
 
-        return nightly_extract_and_store(logical_date)
+        return nightly_extract_and_store(logical_date, dag_run.run_after)
 
     @task(outlets=[AGGREGATES])
-    def aggregate(logical_date=None) -> list[dict]:
+    def aggregate(logical_date=None, dag_run=None) -> list[dict]:
         from kpi.pipeline import nightly_aggregate
 
-        return nightly_aggregate(logical_date)
+        return nightly_aggregate(logical_date, dag_run.run_after)
 
     extract_and_store() >> aggregate()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from kpi.settings import Settings
 
@@ -36,22 +36,30 @@ def connection_url(connection: Any, default_path: str = "") -> str:
     """
     host = connection.host or ""
     extra = getattr(connection, "extra_dejson", None) or {}
-    scheme, path = "", extra.get("path", "")
-    if "://" in host:  # a whole URL in the host field
+    scheme, path, login, password = "", extra.get("path", ""), connection.login, None
+    port = connection.port
+    if "://" in host:  # a whole URL in the host field (its credentials count if none are set)
         parts = urlsplit(host)
         scheme, host, path = parts.scheme, parts.hostname or "", path or parts.path
-        port = connection.port or parts.port
-    else:
-        port = connection.port
-    schema = (connection.schema or "").lower()
-    scheme = scheme or (schema if schema in ("http", "https") else "") or (
+        port = port or parts.port
+        if not login and parts.username:
+            login, password = unquote(parts.username), unquote(parts.password or "")
+    password = connection.password if connection.login else password
+    schema = (connection.schema or "").strip("/")
+    if schema.lower() in ("http", "https"):
+        scheme = scheme or schema.lower()
+    elif schema and not path:  # Airflow puts a URI's path (e.g. a proxy prefix) in `schema`
+        path = schema
+    scheme = scheme or (
         connection.conn_type if connection.conn_type in ("http", "https") else "http")
     userinfo = ""
-    if connection.login:
-        userinfo = quote(connection.login, safe="")
-        if connection.password:
-            userinfo += ":" + quote(connection.password, safe="")
+    if login:
+        userinfo = quote(login, safe="")
+        if password:
+            userinfo += ":" + quote(password, safe="")
         userinfo += "@"
+    if ":" in host and not host.startswith("["):  # an IPv6 address
+        host = f"[{host}]"
     netloc = f"{userinfo}{host}" + (f":{port}" if port else "")
     path = path or default_path
     if path and not path.startswith("/"):

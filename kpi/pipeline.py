@@ -146,19 +146,27 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
     groups, histogram, quality = [], [], []
     low = start.isoformat() if start else ""
     high = end.isoformat() if end else "\ufff0"
+    stale = []
     for doc in store.iter_range(AGGREGATES, low, high):
         doc = content_of(doc)
         day = doc["day"]
-        if doc["columns"] != columns or doc.get("config_fingerprint") != config.fingerprint:
-            msg = (
-                f"aggregates of {day} were computed with another configuration (segments, "
-                f"aliases or flows); restate them: `kpi backfill --start {day} --end {day}` "
-                "(or a nightly run that covers the day)"
-            )
-            raise PipelineError(msg)
+        if not made_with(doc, config):
+            stale.append(day)
+            continue
         groups.extend([day, *row] for row in doc["groups"])
         histogram.extend([day, *row] for row in doc["sites_histogram"])
         quality.append({"date": day, **doc["quality"]})
+    if stale:
+        from kpi.site import day_ranges
+
+        spans = ", ".join(a if a == b else f"{a} to {b}" for a, b in day_ranges(stale))
+        msg = (
+            f"the aggregates of {len(stale)} days ({spans}) were computed with another "
+            "configuration (segments, aliases or flows); restate them with "
+            f"`kpi backfill --start {stale[0]} --end {stale[-1]} --skip-done` (only those days "
+            "are redone)"
+        )
+        raise PipelineError(msg)
     return Aggregates(
         groups=pd.DataFrame(groups, columns=["date", "segmentation", "segment", *columns]),
         sites_histogram=pd.DataFrame(
@@ -184,6 +192,18 @@ def confirm_aggregated(day: date, settings: Settings, config: Config | None = No
     return aggregate_day(day, settings, config)
 
 
+def made_with(aggregates: dict, config: Config) -> bool:
+    """Whether an aggregates document was computed with this configuration.
+
+    Documents from before fingerprints existed (no `config_fingerprint`) are judged by their
+    columns alone, so an upgrade does not refuse every stored day.
+    """
+    if aggregates.get("columns") != count_columns(config):
+        return False
+    fingerprint = aggregates.get("config_fingerprint")
+    return fingerprint is None or fingerprint == config.fingerprint
+
+
 def day_is_done(day: date, settings: Settings, config: Config | None = None) -> bool:
     """The day has a manifest and aggregates, made with this configuration, that account for
     every stored blob."""
@@ -193,7 +213,7 @@ def day_is_done(day: date, settings: Settings, config: Config | None = None) -> 
     aggregates = store.get(AGGREGATES, day.isoformat())
     if manifest is None or aggregates is None:
         return False
-    if aggregates.get("config_fingerprint") != config.fingerprint:
+    if not made_with(aggregates, config):
         return False
     expected = manifest["stored"] - manifest["skipped_empty_stream"]
     return aggregates["quality"].get("aggregated") == expected
@@ -222,17 +242,20 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
         msg = f"parallel must be at least 1, not {parallel}"
         raise ValueError(msg)
     config = load_config(settings.config_path)
-    CouchStore(settings).ensure_databases()  # once, not in every thread
+    CouchStore(settings).ensure_databases()
     days = days_between(start, end)
     if skip_done:
         days = [day for day in days if not day_is_done(day, settings, config)]
     results = []
-    with ThreadPoolExecutor(parallel) as pool, tqdm(total=len(days), desc="days", unit="day",
-                                                    disable=not progress) as bar:
-        futures = {pool.submit(run_day, day, settings, config): day for day in days}
-        for future in as_completed(futures):
-            results.append({"day": futures[future].isoformat(), **future.result()})
-            bar.update()
+    pool = ThreadPoolExecutor(parallel)
+    try:
+        with tqdm(total=len(days), desc="days", unit="day", disable=not progress) as bar:
+            futures = {pool.submit(run_day, day, settings, config): day for day in days}
+            for future in as_completed(futures):
+                results.append({"day": futures[future].isoformat(), **future.result()})
+                bar.update()
+    finally:  # on a failure, days not started yet are not started
+        pool.shutdown(wait=True, cancel_futures=True)
     build_site(settings, config)
     return sorted(results, key=lambda result: result["day"])
 
@@ -275,29 +298,37 @@ def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
     """
     day = processing_day(logical_date, now)
     first = max(day - timedelta(days=settings.restate_days), settings.start_date)
-    return days_between(first, day) if first <= day else [day]
+    return days_between(first, day) if first <= day else []
 
 
 # Airflow task entry points: one call each from dags/. Settings come from the environment and,
 # when defined, the Airflow connections (kpi.connections).
 
 
-def nightly_extract_and_store(logical_date: datetime | None) -> list[dict]:
-    """Airflow task: extract and store (restate) the run's days; their manifests."""
+def nightly_extract_and_store(logical_date: datetime | None,
+                              run_after: datetime | None = None) -> list[dict]:
+    """Airflow task: extract and store (restate) the run's days; their manifests.
+
+    `run_after` (the run's own time, fixed for all its tasks) decides the days of a run without
+    a logical date, so every task of a manual run works on the same days, even across midnight.
+    """
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
-    return [extract_and_store(day, settings) for day in nightly_days(logical_date, settings)]
+    config = load_config(settings.config_path)
+    return [extract_and_store(day, settings, config)
+            for day in nightly_days(logical_date, settings, now=run_after)]
 
 
-def nightly_aggregate(logical_date: datetime | None) -> list[dict]:
+def nightly_aggregate(logical_date: datetime | None,
+                      run_after: datetime | None = None) -> list[dict]:
     """Airflow task: confirm (or redo) the aggregates of the run's days; their counts."""
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
     config = load_config(settings.config_path)
     return [{"day": day.isoformat(), **confirm_aggregated(day, settings, config)}
-            for day in nightly_days(logical_date, settings)]
+            for day in nightly_days(logical_date, settings, now=run_after)]
 
 
 def nightly_publish() -> str:

@@ -47,9 +47,3 @@ def make_server(site_dir: Path, host: str = "127.0.0.1", port: int = 3434):
                    "server?): stop it or pick another port with --port")
             raise ServeError(msg) from None
         raise
-
-
-def serve(site_dir: Path, host: str = "127.0.0.1", port: int = 3434) -> None:
-    """Serve the site until interrupted."""
-    with make_server(site_dir, host, port) as server:
-        server.serve_forever()

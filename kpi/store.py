@@ -201,25 +201,35 @@ class CouchStore:
         return written, unchanged
 
     def delete(self, kind: str, ids: list[str]) -> int:
-        """Delete the documents `ids` (those still there); returns how many were deleted."""
+        """Delete the documents `ids` (those still there); returns how many were deleted.
+
+        A document changed meanwhile (a conflict) has its new revision read and is deleted
+        again, a bounded number of times.
+        """
         deleted = 0
         size = self.settings.bulk_size
         for first in range(0, len(ids), size):
             batch = ids[first : first + size]
-            result = self._retry(
-                f"read {len(batch)} revisions of {self.name(kind)}",
-                self._post, kind, "_all_docs", {"keys": batch},
-            )
-            tombstones = [
-                {"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
-                for row in result["rows"]
-                if "value" in row and not row["value"].get("deleted")
-            ]
-            if tombstones:
-                conflicted = {r["id"] for r in self._bulk_write(kind, tombstones)}
+            for _ in range(CONFLICT_ROUNDS):
+                result = self._retry(
+                    f"read {len(batch)} revisions of {self.name(kind)}",
+                    self._post, kind, "_all_docs", {"keys": batch},
+                )
+                tombstones = [
+                    {"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
+                    for row in result["rows"]
+                    if "value" in row and not row["value"].get("deleted")
+                ]
+                conflicted = ({r["id"] for r in self._bulk_write(kind, tombstones)}
+                              if tombstones else set())
                 deleted += len(tombstones) - len(conflicted)
-                if conflicted:  # changed meanwhile: read the new revisions, delete again
-                    deleted += self.delete(kind, sorted(conflicted))
+                batch = sorted(conflicted)
+                if not batch:
+                    break
+            else:
+                msg = (f"CouchDB {self.name(kind)}: {len(batch)} documents kept changing while "
+                       f"being deleted (e.g. {batch[0]})")
+                raise StoreError(msg)
         return deleted
 
     def _bulk_write(self, kind: str, docs: list[dict]) -> list[dict]:
@@ -326,7 +336,11 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
                     counts["duplicate"] += 1
                 else:
                     reason = "id delivered twice with different content"
-                    quarantined.append(_quarantine_doc(day, row, reason, quarantine_ids))
+                    doc = _quarantine_doc(day, row, reason, quarantine_ids)
+                    if doc is None:  # this very row was already quarantined: a repeat
+                        counts["duplicate"] += 1
+                    else:
+                        quarantined.append(doc)
                 continue
             seen[doc_id] = digest
             counts["skipped_empty_stream"] += check.status == "skipped"

@@ -4,12 +4,18 @@ set -euo pipefail
 if [ -x /usr/bin/chromium ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing Debian's chromium for the browser tests"
-  # Another apt (an unattended upgrade, say) may hold the lock: wait for it, do not fail.
-  for attempt in $(seq 1 60); do
-    apt-get -o DPkg::Lock::Timeout=600 update -qq && break
-    echo "apt is busy (attempt $attempt); waiting..." >&2
+  # Another apt (an unattended upgrade, say) may hold the lock: wait for it (up to about ten
+  # minutes), then fail clearly rather than carry on.
+  updated=no
+  for attempt in $(seq 1 20); do
+    if apt-get -o DPkg::Lock::Timeout=60 update -qq; then updated=yes; break; fi
+    echo "apt is busy or failing (attempt $attempt of 20); waiting..." >&2
     sleep 10
   done
+  if [ "$updated" != yes ]; then
+    echo "error: apt-get update kept failing; install chromium by hand: apt-get install chromium" >&2
+    exit 1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium \
     >/dev/null
 else

@@ -44,6 +44,8 @@ stop_all() {
   trap '' INT TERM HUP PIPE
   trap - EXIT
   bash "$ROOT/scripts/stop-stack.sh" --from-run >/dev/null 2>&1 || true
+  # also the groups this script knows itself (a concurrent `make stop` may have taken the file)
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
   echo "stopped" 2>/dev/null || true
   exit 0
 }
@@ -65,7 +67,9 @@ PY
 kpi build-site >/dev/null   # publish what is stored already (an empty site on a first run)
 start kpi serve --port "$SITE_PORT" --host 127.0.0.1
 
-airflow db migrate >.airflow/db-migrate.log 2>&1
+# (long commands run as `cmd & wait`: bash handles a signal only once a foreground command ends)
+airflow db migrate >.airflow/db-migrate.log 2>&1 &
+wait $!
 # No task may start before the API server answers (tasks report to it): the DAGs stay paused
 # until it does. On a first run they are created paused; on later runs they are paused here.
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
@@ -73,10 +77,9 @@ airflow dags pause kpi_nightly >/dev/null 2>&1 || true
 airflow dags pause kpi_publish >/dev/null 2>&1 || true
 start airflow standalone >.airflow/standalone.log 2>&1
 echo "waiting for Airflow's API server..."
-python - <<PY
-from kpi.devserver import wait_for_http
-wait_for_http("http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health", timeout=300)
-PY
+python -c "from kpi.devserver import wait_for_http; wait_for_http(
+    'http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health', timeout=300)" &
+wait $!
 for dag_id in kpi_nightly kpi_publish; do  # unpaused once the DAG processor has parsed them
   for _ in $(seq 1 60); do
     airflow dags unpause "$dag_id" >/dev/null 2>&1 && break

@@ -17,7 +17,8 @@ for _ in $(seq 1 40); do  # up to 20 s for a clean shutdown, then KILL what is l
 done
 for group in "${groups[@]}"; do kill -KILL -- "-$group" 2>/dev/null || true; done
 if [ "${1:-}" != "--from-run" ] && [ -s "$PIDFILE" ]; then
-  kill -TERM "$(cat "$PIDFILE")" 2>/dev/null || true  # the run script itself exits cleanly
+  pid=$(cat "$PIDFILE")  # the run script itself, if that pid is still it, exits cleanly
+  if grep -q "run-stack.sh" "/proc/$pid/cmdline" 2>/dev/null; then kill -TERM "$pid" || true; fi
 fi
 rm -f "$PGIDS" "$PIDFILE"
 echo "stopped ${#groups[@]} services"

@@ -68,11 +68,17 @@ def test_a_missing_or_broken_file_is_a_clear_error(tmp_path):
 
 def test_the_fingerprint_follows_what_shapes_the_aggregates():
     import dataclasses
+    import subprocess
+    import sys
 
     from kpi.config import production_config
 
     config = production_config()
-    assert config.fingerprint == production_config().fingerprint
+    code = "from kpi.config import production_config; print(production_config().fingerprint)"
+    for seed in ("1", "2"):  # stable across processes, whatever the hash seed
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True, env={"PYTHONHASHSEED": seed})
+        assert other.stdout.strip() == config.fingerprint
     more_milestones = dataclasses.replace(config, milestones=(("x", "2026-10-01"),))
     assert more_milestones.fingerprint == config.fingerprint
     other_alias = dataclasses.replace(config, aliases={**config.aliases, "Haiku": "Linux"})

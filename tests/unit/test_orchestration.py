@@ -33,6 +33,13 @@ def test_nightly_days_never_go_before_the_start_date():
     settings = Settings(restate_days=5, start_date=date(2026, 10, 1))
     days = nightly_days(datetime(2026, 10, 3, tzinfo=UTC), settings)
     assert [d.isoformat() for d in days] == ["2026-10-01", "2026-10-02"]
+    assert nightly_days(datetime(2026, 9, 20, tzinfo=UTC), settings) == []
+
+
+def test_a_manual_run_takes_its_days_from_its_own_time():
+    settings = Settings(restate_days=0, start_date=date(2026, 10, 1))
+    run_after = datetime(2026, 11, 26, 23, 59, 59, tzinfo=UTC)
+    assert nightly_days(None, settings, now=run_after) == [date(2026, 11, 25)]
 
 
 def test_nightly_time_is_a_utc_cron_and_is_validated():
@@ -68,6 +75,17 @@ def test_connection_urls_encode_credentials_and_default_the_path():
     assert connection_url(custom, "/wsapi/interaction_data") == "http://127.0.0.1:3435/custom"
 
 
+def test_connection_urls_for_ipv6_whole_urls_and_uri_paths():
+    assert connection_url(Connection(host="::1", port=5984)) == "http://[::1]:5984"
+    assert connection_url(Connection(host="http://[::1]:5984")) == "http://[::1]:5984"
+    whole = Connection(host="https://admin:p%40ss@couch.example.org:6984")
+    assert connection_url(whole) == "https://admin:p%40ss@couch.example.org:6984"
+    # `airflow connections add --conn-uri https://u:p@host/couchdb` keeps "couchdb" in schema
+    proxied = Connection(conn_type="https", host="host", schema="couchdb", login="u",
+                         password="p")
+    assert connection_url(proxied) == "https://u:p@host/couchdb"
+
+
 def test_defined_connections_win_over_the_environment():
     env = Settings.from_env({"KPI_SOURCE_URL": "http://env-source/wsapi/interaction_data",
                              "KPI_COUCHDB_URL": "http://env:secret@env-couch:5984"})
@@ -99,3 +117,16 @@ def test_the_failure_hook_logs_and_calls_the_configured_function(monkeypatch, ca
     assert calls == [context]
     with pytest.raises(ValueError, match="module:function|package.module:function"):
         notify.load_callback("no_colon")
+
+
+def test_aggregates_from_before_fingerprints_still_load():
+    from kpi.aggregate import count_columns
+    from kpi.config import production_config
+    from kpi.pipeline import made_with
+
+    config = production_config()
+    legacy = {"columns": count_columns(config)}  # written before fingerprints existed
+    assert made_with(legacy, config)
+    assert made_with({**legacy, "config_fingerprint": config.fingerprint}, config)
+    assert not made_with({**legacy, "config_fingerprint": "0123456789abcdef"}, config)
+    assert not made_with({"columns": ["blobs"]}, config)
