@@ -188,6 +188,10 @@ def confirm_aggregated(day: date, settings: Settings, config: Config | None = No
     store = CouchStore(settings)
     if day_is_done(day, settings, config):
         return store.get(AGGREGATES, day.isoformat())["quality"]
+    manifest = store.get(MANIFESTS, day.isoformat())
+    if manifest is not None and not manifest.get("complete", True):
+        msg = f"storing {day} was interrupted half-way: extract it again (retry the run)"
+        raise PipelineError(msg)
     log.warning("aggregates of %s missing or stale: aggregating from CouchDB", day)
     return aggregate_day(day, settings, config)
 
@@ -211,8 +215,8 @@ def day_is_done(day: date, settings: Settings, config: Config | None = None) -> 
     store = CouchStore(settings)
     manifest = store.get(MANIFESTS, day.isoformat())
     aggregates = store.get(AGGREGATES, day.isoformat())
-    if manifest is None or aggregates is None:
-        return False
+    if manifest is None or aggregates is None or not manifest.get("complete", True):
+        return False  # (manifests from before the flag existed have no `complete`)
     if not made_with(aggregates, config):
         return False
     expected = manifest["stored"] - manifest["skipped_empty_stream"]

@@ -141,7 +141,8 @@ class CouchStore:
         """One document, or None."""
         return self.get_many(kind, [doc_id]).get(doc_id)
 
-    def upsert(self, kind: str, docs: list[dict], present: set[str] | None = None) -> UpsertResult:
+    def upsert(self, kind: str, docs: list[dict], present: set[str] | None = None,
+               before_write: Callable[[], None] | None = None) -> UpsertResult:
         """Write `docs` (each with an `_id`) unless an identical document is already stored.
 
         Args:
@@ -149,6 +150,8 @@ class CouchStore:
             docs: the documents, without `_rev`.
             present: when given, the ids known to exist; other ids are not looked up first
                 (a fresh day then costs one `_bulk_docs` per batch and no reads).
+            before_write: called before anything is actually written (not when every document
+                is already stored as is).
         """
         outcome = UpsertResult()
         size = self.settings.bulk_size
@@ -165,6 +168,8 @@ class CouchStore:
                     outcome.unchanged += 1
                     continue
                 to_write.append({**doc, "_rev": old["_rev"]} if old is not None else doc)
+            if to_write and before_write is not None:
+                before_write()
             written, unchanged = self._write_resolving_conflicts(kind, to_write)
             outcome.written += written
             outcome.unchanged += unchanged
@@ -200,7 +205,8 @@ class CouchStore:
             raise StoreError(msg)
         return written, unchanged
 
-    def delete(self, kind: str, ids: list[str]) -> int:
+    def delete(self, kind: str, ids: list[str],
+               before_write: Callable[[], None] | None = None) -> int:
         """Delete the documents `ids` (those still there); returns how many were deleted.
 
         A document changed meanwhile (a conflict) has its new revision read and is deleted
@@ -220,6 +226,8 @@ class CouchStore:
                     for row in result["rows"]
                     if "value" in row and not row["value"].get("deleted")
                 ]
+                if tombstones and before_write is not None:
+                    before_write()
                 conflicted = ({r["id"] for r in self._bulk_write(kind, tombstones)}
                               if tombstones else set())
                 deleted += len(tombstones) - len(conflicted)
@@ -311,6 +319,19 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
     """
     store.ensure_databases()
     present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
+    marked = False
+
+    def mark_incomplete() -> None:
+        """Before the day's snapshot first changes, flag its manifest as in progress, so a run
+        that dies half-way is never taken for a finished day (`complete` is set at the end)."""
+        nonlocal marked
+        if marked:
+            return
+        marked = True
+        old = store.get(MANIFESTS, day.isoformat())
+        base = content_of(old) if old else {"_id": day.isoformat(), "day": day.isoformat()}
+        store.upsert(MANIFESTS, [{**base, "complete": False}])
+
     seen: dict[str, str] = {}
     quarantine_ids: set[str] = set()
     counts = Counter()
@@ -348,13 +369,15 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
         counts["stored"] += len(raw_docs)
         counts["rejected_invalid"] += len(quarantined)
         reasons.update(doc["reason"] for doc in quarantined)
-        written += store.upsert(RAW, raw_docs, present_raw).written
-        written += store.upsert(QUARANTINE, quarantined, present_quarantined).written
+        written += store.upsert(RAW, raw_docs, present_raw, mark_incomplete).written
+        written += store.upsert(QUARANTINE, quarantined, present_quarantined,
+                                mark_incomplete).written
         if on_stored is not None:
             on_stored([doc["blob"] for doc in raw_docs])
     # Restatement: rows the source no longer returns for this day leave the snapshot.
-    removed = store.delete(RAW, sorted(present_raw - seen.keys()))
-    removed += store.delete(QUARANTINE, sorted(present_quarantined - quarantine_ids))
+    removed = store.delete(RAW, sorted(present_raw - seen.keys()), mark_incomplete)
+    removed += store.delete(QUARANTINE, sorted(present_quarantined - quarantine_ids),
+                            mark_incomplete)
     manifest = {
         "_id": day.isoformat(),
         "day": day.isoformat(),
@@ -362,6 +385,7 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
             "fetched", "stored", "duplicate", "skipped_empty_stream", "rejected_invalid"
         )},
         "rejected_reasons": dict(sorted(reasons.items())),
+        "complete": True,
     }
     written += store.upsert(MANIFESTS, [manifest]).written
     return {**content_of(manifest), "written": written, "removed": removed}

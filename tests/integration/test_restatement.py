@@ -95,3 +95,32 @@ def test_a_changed_day_is_restated_to_exactly_the_new_rows(settings, fake_app):
         assert set(got) == set(expected[name]), name
         for key, want in expected[name].items():
             assert all(close(g, w) for g, w in zip(got[key], want, strict=True)), (name, key)
+
+
+def test_a_restatement_killed_half_way_is_never_taken_for_a_finished_day(
+    settings, fake_app, monkeypatch
+):
+    from kpi.pipeline import PipelineError, confirm_aggregated, day_is_done, extract_and_store
+
+    extract_and_store(CHANGED_DAY, settings)
+    assert day_is_done(CHANGED_DAY, settings)
+    source = fake_app.state.store
+    source.range = changed_source(source.range)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("worker killed")
+
+    with monkeypatch.context() as patch:  # dies after the new rows, before the deletions
+        patch.setattr(CouchStore, "delete", killed)
+        with pytest.raises(RuntimeError, match="worker killed"):
+            extract_and_store(CHANGED_DAY, settings)
+    assert not day_is_done(CHANGED_DAY, settings)
+    with pytest.raises(PipelineError, match="interrupted"):
+        confirm_aggregated(CHANGED_DAY, settings)
+    redone = backfill(CHANGED_DAY, CHANGED_DAY, settings, progress=False, skip_done=True)
+    assert [r["day"] for r in redone] == [CHANGED_DAY.isoformat()]
+    assert day_is_done(CHANGED_DAY, settings)
+    manifest = CouchStore(settings).get(MANIFESTS, CHANGED_DAY.isoformat())
+    assert manifest["complete"] is True and manifest["rejected_invalid"] == 0
+    # an unchanged re-run writes nothing at all, the manifest included
+    assert extract_and_store(CHANGED_DAY, settings)["written"] == 0
