@@ -16,12 +16,12 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from kpi.notify import task_failed  # standard library only: cheap at parse time
-from kpi.settings import Settings
+from kpi.settings import Settings  # these two: standard library only, cheap at parse time
+from kpi.tasks import AGGREGATES_ASSET_NAME, aggregates_asset_uri, default_args
 
 SETTINGS = Settings.from_env()
 START_DAY = SETTINGS.start_date
-AGGREGATES = Asset(name="kpi_aggregates", uri=f"kpi://{SETTINGS.db_prefix}/aggregates")
+AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS))
 
 
 @dag(
@@ -31,14 +31,7 @@ AGGREGATES = Asset(name="kpi_aggregates", uri=f"kpi://{SETTINGS.db_prefix}/aggre
     + timedelta(days=1),
     catchup=True,
     max_active_runs=1,  # runs restate overlapping days: one at a time
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-        "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes),
-        "on_failure_callback": task_failed,
-    },
+    default_args=default_args(SETTINGS),
     tags=["kpi", "persona"],
     doc_md=__doc__,
 )

@@ -8,16 +8,14 @@ deployment, the worker that holds KPI_SITE_DIR (e.g. on the web host).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from kpi.notify import task_failed  # standard library only: cheap at parse time
-from kpi.settings import Settings
+from kpi.settings import Settings  # these two: standard library only, cheap at parse time
+from kpi.tasks import AGGREGATES_ASSET_NAME, aggregates_asset_uri, default_args
 
 SETTINGS = Settings.from_env()
-AGGREGATES = Asset(name="kpi_aggregates", uri=f"kpi://{SETTINGS.db_prefix}/aggregates")
+AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS))
 
 
 @dag(
@@ -26,14 +24,7 @@ AGGREGATES = Asset(name="kpi_aggregates", uri=f"kpi://{SETTINGS.db_prefix}/aggre
     start_date=pendulum.datetime(2013, 7, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-        "execution_timeout": timedelta(minutes=SETTINGS.task_timeout_minutes),
-        "on_failure_callback": task_failed,
-    },
+    default_args=default_args(SETTINGS),
     tags=["kpi", "persona"],
     doc_md=__doc__,
 )

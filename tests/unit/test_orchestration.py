@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from kpi import notify
+from kpi import tasks
 from kpi.connections import connection_url, with_connections
 from kpi.pipeline import nightly_days, processing_day
 from kpi.settings import Settings
@@ -110,13 +110,13 @@ def record_failure(context: dict) -> None:
 
 def test_the_failure_hook_logs_and_calls_the_configured_function(monkeypatch, caplog):
     context = {"run_id": "scheduled__2026-10-03", "exception": RuntimeError("CouchDB down")}
-    notify.task_failed(context)  # no hook configured: logs only
+    tasks.task_failed(context)  # no hook configured: logs only
     assert "CouchDB down" in caplog.text and calls == []
     monkeypatch.setenv("KPI_FAILURE_CALLBACK", f"{__name__}:record_failure")
-    notify.task_failed(context)
+    tasks.task_failed(context)
     assert calls == [context]
     with pytest.raises(ValueError, match="module:function|package.module:function"):
-        notify.load_callback("no_colon")
+        tasks.load_callback("no_colon")
 
 
 def test_aggregates_from_before_fingerprints_still_load():

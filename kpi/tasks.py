@@ -1,4 +1,6 @@
-"""What happens when an Airflow task of the pipeline fails for good (after its retries).
+"""What every Airflow task of kpi shares: retries, timeouts, the aggregates Asset, and what
+happens when a task fails for good (after its retries). Standard library only, so DAG files
+import it at parse time.
 
 Every DAG task has `on_failure_callback=task_failed`. It logs the DAG, task, run and error,
 then calls the deployment's own hook if `KPI_FAILURE_CALLBACK` names one (`module:function`,
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from kpi.settings import Settings
 
@@ -37,3 +40,24 @@ def task_failed(context: dict) -> None:
     path = Settings.from_env().failure_callback
     if path:
         load_callback(path)(context)
+
+
+AGGREGATES_ASSET_NAME = "kpi_aggregates"
+
+
+def aggregates_asset_uri(settings: Settings) -> str:
+    """The URI of the Asset the aggregate task updates and `kpi_publish` is scheduled on."""
+    return f"kpi://{settings.db_prefix}/aggregates"
+
+
+def default_args(settings: Settings) -> dict:
+    """The tasks' `default_args`: 2 retries with exponential backoff (1 minute, doubling, at
+    most 30), an execution timeout, and the failure hook."""
+    return {
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(minutes=settings.task_timeout_minutes),
+        "on_failure_callback": task_failed,
+    }
