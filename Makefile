@@ -36,6 +36,8 @@ bench: setup
 	$(BIN)/python bench/compute.py
 	$(BIN)/python bench/extract_store.py
 	$(BIN)/python bench/site.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/nightly.py
 
 clean:
 	rm -rf .devdata .airflow site_output/* .pytest_cache
