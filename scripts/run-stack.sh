@@ -35,6 +35,10 @@ export AIRFLOW__API_AUTH__JWT_SECRET
 # that `make stop` (scripts/stop-stack.sh) can stop them from another terminal too.
 PGIDS=$ROOT/.devdata/run-stack.pgids
 echo $$ > "$ROOT/.devdata/run-stack.pid"
+# Every process started from here inherits this mark, even those that leave their process group
+# (Airflow's task workers do): stop-stack.sh also stops any process that carries it.
+export KPI_RUN_STACK_ID="run-$$-$(date +%s%N)"
+echo "$KPI_RUN_STACK_ID" > "$ROOT/.devdata/run-stack.id"
 : > "$PGIDS"
 pids=()
 stop_all() {

@@ -16,9 +16,25 @@ for _ in $(seq 1 40); do  # up to 20 s for a clean shutdown, then KILL what is l
   sleep 0.5
 done
 for group in "${groups[@]}"; do kill -KILL -- "-$group" 2>/dev/null || true; done
+# Stragglers that left their process group (an Airflow task worker, say) carry the run's mark.
+MARK=$(cat .devdata/run-stack.id 2>/dev/null || true)
+marked() {
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}; pid=${pid%/environ}
+    case "$pid" in "$$"|"$PPID"|"$BASHPID") continue ;; esac  # this script, its caller
+    grep -qz "^KPI_RUN_STACK_ID=$MARK\$" "$environ" 2>/dev/null || continue
+    grep -q "run-stack.sh" "/proc/$pid/cmdline" 2>/dev/null && continue  # the script itself
+    echo "$pid"
+  done
+}
+if [ -n "$MARK" ]; then
+  for pid in $(marked); do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 2
+  for pid in $(marked); do kill -KILL "$pid" 2>/dev/null || true; done
+fi
 if [ "${1:-}" != "--from-run" ] && [ -s "$PIDFILE" ]; then
   pid=$(cat "$PIDFILE")  # the run script itself, if that pid is still it, exits cleanly
   if grep -q "run-stack.sh" "/proc/$pid/cmdline" 2>/dev/null; then kill -TERM "$pid" || true; fi
 fi
-rm -f "$PGIDS" "$PIDFILE"
+rm -f "$PGIDS" "$PIDFILE" .devdata/run-stack.id
 echo "stopped ${#groups[@]} services"
