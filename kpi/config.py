@@ -6,6 +6,7 @@ A file is validated when loaded, and a bad one fails with `ConfigError` naming t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -39,7 +40,7 @@ class Config:
         """The step names of `flow`, in order."""
         return tuple(step for step, _event in self.flows[flow])
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A digest of everything that shapes the aggregates (not the milestones): stored with
         each day's aggregates, so a configuration change is detected and the day restated."""

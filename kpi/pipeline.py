@@ -68,14 +68,20 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
     store = CouchStore(settings)
     aggregator = DayAggregator(config)
     manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add)
-    quality = {key: int(manifest[key]) for key in QUALITY_MEASURES[:-1]}
-    quality["skipped_empty_stream"] = aggregator.skipped_empty_stream
-    quality["aggregated"] = aggregator.aggregated
+    quality = day_quality(manifest, aggregator.skipped_empty_stream, aggregator.aggregated)
     doc = aggregates_document(day, *aggregator.result(), config, quality)
     written = store.upsert(AGGREGATES, [doc]).written
     log.info("stored and aggregated %s: %s", day, manifest)
     return {**manifest, "written": manifest["written"] + written,
             "aggregated": aggregator.aggregated}
+
+
+def day_quality(manifest: dict, skipped_empty_stream: int, aggregated: int) -> dict:
+    """A day's data-quality counts: the manifest's extract counts and the staging's."""
+    quality = {key: int(manifest.get(key, 0)) for key in QUALITY_MEASURES[:-1]}
+    quality["skipped_empty_stream"] = skipped_empty_stream
+    quality["aggregated"] = aggregated
+    return quality
 
 
 def aggregate_day(day: date, settings: Settings, config: Config | None = None) -> dict:
@@ -92,9 +98,7 @@ def aggregate_day(day: date, settings: Settings, config: Config | None = None) -
         raise PipelineError(msg)
     blobs = (doc["blob"] for doc in store.day_docs(RAW, day))
     staged, counts = stage(blobs, config)
-    quality = {key: int(manifest.get(key, 0)) for key in QUALITY_MEASURES[:-1]}
-    quality["skipped_empty_stream"] = counts.skipped_empty_stream
-    quality["aggregated"] = len(staged)
+    quality = day_quality(manifest, counts.skipped_empty_stream, len(staged))
     doc = aggregates_document(
         day, daily_aggregates(staged, config), sites_histogram(staged), config, quality
     )
@@ -184,11 +188,11 @@ def run_day(day: date, settings: Settings, config: Config | None = None) -> dict
 
 def confirm_aggregated(day: date, settings: Settings, config: Config | None = None) -> dict:
     """The day's data-quality counts, re-aggregating from CouchDB only if its aggregates are
-    missing or do not account for the stored blobs (e.g. a store interrupted mid-way)."""
-    store = CouchStore(settings)
-    if day_is_done(day, settings, config):
-        return store.get(AGGREGATES, day.isoformat())["quality"]
-    manifest = store.get(MANIFESTS, day.isoformat())
+    missing or do not account for the stored blobs."""
+    config = config or load_config(settings.config_path)
+    manifest, aggregates = _day_docs(day, settings)
+    if is_done(manifest, aggregates, config):
+        return aggregates["quality"]
     if manifest is not None and not manifest.get("complete", True):
         msg = f"storing {day} was interrupted half-way: extract it again (retry the run)"
         raise PipelineError(msg)
@@ -208,19 +212,26 @@ def made_with(aggregates: dict, config: Config) -> bool:
     return fingerprint is None or fingerprint == config.fingerprint
 
 
-def day_is_done(day: date, settings: Settings, config: Config | None = None) -> bool:
-    """The day has a manifest and aggregates, made with this configuration, that account for
-    every stored blob."""
-    config = config or load_config(settings.config_path)
+def _day_docs(day: date, settings: Settings) -> tuple[dict | None, dict | None]:
+    """The day's manifest and aggregates documents (None when missing)."""
     store = CouchStore(settings)
-    manifest = store.get(MANIFESTS, day.isoformat())
-    aggregates = store.get(AGGREGATES, day.isoformat())
+    return store.get(MANIFESTS, day.isoformat()), store.get(AGGREGATES, day.isoformat())
+
+
+def is_done(manifest: dict | None, aggregates: dict | None, config: Config) -> bool:
+    """A complete manifest and aggregates, made with this configuration, that account for every
+    stored blob (manifests from before the `complete` flag existed count as complete)."""
     if manifest is None or aggregates is None or not manifest.get("complete", True):
-        return False  # (manifests from before the flag existed have no `complete`)
+        return False
     if not made_with(aggregates, config):
         return False
     expected = manifest["stored"] - manifest["skipped_empty_stream"]
     return aggregates["quality"].get("aggregated") == expected
+
+
+def day_is_done(day: date, settings: Settings, config: Config | None = None) -> bool:
+    """Whether the stored day is done (`is_done`): nothing to redo."""
+    return is_done(*_day_docs(day, settings), config or load_config(settings.config_path))
 
 
 def backfill(start: date, end: date, settings: Settings, progress: bool = True,

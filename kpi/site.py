@@ -1,4 +1,7 @@
-"""Site: reports → data files, Altair charts and Jinja2 pages in `KPI_SITE_DIR`; `serve` hosts it.
+"""Site: reports → data files, view files, Altair charts and Jinja2 pages in `KPI_SITE_DIR`.
+
+It renders and publishes files only: it never reads CouchDB (`kpi.pipeline.build_site` loads
+the aggregates), and `kpi.serve` hosts the folder.
 
 The build is written to a temporary folder beside the site and swapped in by renames, so a
 reader sees the old site or the new one, never half of each. The Vega libraries are vendored
