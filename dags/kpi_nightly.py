@@ -1,6 +1,11 @@
 """Nightly KPI pipeline: extract → store → aggregate the UTC day that ended, and restate the
 days before it. Publishing the site is `kpi_publish`, scheduled on the aggregates Asset.
 
+Tasks: `plan` lists the fetch windows of the run's days (KPI_FETCH_CHUNK_HOURS each);
+`extract_and_store` is mapped over them, so an executor with several workers spreads a large
+day over them (at most KPI_EXTRACT_PARALLEL at once per run); `aggregate` combines each day's
+windows (counts are additive, so the sum is exact), restates it and updates the Asset.
+
 Which days a run processes: the run with logical date D (at KPI_NIGHTLY_AT, UTC, daily)
 processes the UTC day D − 1 (`kpi.pipeline.processing_day`) and restates the KPI_RESTATE_DAYS
 days before it (`kpi.pipeline.nightly_days`). A manual trigger without a logical date processes
@@ -37,18 +42,25 @@ AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS
 )
 def kpi_nightly():
     @task
-    def extract_and_store(logical_date=None, dag_run=None) -> list[dict]:
-        from kpi.pipeline import nightly_extract_and_store
+    def plan(logical_date=None, dag_run=None) -> list[dict]:
+        from kpi.pipeline import nightly_plan
 
-        return nightly_extract_and_store(logical_date, dag_run.run_after)
+        return nightly_plan(logical_date, dag_run.run_after, dag_run.run_id)
+
+    @task(max_active_tis_per_dagrun=SETTINGS.extract_parallel)
+    def extract_and_store(window: dict) -> dict:
+        from kpi.pipeline import nightly_extract_window
+
+        return nightly_extract_window(window)
 
     @task(outlets=[AGGREGATES])
-    def aggregate(logical_date=None, dag_run=None) -> list[dict]:
+    def aggregate(windows: list[dict]) -> list[dict]:
         from kpi.pipeline import nightly_aggregate
 
-        return nightly_aggregate(logical_date, dag_run.run_after)
+        return nightly_aggregate(windows)
 
-    extract_and_store() >> aggregate()
+    windows = plan()
+    extract_and_store.expand(window=windows) >> aggregate(windows)
 
 
 kpi_nightly()

@@ -13,14 +13,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from kpi import __version__
-from kpi.aggregate import DayAggregator, count_columns, daily_aggregates, sites_histogram
+from kpi.aggregate import DayAggregator, combine, count_columns, daily_aggregates, sites_histogram
 from kpi.config import Config, load_config
-from kpi.reports import QUALITY_MEASURES, Aggregates, plain_number
+from kpi.reports import QUALITY_MEASURES, Aggregates
 from kpi.settings import Settings
-from kpi.source import iter_day
+from kpi.source import KpiggybankClient, day_windows, fetch_rows, iter_day
 from kpi.stage import stage
-from kpi.store import AGGREGATES, MANIFESTS, RAW, CouchStore, content_of, store_day
+from kpi.store import (
+    AGGREGATES,
+    MANIFESTS,
+    QUARANTINE,
+    RAW,
+    CouchStore,
+    IncompleteMark,
+    Snapshot,
+    aggregates_document,
+    content_of,
+    decode_frames,
+    delete_parts,
+    encode_frames,
+    finish_day,
+    read_parts,
+    store_day,
+    store_rows,
+    write_part,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,39 +124,6 @@ def aggregate_day(day: date, settings: Settings, config: Config | None = None) -
     return doc["quality"]
 
 
-def aggregates_document(
-    day: date, groups: pd.DataFrame, histogram: pd.DataFrame, config: Config, quality: dict
-) -> dict:
-    """The one CouchDB document holding every aggregate of `day` (replaced as a whole).
-
-    Args:
-        day: the UTC day; `groups` and `histogram` must hold only this day's rows.
-        groups: `daily_aggregates` of the day.
-        histogram: `sites_histogram` of the day.
-        config: the configuration the aggregates were computed with.
-        quality: the day's D12 counts.
-    """
-    columns = count_columns(config)
-    return {
-        "_id": day.isoformat(),
-        "day": day.isoformat(),
-        "pipeline_version": __version__,
-        "config_fingerprint": config.fingerprint,
-        "quality": quality,
-        "columns": columns,
-        "groups": [
-            [row[1], row[2], *(plain_number(v) for v in row[3:])]
-            for row in groups[["date", "segmentation", "segment", *columns]].itertuples(
-                index=False
-            )
-        ],
-        "sites_histogram": [
-            [row.segmentation, row.segment, plain_number(row.sites), int(row.blobs)]
-            for row in histogram.itertuples(index=False)
-        ],
-    }
-
-
 def load_aggregates(settings: Settings, start: date | None = None, end: date | None = None,
                     config: Config | None = None) -> Aggregates:
     """The stored daily aggregates of [start, end] (all days when None) as frames."""
@@ -178,6 +162,110 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
         ),
         quality=pd.DataFrame(quality, columns=["date", *QUALITY_MEASURES]),
     )
+
+
+def plan_windows(days: list[date], settings: Settings, run: str) -> list[dict]:
+    """The fetch windows of `days`, in order: one mapped extract task each (`extract_window`).
+
+    Args:
+        days: the UTC days to extract.
+        settings: `fetch_chunk_hours` sets the windows (24 / it per day).
+        run: a token naming this run (e.g. the Airflow run id); `close_day` only combines
+            parts written with it.
+
+    Each window says whether its day has nothing stored yet (`fresh`), so its task writes
+    without looking up existing documents first.
+    """
+    store = CouchStore(settings)
+    store.ensure_databases()
+    plan = []
+    for day in days:
+        fresh = not (store.has_day(RAW, day) or store.has_day(QUARANTINE, day))
+        plan += [{"day": day.isoformat(), "start_ms": low, "end_ms": high, "fresh": fresh,
+                  "run": run} for low, high in day_windows(settings, day)]
+    return plan
+
+
+def extract_window(window: dict, settings: Settings, config: Config | None = None) -> dict:
+    """Fetch and store one window of a day (a `plan_windows` item) and aggregate its rows;
+    leaves the window's part (ids, counts, partial aggregates) for `close_day`.
+
+    Windows of a day can run at once, on any worker: each writes only its own rows and part.
+    Returns the window's extract counts.
+    """
+    config = config or load_config(settings.config_path)
+    day = date.fromisoformat(window["day"])
+    bounds = (window["start_ms"], window["end_ms"])
+    store = CouchStore(settings)
+    present = set() if window["fresh"] else None  # None: look every batch up
+    aggregator = DayAggregator(config)
+    with KpiggybankClient(settings) as client:
+        rows = fetch_rows(client, day, bounds)
+    snapshot = store_rows(store, day, [rows], present, present, IncompleteMark(store, day),
+                          aggregator.add)
+    aggregates = {
+        **encode_frames(*aggregator.result(), count_columns(config)),
+        "skipped_empty_stream": aggregator.skipped_empty_stream,
+        "aggregated": aggregator.aggregated,
+    }
+    write_part(store, day, bounds, window["run"], snapshot, aggregates)
+    return {"day": window["day"], "start_ms": bounds[0], "end_ms": bounds[1],
+            **dict(snapshot.counts), "written": snapshot.written}
+
+
+def close_day(day: date, windows: list[dict], settings: Settings,
+              config: Config | None = None) -> dict:
+    """Combine the parts `extract_window` left for `day` into the day's snapshot: delete rows
+    the source no longer returns, write the manifest and the aggregates (the window parts'
+    sum, exact because counts are additive), then drop the parts.
+
+    Identical to `extract_and_store` of the whole day. When the parts cannot say it exactly,
+    (a window's part is missing, or an id came in two windows, which only one pass over the day
+    can settle), the day is extracted again in one pass instead.
+
+    Returns:
+        The day's manifest, as `extract_and_store` returns it.
+    """
+    config = config or load_config(settings.config_path)
+    store = CouchStore(settings)
+    bounds = [(window["start_ms"], window["end_ms"]) for window in windows]
+    parts = read_parts(store, day, bounds, windows[0]["run"]) if windows else None
+    problem = "a window's part is missing" if parts is None else _overlap(parts)
+    if problem:
+        log.warning("%s: %s; extracting the day in one pass", day, problem)
+        manifest = extract_and_store(day, settings, config)
+    else:
+        snapshot = Snapshot()
+        for part, _ in parts:
+            snapshot.raw_ids |= part.raw_ids
+            snapshot.quarantine_ids |= part.quarantine_ids
+            snapshot.counts.update(part.counts)
+            snapshot.reasons.update(part.reasons)
+            snapshot.written += part.written
+        mark = IncompleteMark(store, day)
+        manifest = finish_day(store, day, snapshot, store.day_ids(RAW, day),
+                              store.day_ids(QUARANTINE, day), mark)
+        columns = count_columns(config)
+        groups, histogram = combine(
+            [decode_frames(day.isoformat(), aggregates, columns) for _, aggregates in parts]
+        )
+        quality = day_quality(manifest, sum(a["skipped_empty_stream"] for _, a in parts),
+                              sum(a["aggregated"] for _, a in parts))
+        doc = aggregates_document(day, groups, histogram, config, quality)
+        manifest["written"] += store.upsert(AGGREGATES, [doc]).written
+        manifest["aggregated"] = quality["aggregated"]
+        log.info("closed %s from %d windows: %s", day, len(parts), manifest)
+    delete_parts(store, day)
+    return manifest
+
+
+def _overlap(parts: list[tuple[Snapshot, dict]]) -> str:
+    """Why the window parts cannot be combined as they are ('' when they can)."""
+    for kind in ("raw_ids", "quarantine_ids"):
+        sets = [getattr(part, kind) for part, _ in parts]
+        if sum(map(len, sets)) != len(set().union(*sets)):
+            return "an id came in two windows"
+    return ""
 
 
 def run_day(day: date, settings: Settings, config: Config | None = None) -> dict:
@@ -320,30 +408,41 @@ def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
 # when defined, the Airflow connections (kpi.connections).
 
 
-def nightly_extract_and_store(logical_date: datetime | None,
-                              run_after: datetime | None = None) -> list[dict]:
-    """Airflow task: extract and store (restate) the run's days; their manifests.
+def nightly_plan(logical_date: datetime | None, run_after: datetime | None,
+                 run_id: str) -> list[dict]:
+    """Airflow task: the fetch windows of the run's days (`nightly_days`), for the mapped
+    extract tasks.
 
     `run_after` (the run's own time, fixed for all its tasks) decides the days of a run without
-    a logical date, so every task of a manual run works on the same days, even across midnight.
+    a logical date, so a manual run works on the same days even when it crosses midnight.
     """
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
-    config = load_config(settings.config_path)
-    return [extract_and_store(day, settings, config)
-            for day in nightly_days(logical_date, settings, now=run_after)]
+    return plan_windows(nightly_days(logical_date, settings, now=run_after), settings, run_id)
 
 
-def nightly_aggregate(logical_date: datetime | None,
-                      run_after: datetime | None = None) -> list[dict]:
-    """Airflow task: confirm (or redo) the aggregates of the run's days; their counts."""
+def nightly_extract_window(window: dict) -> dict:
+    """Airflow task (mapped): extract and store one window; its counts."""
+    from kpi.connections import airflow_settings
+
+    return extract_window(window, airflow_settings())
+
+
+def nightly_aggregate(windows: list[dict]) -> list[dict]:
+    """Airflow task: close each planned day from its windows' parts and confirm its
+    aggregates; the days' data-quality counts."""
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
     config = load_config(settings.config_path)
-    return [{"day": day.isoformat(), **confirm_aggregated(day, settings, config)}
-            for day in nightly_days(logical_date, settings, now=run_after)]
+    results = []
+    for day in sorted({window["day"] for window in windows}):
+        close_day(date.fromisoformat(day), [w for w in windows if w["day"] == day], settings,
+                  config)
+        results.append({"day": day, **confirm_aggregated(date.fromisoformat(day), settings,
+                                                         config)})
+    return results
 
 
 def nightly_publish() -> str:

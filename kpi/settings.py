@@ -78,6 +78,11 @@ class Settings:
         "UTC time of day (HH:MM) the nightly DAG runs; it processes the UTC day that ended "
         "before.",
     )
+    extract_parallel: int = _setting(
+        "KPI_EXTRACT_PARALLEL", 4,
+        "Fetch windows one nightly Airflow run extracts at once (its mapped extract tasks; "
+        "the executor spreads them over its workers).",
+    )
     task_timeout_minutes: int = _setting(
         "KPI_TASK_TIMEOUT_MINUTES", 120, "Airflow execution_timeout of each task, in minutes."
     )
@@ -101,6 +106,9 @@ class Settings:
             raise ValueError(msg)
         if not 1 <= self.fetch_chunk_hours <= 24:
             msg = f"KPI_FETCH_CHUNK_HOURS={self.fetch_chunk_hours} must be between 1 and 24"
+            raise ValueError(msg)
+        if self.extract_parallel < 1:
+            msg = f"KPI_EXTRACT_PARALLEL={self.extract_parallel} must be 1 or more"
             raise ValueError(msg)
         if self.restate_days < 0:
             msg = f"KPI_RESTATE_DAYS={self.restate_days} must be 0 or more"

@@ -173,17 +173,25 @@ def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = N
     return [row for batch in iter_day(settings, day, client) for row in batch]
 
 
+def day_windows(settings: Settings, day: date) -> list[tuple[int, int]]:
+    """The fetch windows of UTC `day` (`fetch_chunk_hours` each), in order."""
+    start, end = day_window_ms(day)
+    return chunk_windows(start, end, settings.fetch_chunk_hours * HOUR_MS)
+
+
 def iter_day(
     settings: Settings, day: date, client: KpiggybankClient | None = None
 ) -> Iterator[list]:
     """The rows of UTC `day`, one list per fetch window (see `fetch_day`)."""
-    start, end = day_window_ms(day)
-    windows = chunk_windows(start, end, settings.fetch_chunk_hours * HOUR_MS)
     with KpiggybankClient(settings) if client is None else nullcontext(client) as source:
-        for low, high in windows:
-            try:
-                rows = source.fetch_window(low, high)
-            except SourceError as exc:
-                msg = f"extract of {day.isoformat()} failed: {exc}"
-                raise SourceError(msg) from exc
-            yield rows
+        for window in day_windows(settings, day):
+            yield fetch_rows(source, day, window)
+
+
+def fetch_rows(client: KpiggybankClient, day: date, window: tuple[int, int]) -> list:
+    """The rows of one fetch window of UTC `day`; a failure names the day."""
+    try:
+        return client.fetch_window(*window)
+    except SourceError as exc:
+        msg = f"extract of {day.isoformat()} failed: {exc}"
+        raise SourceError(msg) from exc

@@ -8,6 +8,7 @@ Databases (every name starts with `KPI_DB_PREFIX`):
 | `<prefix>_quarantine` | row that failed validation  | `YYYY-MM-DD:<id or sha1 of row>` |
 | `<prefix>_manifests`  | UTC day extracted           | `YYYY-MM-DD`              |
 | `<prefix>_aggregates` | UTC day aggregated          | `YYYY-MM-DD`              |
+| `<prefix>_parts`      | window of a day in progress | `YYYY-MM-DD:<start>-<end>:<n>` |
 
 The blob sits under the `blob` key of its raw document, so blob fields can never collide with
 CouchDB's reserved `_` fields. Ids are deterministic and a document is written only when its
@@ -15,8 +16,11 @@ content changed, so re-running a day against an unchanged source writes nothing.
 day *restates* it: the day's raw and quarantine documents become exactly what the source returns
 now (changed rows are replaced, new rows added, rows no longer returned are deleted), and its
 manifest is rewritten; no other day is touched. A day's aggregates are one document, so they are
-replaced as a whole. Only documented CouchDB 3 API is used: database PUT/GET,
-`_bulk_docs` (per-document results are checked) and `_all_docs` (key ranges and `keys`).
+replaced as a whole. When a day is extracted as several windows at once (the Airflow DAG's
+mapped tasks), each window leaves a *part*: its ids, counts and partial aggregates; combining
+the parts closes the day (restatement, manifest, aggregates) and deletes them. Only documented
+CouchDB 3 API is used: database PUT/GET, `_bulk_docs` (per-document results are checked) and
+`_all_docs` (key ranges and `keys`).
 """
 
 from __future__ import annotations
@@ -24,21 +28,25 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import orjson
+import pandas as pd
 import pycouchdb
 import requests
 from pycouchdb import exceptions as couch_errors
 from tenacity import RetryError
 
+from kpi.config import Config
 from kpi.retry import retrying
 from kpi.settings import Settings
 from kpi.source import blob_of, check_row
 
 RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggregates"
-DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES)
+PARTS = "parts"
+DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES, PARTS)
+PART_IDS = 20_000  # ids per part document: about 1 MB, far below CouchDB's 8 MB default
 HIGH_KEY = "\ufff0"
 CONFLICT_ROUNDS = 5  # re-reads of conflicting documents before giving up
 TRANSIENT = (requests.ConnectionError, requests.Timeout, couch_errors.GenericError)
@@ -288,6 +296,14 @@ class CouchStore:
         prefix = f"{day.isoformat()}:"
         return self.iter_range(kind, prefix, prefix + HIGH_KEY)
 
+    def has_day(self, kind: str, day: date) -> bool:
+        """Whether `kind` holds any document of UTC `day` (one small read)."""
+        prefix = f"{day.isoformat()}:"
+        params = {"startkey": prefix, "endkey": prefix + HIGH_KEY, "limit": 1,
+                  "include_docs": False}
+        result = self._retry(f"read {self.name(kind)} range", self._all_docs, kind, params)
+        return bool(result["rows"])
+
     def day_ids(self, kind: str, day: date) -> set[str]:
         """The ids of `kind`'s documents for UTC `day` (no document bodies are read)."""
         prefix = f"{day.isoformat()}:"
@@ -299,6 +315,36 @@ class CouchStore:
             f"read {self.name(kind)} info", self._db(kind).resource.get, None
         )
         return info["doc_count"]
+
+
+class IncompleteMark:
+    """Before a day's snapshot first changes, flag its manifest as in progress, so a run that
+    dies half-way is never taken for a finished day (`finish_day` sets `complete`). Callable,
+    as the `before_write` of `CouchStore.upsert` and `CouchStore.delete`."""
+
+    def __init__(self, store: CouchStore, day: date) -> None:
+        self.store, self.day, self.marked = store, day, False
+
+    def __call__(self) -> None:
+        if self.marked:
+            return
+        self.marked = True
+        old = self.store.get(MANIFESTS, self.day.isoformat())
+        base = content_of(old) if old else {"_id": self.day.isoformat(),
+                                            "day": self.day.isoformat()}
+        self.store.upsert(MANIFESTS, [{**base, "complete": False}])
+
+
+@dataclass
+class Snapshot:
+    """What storing some of a day's rows kept: the raw and quarantine ids, the extract counts,
+    the rejection reasons and how many documents were written."""
+
+    raw_ids: set[str] = field(default_factory=set)
+    quarantine_ids: set[str] = field(default_factory=set)
+    counts: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    written: int = 0
 
 
 def store_day(store: CouchStore, day: date, batches: Iterable[list],
@@ -319,31 +365,31 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
     """
     store.ensure_databases()
     present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
-    marked = False
+    mark = IncompleteMark(store, day)
+    snapshot = store_rows(store, day, batches, present_raw, present_quarantined, mark, on_stored)
+    return finish_day(store, day, snapshot, present_raw, present_quarantined, mark)
 
-    def mark_incomplete() -> None:
-        """Before the day's snapshot first changes, flag its manifest as in progress, so a run
-        that dies half-way is never taken for a finished day (`complete` is set at the end)."""
-        nonlocal marked
-        if marked:
-            return
-        marked = True
-        old = store.get(MANIFESTS, day.isoformat())
-        base = content_of(old) if old else {"_id": day.isoformat(), "day": day.isoformat()}
-        store.upsert(MANIFESTS, [{**base, "complete": False}])
 
+def store_rows(store: CouchStore, day: date, batches: Iterable[list],
+               present_raw: set[str] | None, present_quarantined: set[str] | None,
+               before_write: Callable[[], None] | None = None,
+               on_stored: Callable[[list[dict]], None] | None = None) -> Snapshot:
+    """Validate and store rows of UTC `day` (all of it, or one window of it).
+
+    Valid rows go to the raw database, invalid ones to quarantine with their reason (SPEC D10);
+    an id repeated with the same content counts as a duplicate, with other content the repeat
+    is quarantined. `present_*` are the day's stored ids (None: look each batch up).
+    """
     seen: dict[str, str] = {}
-    quarantine_ids: set[str] = set()
-    counts = Counter()
-    reasons: Counter[str] = Counter()
-    written = 0
+    snapshot = Snapshot()
+    counts, reasons = snapshot.counts, snapshot.reasons
     for rows in batches:
         raw_docs, quarantined = [], []
         for row in rows:
             counts["fetched"] += 1
             check = check_row(row, day)
             if check.status == "rejected":
-                doc = _quarantine_doc(day, row, check.reason, quarantine_ids)
+                doc = _quarantine_doc(day, row, check.reason, snapshot.quarantine_ids)
                 if doc is None:
                     counts["duplicate"] += 1
                 else:
@@ -357,7 +403,7 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
                     counts["duplicate"] += 1
                 else:
                     reason = "id delivered twice with different content"
-                    doc = _quarantine_doc(day, row, reason, quarantine_ids)
+                    doc = _quarantine_doc(day, row, reason, snapshot.quarantine_ids)
                     if doc is None:  # this very row was already quarantined: a repeat
                         counts["duplicate"] += 1
                     else:
@@ -369,25 +415,32 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
         counts["stored"] += len(raw_docs)
         counts["rejected_invalid"] += len(quarantined)
         reasons.update(doc["reason"] for doc in quarantined)
-        written += store.upsert(RAW, raw_docs, present_raw, mark_incomplete).written
-        written += store.upsert(QUARANTINE, quarantined, present_quarantined,
-                                mark_incomplete).written
+        snapshot.written += store.upsert(RAW, raw_docs, present_raw, before_write).written
+        snapshot.written += store.upsert(QUARANTINE, quarantined, present_quarantined,
+                                         before_write).written
         if on_stored is not None:
             on_stored([doc["blob"] for doc in raw_docs])
-    # Restatement: rows the source no longer returns for this day leave the snapshot.
-    removed = store.delete(RAW, sorted(present_raw - seen.keys()), mark_incomplete)
-    removed += store.delete(QUARANTINE, sorted(present_quarantined - quarantine_ids),
-                            mark_incomplete)
+    snapshot.raw_ids = set(seen)
+    return snapshot
+
+
+def finish_day(store: CouchStore, day: date, snapshot: Snapshot, present_raw: set[str],
+               present_quarantined: set[str], before_write: Callable[[], None]) -> dict:
+    """Close a stored day: delete the rows the source no longer returns (restatement), then
+    write its complete manifest. Returns the manifest with `written` and `removed`."""
+    removed = store.delete(RAW, sorted(present_raw - snapshot.raw_ids), before_write)
+    removed += store.delete(QUARANTINE, sorted(present_quarantined - snapshot.quarantine_ids),
+                            before_write)
     manifest = {
         "_id": day.isoformat(),
         "day": day.isoformat(),
-        **{key: counts[key] for key in (
+        **{key: snapshot.counts[key] for key in (
             "fetched", "stored", "duplicate", "skipped_empty_stream", "rejected_invalid"
         )},
-        "rejected_reasons": dict(sorted(reasons.items())),
+        "rejected_reasons": dict(sorted(snapshot.reasons.items())),
         "complete": True,
     }
-    written += store.upsert(MANIFESTS, [manifest]).written
+    written = snapshot.written + store.upsert(MANIFESTS, [manifest]).written
     return {**content_of(manifest), "written": written, "removed": removed}
 
 
@@ -402,3 +455,113 @@ def _quarantine_doc(day: date, row: object, reason: str, used: set[str]) -> dict
             return None
     used.add(doc_id)
     return {"_id": doc_id, "day": day.isoformat(), "reason": reason, "row": row}
+
+
+def encode_frames(groups: pd.DataFrame, histogram: pd.DataFrame, columns: list[str]) -> dict:
+    """A day's (daily_aggregates, sites_histogram) as JSON lists, without the date column:
+    `groups` rows are [segmentation, segment, *columns], `sites_histogram` rows
+    [segmentation, segment, sites, blobs]."""
+    from kpi.reports import plain_number
+
+    return {
+        "groups": [
+            [row[0], row[1], *(plain_number(v) for v in row[2:])]
+            for row in groups[["segmentation", "segment", *columns]].itertuples(index=False)
+        ],
+        "sites_histogram": [
+            [row.segmentation, row.segment, plain_number(row.sites), int(row.blobs)]
+            for row in histogram.itertuples(index=False)
+        ],
+    }
+
+
+def decode_frames(day: str, encoded: dict, columns: list[str]) -> tuple[pd.DataFrame,
+                                                                         pd.DataFrame]:
+    """The frames `encode_frames` encoded, with their `date` column back."""
+    groups = pd.DataFrame([[day, *row] for row in encoded["groups"]],
+                          columns=["date", "segmentation", "segment", *columns])
+    histogram = pd.DataFrame([[day, *row] for row in encoded["sites_histogram"]],
+                             columns=["date", "segmentation", "segment", "sites", "blobs"])
+    return groups, histogram
+
+
+def aggregates_document(
+    day: date, groups: pd.DataFrame, histogram: pd.DataFrame, config: Config, quality: dict
+) -> dict:
+    """The one CouchDB document holding every aggregate of `day` (replaced as a whole).
+
+    Args:
+        day: the UTC day; `groups` and `histogram` must hold only this day's rows.
+        groups: `daily_aggregates` of the day.
+        histogram: `sites_histogram` of the day.
+        config: the configuration the aggregates were computed with; its fingerprint is kept,
+            so aggregates made with another configuration are recognised.
+        quality: the day's D12 counts.
+    """
+    from kpi import __version__
+    from kpi.aggregate import count_columns
+
+    columns = count_columns(config)
+    return {
+        "_id": day.isoformat(),
+        "day": day.isoformat(),
+        "pipeline_version": __version__,
+        "config_fingerprint": config.fingerprint,
+        "quality": quality,
+        "columns": columns,
+        **encode_frames(groups, histogram, columns),
+    }
+
+
+def _part_id(day: date, window: tuple[int, int], n: int) -> str:
+    return f"{day.isoformat()}:{window[0]}-{window[1]}:{n:04d}"
+
+
+def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
+               snapshot: Snapshot, aggregates: dict) -> None:
+    """Record what one window of `day` stored (its ids, counts and partial `aggregates`),
+    for `read_parts`. The ids are spread over documents of `PART_IDS` ids each."""
+    prefix = f"{day.isoformat()}:"
+    raw = sorted(doc_id.removeprefix(prefix) for doc_id in snapshot.raw_ids)
+    quarantined = sorted(doc_id.removeprefix(prefix) for doc_id in snapshot.quarantine_ids)
+    chunks = max(1, -(-max(len(raw), len(quarantined)) // PART_IDS))
+    docs = []
+    for n in range(chunks):
+        ids = slice(n * PART_IDS, (n + 1) * PART_IDS)
+        doc = {"_id": _part_id(day, window, n), "day": day.isoformat(), "run": run,
+               "raw_ids": raw[ids], "quarantine_ids": quarantined[ids]}
+        if n == 0:
+            doc |= {"window": list(window), "chunks": chunks, "counts": dict(snapshot.counts),
+                    "reasons": dict(snapshot.reasons), "written": snapshot.written,
+                    "aggregates": aggregates}
+        docs.append(doc)
+    store.upsert(PARTS, docs)
+
+
+def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
+               run: str) -> list[tuple[Snapshot, dict]] | None:
+    """The (snapshot, aggregates) each window of `day` recorded in `run`, in window order;
+    None when a window has no complete part from this run."""
+    prefix = f"{day.isoformat()}:"
+    docs = {doc["_id"]: doc for doc in store.day_docs(PARTS, day) if doc.get("run") == run}
+    parts = []
+    for window in windows:
+        head = docs.get(_part_id(day, window, 0))
+        if head is None:
+            return None
+        chunk_docs = [docs.get(_part_id(day, window, n)) for n in range(head["chunks"])]
+        if any(doc is None for doc in chunk_docs):
+            return None
+        snapshot = Snapshot(
+            raw_ids={prefix + i for doc in chunk_docs for i in doc["raw_ids"]},
+            quarantine_ids={prefix + i for doc in chunk_docs for i in doc["quarantine_ids"]},
+            counts=Counter(head["counts"]), reasons=Counter(head["reasons"]),
+            written=head["written"],
+        )
+        parts.append((snapshot, head["aggregates"]))
+    return parts
+
+
+def delete_parts(store: CouchStore, day: date) -> int:
+    """Delete every part of `day` (once the day is closed); returns how many."""
+    return store.delete(PARTS, sorted(store.day_ids(PARTS, day)))

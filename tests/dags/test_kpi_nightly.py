@@ -37,8 +37,12 @@ def test_dag_files_import_nothing_heavy():
 
 def test_nightly_graph_retries_timeouts_and_schedule(dagbag):
     dag = dagbag.dags["kpi_nightly"]
-    assert set(dag.task_dict) == {"extract_and_store", "aggregate"}
+    assert set(dag.task_dict) == {"plan", "extract_and_store", "aggregate"}
+    assert dag.task_dict["plan"].downstream_task_ids == {"extract_and_store", "aggregate"}
     assert dag.task_dict["extract_and_store"].downstream_task_ids == {"aggregate"}
+    # extract_and_store is mapped over the plan's windows, a bounded number at once
+    assert type(dag.task_dict["extract_and_store"]).__name__.endswith("MappedOperator")
+    assert dag.task_dict["extract_and_store"].max_active_tis_per_dagrun == 4
     assert [a.name for a in dag.task_dict["aggregate"].outlets] == ["kpi_aggregates"]
     for task in dag.tasks:
         assert task.retries >= 2 and task.retry_exponential_backoff
