@@ -43,7 +43,9 @@ class Settings:
         "KPI_SITE_DIR", Path("site_output"), "Folder the static site is published to."
     )
     fetch_chunk_hours: int = _setting(
-        "KPI_FETCH_CHUNK_HOURS", 6, "Hours of blobs asked for per KPIggybank request (1-24)."
+        "KPI_FETCH_CHUNK_HOURS", 6,
+        "Hours of blobs asked for per KPIggybank request (1-24); also the window of each mapped "
+        "extract task of the nightly DAG.",
     )
     http_timeout: float = _setting(
         "KPI_HTTP_TIMEOUT", 60.0, "Seconds before one KPIggybank or CouchDB request times out."

@@ -113,7 +113,7 @@ def test_database_names_start_with_the_prefix(settings, couchdb_url):
     names = [n for n in httpx.get(f"{couchdb_url}/_all_dbs").json()
              if n.startswith(settings.db_prefix)]
     assert sorted(names) == sorted(f"{settings.db_prefix}_{k}" for k in
-                                   ("raw", "quarantine", "manifests", "aggregates"))
+                                   ("raw", "quarantine", "manifests", "aggregates", "parts"))
 
 
 def test_unreachable_couchdb_fails_clearly_without_the_password(settings):
