@@ -8,6 +8,7 @@ logical date is D (00:00 UTC) processes the UTC day that just ended, D − 1 day
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from kpi.source import KpiggybankClient, day_windows, fetch_rows, iter_day
 from kpi.stage import stage
 from kpi.store import (
     AGGREGATES,
+    HIGH_KEY,
     MANIFESTS,
     QUARANTINE,
     RAW,
@@ -28,7 +30,6 @@ from kpi.store import (
     IncompleteMark,
     Snapshot,
     aggregates_document,
-    content_of,
     decode_frames,
     delete_parts,
     encode_frames,
@@ -130,15 +131,24 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     store.ensure_databases()
+    low = start.isoformat() if start else ""
+    high = end.isoformat() if end else HIGH_KEY
+    return aggregates_of_docs(store.iter_range(AGGREGATES, low, high), config)
+
+
+def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:
+    """Aggregates documents (ascending days) as frames, with fixed column types: counts are
+    integers, `sites_sum` and `sites` floats, whatever the documents hold.
+
+    Raises:
+        PipelineError: some documents were made with another configuration (restate them).
+    """
     columns = count_columns(config)
     groups, histogram, quality = [], [], []
-    low = start.isoformat() if start else ""
-    high = end.isoformat() if end else "\ufff0"
     stale = []
-    for doc in store.iter_range(AGGREGATES, low, high):
-        doc = content_of(doc)
+    for doc in docs:
         day = doc["day"]
-        if not made_with(doc, config):
+        if not made_with(doc, config, columns):
             stale.append(day)
             continue
         groups.extend([day, *row] for row in doc["groups"])
@@ -155,13 +165,17 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
             "are redone)"
         )
         raise PipelineError(msg)
+    counts = {column: "int64" for column in columns} | {"sites_sum": "float64"}
     return Aggregates(
-        groups=pd.DataFrame(groups, columns=["date", "segmentation", "segment", *columns]),
+        groups=pd.DataFrame(groups, columns=["date", "segmentation", "segment", *columns])
+        .astype(counts),
         sites_histogram=pd.DataFrame(
             histogram, columns=["date", "segmentation", "segment", "sites", "blobs"]
-        ),
-        quality=pd.DataFrame(quality, columns=["date", *QUALITY_MEASURES]),
+        ).astype({"sites": "float64", "blobs": "int64"}),
+        quality=pd.DataFrame(quality, columns=["date", *QUALITY_MEASURES])
+        .astype(dict.fromkeys(QUALITY_MEASURES, "int64")),
     )
+
 
 
 def plan_windows(days: list[date], settings: Settings, run: str) -> list[dict]:
@@ -288,13 +302,14 @@ def confirm_aggregated(day: date, settings: Settings, config: Config | None = No
     return aggregate_day(day, settings, config)
 
 
-def made_with(aggregates: dict, config: Config) -> bool:
+def made_with(aggregates: dict, config: Config, columns: list[str] | None = None) -> bool:
     """Whether an aggregates document was computed with this configuration.
 
     Documents from before fingerprints existed (no `config_fingerprint`) are judged by their
-    columns alone, so an upgrade does not refuse every stored day.
+    columns alone, so an upgrade does not refuse every stored day. `columns`: the
+    configuration's `count_columns`, when the caller has them already.
     """
-    if aggregates.get("columns") != count_columns(config):
+    if aggregates.get("columns") != (columns or count_columns(config)):
         return False
     fingerprint = aggregates.get("config_fingerprint")
     return fingerprint is None or fingerprint == config.fingerprint
@@ -367,6 +382,9 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
                start: date | None = None, end: date | None = None) -> Path:
     """Rebuild and publish the site from the stored daily aggregates of [start, end].
 
+    Incremental (`kpi.buildcache`): only the days whose aggregates changed since the previous
+    build are read from CouchDB and recomputed; the result equals a build from scratch.
+
     Args:
         settings: where the aggregates are and where the site goes.
         config: the report configuration (default: the one `settings` names).
@@ -376,18 +394,37 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     Returns:
         The published site folder.
     """
-    from kpi.reports import build_reports
+    from kpi import buildcache
     from kpi.site import publish, render_site
 
     config = config or load_config(settings.config_path)
-    aggregates = load_aggregates(settings, start, end, config=config)
-    reports = build_reports(aggregates, config)
+    store = CouchStore(settings)
+    store.ensure_databases()
+    low = start.isoformat() if start else ""
+    high = end.isoformat() if end else HIGH_KEY
+    cache, key = buildcache.cache_path(settings.site_dir), buildcache.cache_key(config)
+    whole = start is None and end is None  # a partial site is built from scratch, not cached
+    previous = buildcache.read(cache, key) if whole else None
+
+    def fetch(days: list[str]) -> list[dict]:
+        size = settings.bulk_size
+        return [doc for first in range(0, len(days), size)
+                for doc in store.get_many(AGGREGATES, days[first:first + size]).values()]
+
+    built, changed = buildcache.update(
+        previous, store.revisions(AGGREGATES, low, high), fetch,
+        lambda docs: aggregates_of_docs(docs, config), config,
+    )
     built_at = now or datetime.now(UTC)
     site = publish(
-        lambda target: render_site(target, aggregates, reports, config, built_at),
+        lambda target: render_site(target, built.aggregates, built.reports, config, built_at,
+                                   files=built.files()),
         settings.site_dir,
     )
-    log.info("published %s (%d days)", site, len(aggregates.days))
+    if whole:
+        buildcache.write(cache, key, built)
+    log.info("published %s (%d days, %d recomputed)", site, len(built.aggregates.days),
+             len(changed))
     return site
 
 

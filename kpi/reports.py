@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 
 import orjson
 import pandas as pd
@@ -265,20 +267,49 @@ def _columns(report: pd.DataFrame) -> list[list]:
     return [report[column].astype(object).tolist() for column in REPORT_COLUMNS]
 
 
-def to_csv(report: pd.DataFrame) -> str:
-    """The report as UTF-8 CSV text: header, `\\n` line ends, minimal quoting."""
+def csv_blocks(report: pd.DataFrame) -> dict[str, str]:
+    """The report's CSV rows (no header) per day: the file is the header and the days' blocks
+    in date order (report rows are sorted by date first), so a build can reuse the blocks of
+    days that did not change."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(REPORT_COLUMNS)
     columns = _columns(report)
     keys, numbers = columns[:4], columns[4:]
     formatted = [[format_number(v) for v in column] for column in numbers]
-    writer.writerows(zip(*keys, *formatted, strict=True))
-    return out.getvalue()
+    blocks = {}
+    for day, rows in itertools.groupby(zip(*keys, *formatted, strict=True), key=itemgetter(0)):
+        start = out.tell()
+        writer.writerows(rows)
+        blocks[day] = out.getvalue()[start:]
+    return blocks
+
+
+def join_csv(blocks: dict[str, str]) -> str:
+    """The CSV file of a report from its days' blocks (`csv_blocks`)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL).writerow(REPORT_COLUMNS)
+    return out.getvalue() + "".join(blocks[day] for day in sorted(blocks))
+
+
+def json_blocks(report: pd.DataFrame) -> dict[str, bytes]:
+    """The report's JSON records per day, each day's as `{...},{...}` (see `csv_blocks`)."""
+    names = REPORT_COLUMNS
+    blocks = {}
+    for day, rows in itertools.groupby(zip(*_columns(report), strict=True), key=itemgetter(0)):
+        blocks[day] = orjson.dumps([dict(zip(names, row, strict=True)) for row in rows])[1:-1]
+    return blocks
+
+
+def join_json(blocks: dict[str, bytes]) -> bytes:
+    """The JSON file of a report from its days' blocks (`json_blocks`)."""
+    return b"[" + b",".join(blocks[day] for day in sorted(blocks)) + b"]"
+
+
+def to_csv(report: pd.DataFrame) -> str:
+    """The report as UTF-8 CSV text: header, `\n` line ends, minimal quoting."""
+    return join_csv(csv_blocks(report))
 
 
 def to_json(report: pd.DataFrame) -> bytes:
     """The report as a JSON array of objects with the CSV's keys (nulls as null)."""
-    names = REPORT_COLUMNS
-    records = [dict(zip(names, row, strict=True)) for row in zip(*_columns(report), strict=True)]
-    return orjson.dumps(records)
+    return join_json(json_blocks(report))

@@ -36,7 +36,7 @@ from kpi.views import (
     RATIO,
     headline_tiles,
     measures_of,
-    segment_order,
+    segment_orders,
     segmentations_of,
     view_files,
 )
@@ -177,6 +177,7 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
     segmentations = segmentations_of(page.id)
+    orders = segment_orders(reports, page.id)
     return {
         "build": build,
         "report": page.id,
@@ -186,7 +187,7 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         "percent": page.percent,
         "area_toggle": page.area_toggle,
         "segmentations": list(segmentations),
-        "segments": {name: segment_order(reports, page.id, name)
+        "segments": {name: orders.get(name, [])
                      for name in segmentations if name != "Total"},
         "measures": list(measures_of(page.id, config)),
         "first_day": days[0] if days else None,
@@ -279,22 +280,28 @@ def _write_json(path: Path, content: object) -> None:
 
 
 def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.DataFrame],
-                config: Config, built_at: datetime) -> None:
+                config: Config, built_at: datetime,
+                files: dict[str, tuple[str, bytes]] | None = None) -> None:
     """Write the whole site (data files, view files, pages, assets) into the folder `target`.
 
     Args:
         target: an empty (or missing) folder.
-        aggregates: the daily aggregates the reports were built from (the overview's medians).
+        aggregates: the daily aggregates the reports were built from: every day's quality
+            counts (the days) and at least the last two weeks' sites histogram (the overview's
+            medians).
         reports: `build_reports(aggregates, config)`.
         config: the report configuration.
         built_at: the build time written to the manifest and pages.
+        files: each report's CSV and JSON contents, when already made (`kpi.buildcache`);
+            default: written from `reports`.
     """
     days = aggregates.days
     data_dir = target / "data"
     data_dir.mkdir(parents=True)
     for name, report in reports.items():
-        (data_dir / f"{name}.csv").write_text(to_csv(report), encoding="utf-8", newline="")
-        (data_dir / f"{name}.json").write_bytes(to_json(report))
+        csv_text, json_bytes = files[name] if files else (to_csv(report), to_json(report))
+        (data_dir / f"{name}.csv").write_text(csv_text, encoding="utf-8", newline="")
+        (data_dir / f"{name}.json").write_bytes(json_bytes)
     manifest = {
         "built_at": built_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "first_day": days[0] if days else None,

@@ -268,6 +268,17 @@ class CouchStore:
     def iter_range(self, kind: str, startkey: str, endkey: str,
                    include_docs: bool = True) -> Iterator[dict | str]:
         """Documents (or only their ids) whose ids lie in [startkey, endkey], page by page."""
+        for row in self._iter_rows(kind, startkey, endkey, include_docs):
+            yield row["doc"] if include_docs else row["id"]
+
+    def revisions(self, kind: str, startkey: str, endkey: str) -> dict[str, str]:
+        """The current revision of each document whose id lies in [startkey, endkey] (no
+        bodies are read: what changed since a revision was seen costs one small read)."""
+        return {row["id"]: row["value"]["rev"]
+                for row in self._iter_rows(kind, startkey, endkey, include_docs=False)}
+
+    def _iter_rows(self, kind: str, startkey: str, endkey: str,
+                   include_docs: bool) -> Iterator[dict]:
         page = self.settings.bulk_size
         params = {"startkey": startkey, "endkey": endkey, "limit": page + 1,
                   "include_docs": include_docs}
@@ -276,8 +287,7 @@ class CouchStore:
                 f"read {self.name(kind)} range", self._all_docs, kind, params
             )
             rows = result["rows"]
-            for row in rows[:page]:
-                yield row["doc"] if include_docs else row["id"]
+            yield from rows[:page]
             if len(rows) <= page:
                 return
             params = {**params, "startkey": rows[page]["id"]}

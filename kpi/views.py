@@ -105,9 +105,11 @@ def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day:
     columns = ("value",) if kind in (COUNT, MEDIAN) else ("numerator", "denominator")
     numbers = {column: rows[column].to_numpy(dtype=object) for column in columns}
     series = []
-    for (segment, measure), index in sorted(
-        rows.groupby(["segment", "measure"], sort=False).indices.items()
-    ):
+    indices: dict[tuple[str, str], list[int]] = {}
+    for n, key in enumerate(zip(rows["segment"].tolist(), rows["measure"].tolist(),
+                                strict=True)):
+        indices.setdefault(key, []).append(n)
+    for (segment, measure), index in sorted(indices.items()):
         entry = {"segment": segment, "measure": measure}
         for column in columns:
             aligned = np.full(length, None, dtype=object)
@@ -130,21 +132,29 @@ VOLUME_REPORT = {"sites_median": "assertions"}
 
 def segment_order(reports: dict[str, pd.DataFrame], report_id: str,
                   segmentation: str) -> list[str]:
-    """The segments of a report's segmentation by volume over the whole history, largest first.
+    """The segments of a report's segmentation by volume over the whole history, largest first
+    (see `segment_orders`)."""
+    return segment_orders(reports, report_id).get(segmentation, [])
+
+
+def segment_orders(reports: dict[str, pd.DataFrame], report_id: str) -> dict[str, list[str]]:
+    """Per segmentation, its segments by volume over the whole history, largest first.
 
     Volume is the summed count (count reports) or the summed denominator (ratios), of the
     report itself or of the one `VOLUME_REPORT` names; ties go by name. The page colours and
-    lists segments in this order, the same for every date range.
+    lists segments in this order, the same for every date range. One pass over the report.
     """
     report_id = VOLUME_REPORT.get(report_id, report_id)
     report = reports[report_id]
     kind = KINDS[report_id]
-    rows = report[report["segmentation"] == segmentation]
     column = "value" if kind in (COUNT, MEDIAN) else "denominator"
-    values = pd.to_numeric(rows[column], errors="coerce")
+    values = pd.to_numeric(report[column], errors="coerce")
     weights = values.notna().astype(int) if kind == MEDIAN else values.fillna(0)
-    volume = weights.groupby(rows["segment"]).sum()
-    return sorted(volume.index, key=lambda segment: (-volume[segment], segment))
+    volume = weights.groupby([report["segmentation"], report["segment"]], sort=False).sum()
+    orders: dict[str, list[str]] = {}
+    for (segmentation, segment), total in volume.items():
+        orders.setdefault(segmentation, []).append((-total, segment))
+    return {name: [segment for _, segment in sorted(pairs)] for name, pairs in orders.items()}
 
 
 def view_files(reports: dict[str, pd.DataFrame],
@@ -159,8 +169,8 @@ def view_files(reports: dict[str, pd.DataFrame],
         return
     first, last = days[0], days[-1]
     for report_id, report in reports.items():
-        years = report["date"].str.slice(0, 4)
-        parts = report.groupby([report["segmentation"], years], sort=False).indices
+        years = report["date"].to_numpy(dtype="U4")  # the first 4 characters: the year
+        parts = report.groupby([report["segmentation"].to_numpy(), years], sort=False).indices
         no_rows = report.iloc[:0]
         for segmentation in segmentations_of(report_id):
             for year in range(int(first[:4]), int(last[:4]) + 1):
@@ -247,10 +257,13 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
     """
     days = aggregates.days
     tiles = []
+    totals = {}  # each report's Total rows, found once
     for headline in headlines(config):
-        report = reports[headline.report]
-        total = report[(report["segmentation"] == "Total")
-                       & (report["measure"] == headline.measure)]
+        if headline.report not in totals:
+            report = reports[headline.report]
+            totals[headline.report] = report[report["segmentation"] == "Total"]
+        report = totals[headline.report]
+        total = report[report["measure"] == headline.measure]
         total = total[total["value"].notna()] if headline.summary != "ratio of sums" else total
         last_day = days[-1] if days else None
         values = dict(zip(total["date"], total["value"], strict=True))

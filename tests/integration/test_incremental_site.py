@@ -1,0 +1,80 @@
+"""Incremental publishing: a build that recomputes only the changed days equals a build from
+scratch, byte for byte; the cache is ignored when it cannot be trusted."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import UTC, date, datetime
+
+import pytest
+
+from kpi import buildcache
+from kpi.pipeline import backfill, build_site, extract_and_store
+from kpi.store import AGGREGATES, CouchStore, content_of
+from tests.integration.test_restatement import CHANGED_DAY, changed_source
+from tests.integration.test_windows import files
+
+pytestmark = pytest.mark.integration
+BUILT = datetime(2026, 10, 5, 6, 0, tzinfo=UTC)
+START, END = date(2026, 9, 30), date(2026, 10, 3)
+
+
+def scratch(settings, tmp_path):
+    """The same databases, another site folder (so no cache): a build from scratch."""
+    return build_site(dataclasses.replace(settings, site_dir=tmp_path / "scratch" / "site"),
+                      now=BUILT)
+
+
+def recomputed(caplog) -> list[str]:
+    return [r.getMessage().rsplit("(", 1)[1] for r in caplog.records
+            if r.getMessage().startswith("published")]
+
+
+def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
+    settings, fake_app, tmp_path, caplog
+):
+    backfill(START, END, settings, progress=False)  # builds once: the cache holds every day
+    assert buildcache.cache_path(settings.site_dir).exists()
+    source = fake_app.state.store
+    source.range = changed_source(source.range)
+    extract_and_store(CHANGED_DAY, settings)  # one day restated
+    store = CouchStore(settings)
+    moved = content_of(store.get(AGGREGATES, "2026-10-03"))  # one day gone, one day new
+    store.delete(AGGREGATES, ["2026-10-03"])
+    store.upsert(AGGREGATES, [{**moved, "_id": "2026-10-07", "day": "2026-10-07"}])
+
+    with caplog.at_level(logging.INFO, logger="kpi.pipeline"):
+        site = build_site(settings, now=BUILT)
+    assert recomputed(caplog) == ["4 days, 2 recomputed)"]
+    assert files(site) == files(scratch(settings, tmp_path))
+    assert '"last_day": "2026-10-07"' in (site / "data" / "manifest.json").read_text()
+
+    caplog.clear()  # nothing changed: nothing recomputed, same files
+    with caplog.at_level(logging.INFO, logger="kpi.pipeline"):
+        again = build_site(settings, now=BUILT)
+    assert recomputed(caplog) == ["4 days, 0 recomputed)"]
+    assert files(again) == files(scratch(settings, tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["other configuration", "corrupt"])
+def test_a_cache_that_cannot_be_trusted_is_not_used(settings, tmp_path, caplog, damage):
+    backfill(START, END, settings, progress=False)
+    path = buildcache.cache_path(settings.site_dir)
+    if damage == "corrupt":
+        path.write_bytes(b"\x80\x05not a pickle")
+    else:
+        built = buildcache.read(path, buildcache.cache_key(_config(settings)))
+        assert built is not None
+        buildcache.write(path, "another configuration", built)
+    with caplog.at_level(logging.INFO, logger="kpi"):
+        site = build_site(settings, now=BUILT)
+    assert recomputed(caplog) == ["4 days, 4 recomputed)"]
+    assert files(site) == files(scratch(settings, tmp_path))
+    assert ("unreadable build cache" in caplog.text) == (damage == "corrupt")
+
+
+def _config(settings):
+    from kpi.config import load_config
+
+    return load_config(settings.config_path)
