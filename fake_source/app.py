@@ -29,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from fake_source.generator import DAY_MS, blobs_for_day, day_start_ms, history_days
+from kpi.source import accepted_by_source
 
 FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow", "disconnect")
 
@@ -202,7 +203,7 @@ def create_app(
         except orjson.JSONDecodeError:
             return PlainTextResponse("JSON syntax error", 400)
         blobs = parsed if isinstance(parsed, list) else [parsed]
-        if not blobs or not all(_valid_post(blob) for blob in blobs):
+        if not blobs or not all(accepted_by_source(blob) for blob in blobs):
             return PlainTextResponse("invalid", 400)
         store.add(blobs)
         return PlainTextResponse("ok", 201)
@@ -230,12 +231,3 @@ def create_app(
     app.state.faults = faults
     app.state.store = store
     return app
-
-
-def _valid_post(blob: object) -> bool:
-    if not isinstance(blob, dict):
-        return False
-    timestamp = blob.get("timestamp")
-    return isinstance(timestamp, int | float) and not isinstance(timestamp, bool) and timestamp > 0
-
-

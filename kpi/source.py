@@ -71,6 +71,19 @@ def valid_timestamp(value: object) -> bool:
     return type(value) in (int, float) and 0 < value < MAX_TIMESTAMP_MS
 
 
+def accepted_by_source(blob: object) -> bool:
+    """KPIggybank's rule for a POSTed blob: an object with a numeric `timestamp` above 0.
+
+    Looser than `check_row` on purpose: the source stores blobs the pipeline then quarantines
+    (e.g. a malformed `event_stream`, or a timestamp past year 9999), so the fake source uses
+    this rule and the pipeline's checks see the same mix as in production.
+    """
+    if not isinstance(blob, dict):
+        return False
+    timestamp = blob.get("timestamp")
+    return type(timestamp) in (int, float) and timestamp > 0
+
+
 def check_row(row: object, day: date | None = None) -> RowCheck:
     """Validate one KPIggybank row `{id, key, value}` (SPEC D10).
 

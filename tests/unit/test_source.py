@@ -11,6 +11,7 @@ from kpi.source import (
     BAD_TIMESTAMP,
     DAY_MS,
     RowCheck,
+    accepted_by_source,
     blob_of,
     check_row,
     chunk_windows,
@@ -53,6 +54,27 @@ def row(value, doc_id="abc"):
 )
 def test_check_row(candidate, status, reason):
     assert check_row(candidate) == RowCheck(status, reason)
+
+
+@pytest.mark.parametrize(
+    ("blob", "source", "pipeline"),
+    [
+        (GOOD, True, "ok"),
+        ({"timestamp": 5}, True, "skipped"),
+        ({**GOOD, "event_stream": "screen.rp_info"}, True, "rejected"),  # stored, quarantined
+        ({**GOOD, "timestamp": 1e300}, True, "rejected"),
+        ({**GOOD, "timestamp": 0}, False, "rejected"),
+        ({**GOOD, "timestamp": "1790812800000"}, False, "rejected"),
+        ({**GOOD, "timestamp": True}, False, "rejected"),
+        ({**GOOD, "timestamp": float("nan")}, False, "rejected"),
+        ([GOOD], False, "rejected"),
+    ],
+)
+def test_the_source_accepts_what_the_pipeline_may_still_quarantine(blob, source, pipeline):
+    """One module decides both: KPIggybank's POST rule (the fake source uses it) is looser than
+    the pipeline's, and nothing the source refuses would pass the pipeline."""
+    assert accepted_by_source(blob) is source
+    assert check_row(row(blob)).status == pipeline
 
 
 def test_rows_from_another_day_are_rejected():
