@@ -278,9 +278,10 @@ def csv_blocks(report: pd.DataFrame) -> dict[str, str]:
     formatted = [[format_number(v) for v in column] for column in numbers]
     blocks = {}
     for day, rows in itertools.groupby(zip(*keys, *formatted, strict=True), key=itemgetter(0)):
-        start = out.tell()
         writer.writerows(rows)
-        blocks[day] = out.getvalue()[start:]
+        blocks[day] = out.getvalue()
+        out.seek(0)
+        out.truncate()
     return blocks
 
 

@@ -105,11 +105,9 @@ def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day:
     columns = ("value",) if kind in (COUNT, MEDIAN) else ("numerator", "denominator")
     numbers = {column: rows[column].to_numpy(dtype=object) for column in columns}
     series = []
-    indices: dict[tuple[str, str], list[int]] = {}
-    for n, key in enumerate(zip(rows["segment"].tolist(), rows["measure"].tolist(),
-                                strict=True)):
-        indices.setdefault(key, []).append(n)
-    for (segment, measure), index in sorted(indices.items()):
+    for (segment, measure), index in sorted(
+        rows.groupby(["segment", "measure"], sort=False).indices.items()
+    ):
         entry = {"segment": segment, "measure": measure}
         for column in columns:
             aligned = np.full(length, None, dtype=object)
