@@ -4,15 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench clean
+.PHONY: setup run stop test lint bench clean constraints
 
 setup: $(VENV)/.installed node_modules/.installed
 	@bash scripts/ensure-chromium.sh
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -38,6 +38,11 @@ bench: setup
 	$(BIN)/python bench/site.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/nightly.py
+
+# Re-pin every transitive dependency from the current venv (after changing requirements.txt).
+constraints: $(VENV)/.installed
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^kpi=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf .devdata .airflow site_output/* .pytest_cache
