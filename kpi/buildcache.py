@@ -9,9 +9,10 @@ same, byte for byte, as a build from scratch (tested); the cost of a night no lo
 the length of the history, except for the view files of the years that changed.
 
 The cache is one file beside the published site (`.<site folder>.cache`), written atomically
-after a successful publish. It is keyed by the pipeline's code and the report configuration:
-after an upgrade or a configuration change, or when it is missing or unreadable, the next
-build starts from scratch. It is a pickle: keep it where only the pipeline writes.
+after a successful publish. It is keyed by the pipeline's code, the report configuration and
+the aggregates database it was built from: after an upgrade, a configuration change or a switch
+to other databases, or when it is missing or unreadable, the next build starts from scratch. It
+is a pickle: keep it where only the pipeline writes.
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def cache_key(config: Config) -> str:
-    """What a cache must have been made with to be reused: this code and this configuration."""
-    return f"{_code_digest()}:{config.fingerprint}"
+def cache_key(config: Config, source: str = "") -> str:
+    """What a cache must have been made with to be reused: this code, this configuration and
+    the same aggregates (`source`: e.g. the CouchDB server and database prefix)."""
+    where = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return f"{_code_digest()}:{config.fingerprint}:{where}"
 
 
 def read(path: Path, key: str) -> Built | None:

@@ -402,7 +402,8 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     store.ensure_databases()
     low = start.isoformat() if start else ""
     high = end.isoformat() if end else HIGH_KEY
-    cache, key = buildcache.cache_path(settings.site_dir), buildcache.cache_key(config)
+    cache = buildcache.cache_path(settings.site_dir)
+    key = buildcache.cache_key(config, f"{settings.couchdb_url_redacted} {store.name(AGGREGATES)}")
     whole = start is None and end is None  # a partial site is built from scratch, not cached
     previous = buildcache.read(cache, key) if whole else None
 

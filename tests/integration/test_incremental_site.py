@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from kpi import buildcache
-from kpi.pipeline import backfill, build_site, extract_and_store
+from kpi.pipeline import backfill, build_site, days_between, extract_and_store
 from kpi.store import AGGREGATES, CouchStore, content_of
 from tests.integration.test_restatement import CHANGED_DAY, changed_source
 from tests.integration.test_windows import files
@@ -58,14 +58,21 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
     assert files(again) == files(scratch(settings, tmp_path))
 
 
-@pytest.mark.parametrize("damage", ["other configuration", "corrupt"])
+@pytest.mark.parametrize("damage", ["other configuration", "corrupt", "other databases"])
 def test_a_cache_that_cannot_be_trusted_is_not_used(settings, tmp_path, caplog, damage):
     backfill(START, END, settings, progress=False)
     path = buildcache.cache_path(settings.site_dir)
-    if damage == "corrupt":
+    if damage == "other databases":  # same days, same site folder, another prefix
+        settings = dataclasses.replace(settings, db_prefix=f"{settings.db_prefix}_two")
+        CouchStore(settings).ensure_databases()
+        for day in days_between(START, END):
+            extract_and_store(day, settings)
+    elif damage == "corrupt":
         path.write_bytes(b"\x80\x05not a pickle")
     else:
-        built = buildcache.read(path, buildcache.cache_key(_config(settings)))
+        key = buildcache.cache_key(
+            _config(settings), f"{settings.couchdb_url_redacted} {settings.db_prefix}_aggregates")
+        built = buildcache.read(path, key)
         assert built is not None
         buildcache.write(path, "another configuration", built)
     caplog.clear()
