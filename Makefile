@@ -39,10 +39,16 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/nightly.py
 
-# Re-pin every transitive dependency from the current venv (after changing requirements.txt).
-constraints: $(VENV)/.installed
-	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^kpi=='; } > constraints.txt.new
+# Re-pin every transitive dependency (after changing requirements.txt): a fresh venv resolves
+# requirements.txt alone, and its versions become the constraints. Then run `make test`.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install --quiet --upgrade pip
+	.venv-constraints/bin/pip install --quiet -r requirements.txt
+	{ sed -n '1,3p' constraints.txt; .venv-constraints/bin/pip freeze; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+	rm -rf .venv-constraints
 
 clean:
 	rm -rf .devdata .airflow site_output/* .pytest_cache

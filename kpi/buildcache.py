@@ -102,9 +102,12 @@ def read(path: Path, key: str) -> Built | None:
 def write(path: Path, key: str, built: Built) -> None:
     """Replace the cache atomically (a reader sees the old or the new one, never a part)."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(partial, "wb") as handle:
-        pickle.dump((key, built), handle, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as handle:
+            pickle.dump((key, built), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def update(previous: Built | None, revs: dict[str, str],

@@ -85,13 +85,16 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     aggregator = DayAggregator(config)
-    manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add)
-    quality = day_quality(manifest, aggregator.skipped_empty_stream, aggregator.aggregated)
-    doc = aggregates_document(day, *aggregator.result(), config, quality)
-    written = store.upsert(AGGREGATES, [doc]).written
+
+    def write_aggregates(manifest: dict) -> int:  # before the complete manifest
+        quality = day_quality(manifest, aggregator.skipped_empty_stream, aggregator.aggregated)
+        doc = aggregates_document(day, *aggregator.result(), config, quality)
+        return store.upsert(AGGREGATES, [doc]).written
+
+    manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add,
+                         before_manifest=write_aggregates)
     log.info("stored and aggregated %s: %s", day, manifest)
-    return {**manifest, "written": manifest["written"] + written,
-            "aggregated": aggregator.aggregated}
+    return {**manifest, "aggregated": aggregator.aggregated}
 
 
 def day_quality(manifest: dict, skipped_empty_stream: int, aggregated: int) -> dict:
@@ -230,15 +233,17 @@ def extract_window(window: dict, settings: Settings, config: Config | None = Non
 def close_day(day: date, windows: list[dict], settings: Settings,
               config: Config | None = None) -> dict:
     """Combine the parts `extract_window` left for `day` into the day's snapshot: delete rows
-    the source no longer returns, write the manifest and the aggregates (the window parts'
-    sum, exact because counts are additive), then drop the parts.
+    the source no longer returns, write the aggregates (the window parts' sum, exact because
+    counts are additive), then the complete manifest. The parts stay (`close_days` drops
+    them), so closing again, e.g. on a retry, gives the same result.
 
     Identical to `extract_and_store` of the whole day. When the parts cannot say it exactly,
-    (a window's part is missing, or an id came in two windows, which only one pass over the day
-    can settle), the day is extracted again in one pass instead.
+    (a window's part is missing or from another run, e.g. because the day was stored again
+    since, or an id came in two windows, which only one pass over the day can settle), the day
+    is extracted again in one pass instead.
 
     Returns:
-        The day's manifest, as `extract_and_store` returns it.
+        The day's manifest, as `extract_and_store` returns it, plus `from_windows`.
     """
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
@@ -247,30 +252,48 @@ def close_day(day: date, windows: list[dict], settings: Settings,
     problem = "a window's part is missing" if parts is None else _overlap(parts)
     if problem:
         log.warning("%s: %s; extracting the day in one pass", day, problem)
-        manifest = extract_and_store(day, settings, config)
-    else:
-        snapshot = Snapshot()
-        for part, _ in parts:
-            snapshot.raw_ids |= part.raw_ids
-            snapshot.quarantine_ids |= part.quarantine_ids
-            snapshot.counts.update(part.counts)
-            snapshot.reasons.update(part.reasons)
-            snapshot.written += part.written
-        mark = IncompleteMark(store, day)
-        manifest = finish_day(store, day, snapshot, store.day_ids(RAW, day),
-                              store.day_ids(QUARANTINE, day), mark)
-        columns = count_columns(config)
+        return {**extract_and_store(day, settings, config), "from_windows": False}
+    snapshot = Snapshot()
+    for part, _ in parts:
+        snapshot.raw_ids |= part.raw_ids
+        snapshot.quarantine_ids |= part.quarantine_ids
+        snapshot.counts.update(part.counts)
+        snapshot.reasons.update(part.reasons)
+        snapshot.written += part.written
+    columns = count_columns(config)
+
+    def write_aggregates(manifest: dict) -> int:  # before the complete manifest
         groups, histogram = combine(
             [decode_frames(day.isoformat(), aggregates, columns) for _, aggregates in parts]
         )
         quality = day_quality(manifest, sum(a["skipped_empty_stream"] for _, a in parts),
                               sum(a["aggregated"] for _, a in parts))
         doc = aggregates_document(day, groups, histogram, config, quality)
-        manifest["written"] += store.upsert(AGGREGATES, [doc]).written
-        manifest["aggregated"] = quality["aggregated"]
-        log.info("closed %s from %d windows: %s", day, len(parts), manifest)
-    delete_parts(store, day)
-    return manifest
+        return store.upsert(AGGREGATES, [doc]).written
+
+    manifest = finish_day(store, day, snapshot, store.day_ids(RAW, day),
+                          store.day_ids(QUARANTINE, day), IncompleteMark(store, day),
+                          write_aggregates)
+    manifest["aggregated"] = sum(a["aggregated"] for _, a in parts)
+    log.info("closed %s from %d windows: %s", day, len(parts), manifest)
+    return {**manifest, "from_windows": True}
+
+
+def close_days(windows: list[dict], settings: Settings,
+               config: Config | None = None) -> list[dict]:
+    """Close every day of a plan (`close_day`), then drop their parts; the days' manifests.
+
+    Parts are dropped only once every day is closed, so a retry after a failure half-way closes
+    the days already done again from their parts, cheaply, instead of re-extracting them.
+    """
+    config = config or load_config(settings.config_path)
+    days = sorted({window["day"] for window in windows})
+    manifests = [close_day(date.fromisoformat(day), [w for w in windows if w["day"] == day],
+                           settings, config) for day in days]
+    store = CouchStore(settings)
+    for day in days:
+        delete_parts(store, date.fromisoformat(day))
+    return manifests
 
 
 def _overlap(parts: list[tuple[Snapshot, dict]]) -> str:
@@ -468,18 +491,18 @@ def nightly_extract_window(window: dict) -> dict:
 
 
 def nightly_aggregate(windows: list[dict]) -> list[dict]:
-    """Airflow task: close each planned day from its windows' parts and confirm its
-    aggregates; the days' data-quality counts."""
+    """Airflow task: close the planned days from their windows' parts (`close_days`) and
+    confirm their aggregates; per day its data-quality counts, the documents written and
+    removed, and whether it was closed from the windows (else in one pass)."""
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
     config = load_config(settings.config_path)
     results = []
-    for day in sorted({window["day"] for window in windows}):
-        close_day(date.fromisoformat(day), [w for w in windows if w["day"] == day], settings,
-                  config)
-        results.append({"day": day, **confirm_aggregated(date.fromisoformat(day), settings,
-                                                         config)})
+    for manifest in close_days(windows, settings, config):
+        day = date.fromisoformat(manifest["day"])
+        results.append({"day": manifest["day"], **confirm_aggregated(day, settings, config),
+                        **{key: manifest[key] for key in ("written", "removed", "from_windows")}})
     return results
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 NIGHTLY_AT_PATTERN = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+MAX_MAPPED_WINDOWS = 1024  # Airflow's default [core] max_map_length
 DB_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_$()+\-/]*$")
 
 
@@ -114,6 +115,15 @@ class Settings:
             raise ValueError(msg)
         if self.restate_days < 0:
             msg = f"KPI_RESTATE_DAYS={self.restate_days} must be 0 or more"
+            raise ValueError(msg)
+        windows = (self.restate_days + 1) * -(-24 // self.fetch_chunk_hours)
+        if windows > MAX_MAPPED_WINDOWS:
+            msg = (
+                f"KPI_RESTATE_DAYS={self.restate_days} with KPI_FETCH_CHUNK_HOURS="
+                f"{self.fetch_chunk_hours} makes {windows} fetch windows per nightly run; "
+                f"Airflow maps at most {MAX_MAPPED_WINDOWS} tasks: restate fewer days or fetch "
+                "larger windows"
+            )
             raise ValueError(msg)
         if not NIGHTLY_AT_PATTERN.match(self.nightly_at):
             msg = f"KPI_NIGHTLY_AT={self.nightly_at!r} must be a UTC time HH:MM, e.g. 02:30"

@@ -46,7 +46,7 @@ from kpi.source import blob_of, check_row
 RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggregates"
 PARTS = "parts"
 DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES, PARTS)
-PART_IDS = 20_000  # ids per part document: about 1 MB, far below CouchDB's 8 MB default
+PART_BYTES = 1_000_000  # of ids per part document, far below CouchDB's 8 MB default
 HIGH_KEY = "\ufff0"
 CONFLICT_ROUNDS = 5  # re-reads of conflicting documents before giving up
 TRANSIENT = (requests.ConnectionError, requests.Timeout, couch_errors.GenericError)
@@ -358,7 +358,8 @@ class Snapshot:
 
 
 def store_day(store: CouchStore, day: date, batches: Iterable[list],
-              on_stored: Callable[[list[dict]], None] | None = None) -> dict:
+              on_stored: Callable[[list[dict]], None] | None = None,
+              before_manifest: Callable[[dict], int] | None = None) -> dict:
     """Validate and store one day's KPIggybank rows; write and return the day's manifest.
 
     Args:
@@ -367,6 +368,10 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
         batches: the day's rows, in lists (one per fetch window).
         on_stored: called with each batch's blobs as they are stored (the day's snapshot, batch
             by batch: e.g. to aggregate the day without reading it back).
+        before_manifest: see `finish_day`.
+
+    Parts that windows of the day left (`write_part`) are deleted first: after this snapshot,
+    they describe an older one, and closing the day from them would undo it.
 
     Returns:
         The manifest (the data-quality counts of extract and store) plus `written`, the number
@@ -374,10 +379,12 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
         the number of stored rows deleted because the source no longer returns them.
     """
     store.ensure_databases()
+    delete_parts(store, day)
     present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
     mark = IncompleteMark(store, day)
     snapshot = store_rows(store, day, batches, present_raw, present_quarantined, mark, on_stored)
-    return finish_day(store, day, snapshot, present_raw, present_quarantined, mark)
+    return finish_day(store, day, snapshot, present_raw, present_quarantined, mark,
+                      before_manifest)
 
 
 def store_rows(store: CouchStore, day: date, batches: Iterable[list],
@@ -435,9 +442,12 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
 
 
 def finish_day(store: CouchStore, day: date, snapshot: Snapshot, present_raw: set[str],
-               present_quarantined: set[str], before_write: Callable[[], None]) -> dict:
-    """Close a stored day: delete the rows the source no longer returns (restatement), then
-    write its complete manifest. Returns the manifest with `written` and `removed`."""
+               present_quarantined: set[str], before_write: Callable[[], None],
+               before_manifest: Callable[[dict], int] | None = None) -> dict:
+    """Close a stored day: delete the rows the source no longer returns (restatement), call
+    `before_manifest` with the manifest (e.g. to write the day's aggregates; it returns the
+    documents it wrote), then write the complete manifest, last: a day whose run dies before
+    that is never taken for finished. Returns the manifest with `written` and `removed`."""
     removed = store.delete(RAW, sorted(present_raw - snapshot.raw_ids), before_write)
     removed += store.delete(QUARANTINE, sorted(present_quarantined - snapshot.quarantine_ids),
                             before_write)
@@ -450,7 +460,10 @@ def finish_day(store: CouchStore, day: date, snapshot: Snapshot, present_raw: se
         "rejected_reasons": dict(sorted(snapshot.reasons.items())),
         "complete": True,
     }
-    written = snapshot.written + store.upsert(MANIFESTS, [manifest]).written
+    written = snapshot.written
+    if before_manifest is not None:
+        written += before_manifest(manifest)
+    written += store.upsert(MANIFESTS, [manifest]).written
     return {**content_of(manifest), "written": written, "removed": removed}
 
 
@@ -530,22 +543,27 @@ def _part_id(day: date, window: tuple[int, int], n: int) -> str:
 def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
                snapshot: Snapshot, aggregates: dict) -> None:
     """Record what one window of `day` stored (its ids, counts and partial `aggregates`),
-    for `read_parts`. The ids are spread over documents of `PART_IDS` ids each."""
+    for `read_parts`: a head document, then the ids in documents of at most `PART_BYTES` of
+    ids each (ids may be long), so every document stays far below CouchDB's size limit."""
     prefix = f"{day.isoformat()}:"
-    raw = sorted(doc_id.removeprefix(prefix) for doc_id in snapshot.raw_ids)
-    quarantined = sorted(doc_id.removeprefix(prefix) for doc_id in snapshot.quarantine_ids)
-    chunks = max(1, -(-max(len(raw), len(quarantined)) // PART_IDS))
-    docs = []
-    for n in range(chunks):
-        ids = slice(n * PART_IDS, (n + 1) * PART_IDS)
-        doc = {"_id": _part_id(day, window, n), "day": day.isoformat(), "run": run,
-               "raw_ids": raw[ids], "quarantine_ids": quarantined[ids]}
-        if n == 0:
-            doc |= {"window": list(window), "chunks": chunks, "counts": dict(snapshot.counts),
-                    "reasons": dict(snapshot.reasons), "written": snapshot.written,
-                    "aggregates": aggregates}
-        docs.append(doc)
-    store.upsert(PARTS, docs)
+    chunks: list[dict] = []
+    size = PART_BYTES
+    for kind, ids in (("raw_ids", snapshot.raw_ids), ("quarantine_ids", snapshot.quarantine_ids)):
+        for doc_id in sorted(ids):
+            short = doc_id.removeprefix(prefix)
+            if size + len(short) > PART_BYTES:
+                chunks.append({"raw_ids": [], "quarantine_ids": []})
+                size = 0
+            chunks[-1][kind].append(short)
+            size += len(short) + 8  # quotes, comma, escapes: a margin
+    head = {"_id": _part_id(day, window, 0), "day": day.isoformat(), "run": run,
+            "window": list(window), "chunks": len(chunks), "counts": dict(snapshot.counts),
+            "reasons": dict(snapshot.reasons), "written": snapshot.written,
+            "aggregates": aggregates}
+    store.upsert(PARTS, [head] + [
+        {"_id": _part_id(day, window, n), "day": day.isoformat(), "run": run, **chunk}
+        for n, chunk in enumerate(chunks, start=1)
+    ])
 
 
 def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
@@ -559,7 +577,7 @@ def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
         head = docs.get(_part_id(day, window, 0))
         if head is None:
             return None
-        chunk_docs = [docs.get(_part_id(day, window, n)) for n in range(head["chunks"])]
+        chunk_docs = [docs.get(_part_id(day, window, n)) for n in range(1, head["chunks"] + 1)]
         if any(doc is None for doc in chunk_docs):
             return None
         snapshot = Snapshot(

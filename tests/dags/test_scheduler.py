@@ -6,6 +6,7 @@ and files equal one pass of `kpi backfill` over the same days (no mapping, no Ai
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import sqlite3
@@ -65,7 +66,7 @@ class Airflow:
             "KPI_DB_PREFIX": settings.db_prefix,
             "KPI_SITE_DIR": str(settings.site_dir),
             "KPI_START_DATE": first_day.isoformat(),
-            "KPI_RESTATE_DAYS": "0",
+            "KPI_RESTATE_DAYS": "1",
             "KPI_RETRY_BACKOFF": "0.05",
         }
         self.cli("db", "migrate")
@@ -90,6 +91,17 @@ class Airflow:
             return db.execute(
                 "select logical_date, state, end_date, run_type from dag_run where dag_id = ? "
                 "order by logical_date", (dag_id,)).fetchall()
+
+    def aggregated(self) -> list[dict]:
+        """What every `aggregate` task returned (its XCom), in run order."""
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            rows = db.execute(
+                "select x.value from xcom x join dag_run r on r.id = x.dag_run_id "
+                "where x.dag_id = 'kpi_nightly' and x.task_id = 'aggregate' "
+                "and x.key = 'return_value' order by r.logical_date").fetchall()
+        values = [json.loads(value) for (value,) in rows]
+        return [day for value in values
+                for day in (json.loads(value) if isinstance(value, str) else value)]
 
     def wait_for(self, dag_id: str, count: int, ended_after: str = "", timeout: float = 420):
         """Until `count` runs of `dag_id` succeeded (and ended after `ended_after`)."""
@@ -130,6 +142,10 @@ def test_scheduler_catchup_and_backfill_equal_one_pass(settings, recent_source, 
         runs = airflow.wait_for("kpi_nightly", 2)
         assert [r[0][:10] for r in runs] == [(d + timedelta(days=1)).isoformat() for d in days]
         airflow.wait_for("kpi_publish", 1)
+        closed = airflow.aggregated()  # the second run restates the first day (RESTATE_DAYS=1)
+        assert [(d["day"], d["from_windows"]) for d in closed] == [
+            (days[0].isoformat(), True), (days[0].isoformat(), True),
+            (days[1].isoformat(), True)]
 
         one_pass = dataclasses.replace(settings, db_prefix=f"{settings.db_prefix}_one",
                                        site_dir=tmp_path / "one_pass_site")

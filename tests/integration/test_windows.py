@@ -12,9 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from kpi.pipeline import build_site, close_day, extract_and_store, extract_window, plan_windows
-from kpi.source import utc_day_of
-from kpi.store import DATABASES, HIGH_KEY, PARTS, CouchStore, content_of
+from kpi.pipeline import (
+    build_site,
+    close_day,
+    close_days,
+    day_is_done,
+    extract_and_store,
+    extract_window,
+    plan_windows,
+)
+from kpi.source import check_row, utc_day_of
+from kpi.store import (
+    AGGREGATES,
+    DATABASES,
+    HIGH_KEY,
+    MANIFESTS,
+    PARTS,
+    CouchStore,
+    content_of,
+)
 from tests.integration.test_restatement import changed_source
 
 pytestmark = pytest.mark.integration
@@ -37,8 +53,7 @@ def windowed(days, settings, run, skip=()):
     todo = [window for n, window in enumerate(plan) if n not in skip]
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda window: extract_window(window, settings), todo))
-    return [close_day(day, [w for w in plan if w["day"] == day.isoformat()], settings)
-            for day in days]
+    return close_days(plan, settings)
 
 
 def one_pass(days, settings):
@@ -74,6 +89,7 @@ def test_windows_extracted_at_once_equal_one_pass(settings, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="kpi.pipeline"):
         manifests = windowed(DAYS, settings, "run-1")
     assert FALLBACK not in caplog.text  # closed from the parts, not by a second pass
+    assert [m["from_windows"] for m in manifests] == [True, True]
     assert [m["stored"] for m in manifests] == [m["stored"] for m in one_pass(DAYS, other)]
     assert_same(settings, other)
 
@@ -85,7 +101,7 @@ def test_restating_by_windows_equals_one_pass_over_the_new_rows(settings, fake_a
     source.range = changed_source(source.range)  # 2026-10-02 loses, changes and gains rows
     with caplog.at_level(logging.WARNING, logger="kpi.pipeline"):
         restated = windowed(DAYS, settings, "run-2")
-    assert FALLBACK not in caplog.text
+    assert FALLBACK not in caplog.text and all(m["from_windows"] for m in restated)
     assert restated[0]["removed"] > 0
     other = one_pass_settings(settings, tmp_path)
     one_pass(DAYS, other)
@@ -137,3 +153,91 @@ def test_parts_of_another_run_are_not_used(settings, tmp_path, caplog):
     other = one_pass_settings(settings, tmp_path)
     one_pass(DAYS[:1], other)
     assert_same(settings, other)
+
+
+def test_parts_older_than_the_stored_snapshot_are_never_used(settings, fake_app, tmp_path,
+                                                             caplog):
+    """A run's windows stored the day, its close failed; then the day was stored again in one
+    pass from a changed source (a `kpi backfill`); closing the first run now would undo that.
+    Storing a day drops its parts, so the close falls back to one pass of the source."""
+    plan = plan_windows(DAYS[:1], settings, "run-1")
+    for window in plan:
+        extract_window(window, settings)
+    source = fake_app.state.store
+    source.range = changed_source(source.range)  # rows removed, changed and added
+    extract_and_store(DAYS[0], settings)
+    with caplog.at_level(logging.WARNING, logger="kpi.pipeline"):
+        manifest = close_day(DAYS[0], plan, settings)
+    assert manifest["from_windows"] is False
+    other = one_pass_settings(settings, tmp_path)
+    one_pass(DAYS[:1], other)
+    assert_same(settings, other)
+
+
+def test_closing_again_after_a_failure_half_way_reuses_the_parts(settings, monkeypatch):
+    """`close_days` drops the parts only at the end: a retry closes the first day again from
+    its parts (nothing to write) instead of extracting it again."""
+    plan = plan_windows(DAYS, settings, "run-1")
+    for window in plan:
+        extract_window(window, settings)
+    real = close_day
+
+    def second_day_fails(day, *args, **kwargs):
+        if day == DAYS[1]:
+            raise RuntimeError("worker lost")
+        return real(day, *args, **kwargs)
+
+    import kpi.pipeline
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kpi.pipeline, "close_day", second_day_fails)
+        with pytest.raises(RuntimeError, match="worker lost"):
+            close_days(plan, settings)
+    store = CouchStore(settings)
+    closed = [store.get(kind, DAYS[0].isoformat())["_rev"] for kind in (MANIFESTS, AGGREGATES)]
+    retried = close_days(plan, settings)
+    assert [m["from_windows"] for m in retried] == [True, True]
+    assert retried[0]["removed"] == 0  # the first day: nothing rewritten
+    assert [store.get(kind, DAYS[0].isoformat())["_rev"]
+            for kind in (MANIFESTS, AGGREGATES)] == closed
+    assert all(day_is_done(day, settings) for day in DAYS)
+
+
+@pytest.mark.parametrize("mode", ["windows", "one pass"])
+def test_a_close_that_dies_before_its_aggregates_is_not_a_finished_day(settings, fake_app,
+                                                                       monkeypatch, mode):
+    """Rows changed, counts did not: if the aggregates are not written, the manifest must not
+    say complete (it is written last)."""
+    before = extract_and_store(DAYS[0], settings)
+    source = fake_app.state.store
+    original = source.range
+
+    def same_counts_other_content(start, end):
+        rows = original(start, end)
+        ok = [n for n, r in enumerate(rows) if check_row(r).status == "ok"][:5]  # stay valid
+        return [{**r, "value": {**r["value"], "event_stream": [["screen.rp_info", 1]]}}
+                if n in ok else r for n, r in enumerate(rows)]
+
+    source.range = same_counts_other_content
+    plan = plan_windows(DAYS[:1], settings, "run-1")
+    if mode == "windows":
+        for window in plan:
+            extract_window(window, settings)
+    real_upsert = CouchStore.upsert
+
+    def aggregates_lost(self, kind, docs, *args, **kwargs):
+        if kind == AGGREGATES:
+            raise RuntimeError("CouchDB went away")
+        return real_upsert(self, kind, docs, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CouchStore, "upsert", aggregates_lost)
+        with pytest.raises(RuntimeError, match="went away"):
+            if mode == "windows":
+                close_day(DAYS[0], plan, settings)
+            else:
+                extract_and_store(DAYS[0], settings)
+    after = CouchStore(settings).get(MANIFESTS, DAYS[0].isoformat())
+    counts = ("fetched", "stored", "skipped_empty_stream", "rejected_invalid")
+    assert [after[k] for k in counts] == [before[k] for k in counts]  # only content changed
+    assert not day_is_done(DAYS[0], settings)
