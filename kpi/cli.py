@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -154,6 +155,12 @@ def couchdb(port: int, data_dir: Path, in_memory: bool) -> None:
 
     process = start_dev_couchdb(port, None if in_memory else data_dir.resolve())
     click.echo(f"dev CouchDB on http://127.0.0.1:{port}/ (pid {process.pid})")
+
+    def stop(signum, frame):  # TERM or HUP (a supervisor, a closed terminal): stop the server too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     try:
         process.wait()
     except KeyboardInterrupt:

@@ -152,14 +152,17 @@ DIFFERENCES = (
 
 @functools.cache
 def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
-                area_toggle: bool) -> dict:
+                area_toggle: bool, validate: bool = False) -> dict:
     """The Vega-Lite templates of a page (pure in its arguments, so built once per process)."""
-    specs = {"lines": charts.spec(charts.series_chart(y_title, percent, ratio))}
+    def spec(chart):
+        return charts.spec(chart, validate)
+
+    specs = {"lines": spec(charts.series_chart(y_title, percent, ratio))}
     if area_toggle:
-        specs["areas"] = charts.spec(charts.series_chart(y_title, percent, ratio, area=True))
+        specs["areas"] = spec(charts.series_chart(y_title, percent, ratio, area=True))
     if layout == "funnel":
-        specs["funnel"] = charts.spec(charts.funnel_chart("Blobs"))
-        specs["panel"] = charts.spec(charts.step_panel_chart(y_title, percent, ratio))
+        specs["funnel"] = spec(charts.funnel_chart("Blobs"))
+        specs["panel"] = spec(charts.step_panel_chart(y_title, percent, ratio))
     return specs
 
 
@@ -257,10 +260,29 @@ def asset_version() -> str:
 
 @functools.cache
 def vega_bundle() -> str:
-    """Vega 6 + Vega-Lite 6 + vega-embed as one script (from vl-convert, no network)."""
+    """Vega 6 + Vega-Lite 6 + vega-embed as one script (from vl-convert, no network).
+
+    Making it costs about 2 s, so it is kept in the user's cache folder
+    (`$XDG_CACHE_HOME/kpi/`, default `~/.cache/kpi/`), one file per vl-convert version; a
+    folder that cannot be written only costs the 2 s again.
+    """
     import vl_convert
 
-    return vl_convert.javascript_bundle()
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kpi"
+    cached = folder / f"vega-bundle-{vl_convert.__version__}.js"
+    try:
+        return cached.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    bundle = vl_convert.javascript_bundle()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f"{cached.name}.{os.getpid()}.tmp"
+        partial.write_text(bundle, encoding="utf-8")
+        os.replace(partial, cached)
+    except OSError as exc:
+        log.info("cannot keep the Vega bundle in %s: %s", folder, exc)
+    return bundle
 
 
 def day_ranges(days: list[str]) -> list[list[str]]:

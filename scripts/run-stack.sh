@@ -35,6 +35,7 @@ export AIRFLOW__API_AUTH__JWT_SECRET
 # that `make stop` (scripts/stop-stack.sh) can stop them from another terminal too.
 PGIDS=$ROOT/.devdata/run-stack.pgids
 echo $$ > "$ROOT/.devdata/run-stack.pid"
+rm -f "$ROOT/.devdata/run-stack.stopping"
 # Every process started from here inherits this mark, even those that leave their process group
 # (Airflow's task workers do): stop-stack.sh also stops any process that carries it.
 export KPI_RUN_STACK_ID="run-$$-$(date +%s%N)"
@@ -105,4 +106,6 @@ cat <<MSG
 
 MSG
 wait -n "${pids[@]}" || true
-echo "a service exited; see the logs above and in $AIRFLOW_HOME/" >&2 || true
+if [ ! -e "$ROOT/.devdata/run-stack.stopping" ]; then  # not `make stop`: something crashed
+  echo "a service exited; see the logs above and in $AIRFLOW_HOME/" >&2 || true
+fi

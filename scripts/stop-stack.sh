@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 PGIDS=.devdata/run-stack.pgids
 PIDFILE=.devdata/run-stack.pid
 [ -s "$PGIDS" ] || { echo "nothing to stop (no $PGIDS)"; exit 0; }
+# Tell the run script its services are going away on purpose (it then says "stopped", not
+# "a service exited").
+[ "${1:-}" = "--from-run" ] || : > .devdata/run-stack.stopping
 alive() { kill -0 -- "-$1" 2>/dev/null; }
 mapfile -t groups < "$PGIDS"
 for group in "${groups[@]}"; do kill -TERM -- "-$group" 2>/dev/null || true; done

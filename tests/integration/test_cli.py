@@ -99,3 +99,35 @@ def test_a_configuration_change_is_detected_and_restated(settings, tmp_path):
     assert result.exit_code == 0 and "1 days" in result.output  # not done under the new config
     rows = (settings.site_dir / "data" / "assertions.csv").read_text(encoding="utf-8")
     assert ",OS,Linux," not in rows and ",OS,Macintosh," in rows
+
+
+@pytest.mark.parametrize("signum", [15, 1])  # TERM (a supervisor), HUP (a closed terminal)
+def test_kpi_couchdb_stops_its_server_when_signalled(signum):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from kpi.devserver import wait_for_http
+
+    port = free_port()
+    kpi = Path(sys.executable).with_name("kpi")
+    process = subprocess.Popen([str(kpi), "couchdb", "--port", str(port), "--in-memory"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", process, timeout=60)
+        process.send_signal(signum)
+        assert process.wait(timeout=20) is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            except httpx.TransportError:
+                break  # the server is gone with its parent
+            time.sleep(0.2)
+        else:
+            pytest.fail("pouchdb-server still answers after `kpi couchdb` was signalled")
+    finally:
+        process.kill()

@@ -57,6 +57,29 @@ def test_funnel_chart_bars_follow_step_order():
     assert spec["encoding"]["x"]["field"] == "count"
 
 
+def test_every_chart_template_is_valid_vega_lite():
+    """Builds skip the schema check (it costs a second per process); here every template of
+    every page, and the sparklines, go through it, and equal what the builds use."""
+    from kpi.site import _page_specs
+    from kpi.views import KINDS
+
+    for page in PAGES:
+        ratio = KINDS[page.id] in ("ratio", "complement")
+        args = (page.layout, page.y_title, page.percent, ratio, page.area_toggle)
+        assert _page_specs(*args, validate=True) == _page_specs(*args)
+    for percent in (True, False):
+        chart = charts.sparkline_chart(percent=percent)
+        assert charts.spec(chart, validate=True) == charts.spec(chart)
+
+
+def test_an_invalid_template_is_caught_by_the_schema_check():
+    broken = charts.sparkline_chart(percent=True)
+    broken.mark = "no-such-mark"
+    with pytest.raises(Exception, match="no-such-mark"):
+        charts.spec(broken, validate=True)
+    assert charts.spec(broken)  # what a build would do: no check
+
+
 def test_themes_give_dark_and_light_colours():
     assert charts.THEMES["dark"]["axis"]["labelColor"] != charts.THEMES["light"]["axis"][
         "labelColor"]
