@@ -592,4 +592,5 @@ def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
 
 def delete_parts(store: CouchStore, day: date) -> int:
     """Delete every part of `day` (once the day is closed); returns how many."""
-    return store.delete(PARTS, sorted(store.day_ids(PARTS, day)))
+    ids = sorted(store.day_ids(PARTS, day))
+    return store.delete(PARTS, ids) if ids else 0
