@@ -238,9 +238,10 @@ def close_day(day: date, windows: list[dict], settings: Settings,
     them), so closing again, e.g. on a retry, gives the same result.
 
     Identical to `extract_and_store` of the whole day. When the parts cannot say it exactly,
-    (a window's part is missing or from another run, e.g. because the day was stored again
-    since, or an id came in two windows, which only one pass over the day can settle), the day
-    is extracted again in one pass instead.
+    the day is extracted again in one pass instead: a window's part is missing (e.g. the day was
+    stored again since, by a one-pass store or another run's windows, which drop older parts),
+    a row a part stored is gone (another writer restated the day meanwhile), or an id came in
+    two windows (only one pass over the day can settle which copy is kept).
 
     Returns:
         The day's manifest, as `extract_and_store` returns it, plus `from_windows`.
@@ -249,7 +250,9 @@ def close_day(day: date, windows: list[dict], settings: Settings,
     store = CouchStore(settings)
     bounds = [(window["start_ms"], window["end_ms"]) for window in windows]
     parts = read_parts(store, day, bounds, windows[0]["run"]) if windows else None
-    problem = "a window's part is missing" if parts is None else _overlap(parts)
+    present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
+    problem = ("a window's part is missing" if parts is None
+               else _overlap(parts) or _gone(parts, present_raw, present_quarantined))
     if problem:
         log.warning("%s: %s; extracting the day in one pass", day, problem)
         return {**extract_and_store(day, settings, config), "from_windows": False}
@@ -271,9 +274,8 @@ def close_day(day: date, windows: list[dict], settings: Settings,
         doc = aggregates_document(day, groups, histogram, config, quality)
         return store.upsert(AGGREGATES, [doc]).written
 
-    manifest = finish_day(store, day, snapshot, store.day_ids(RAW, day),
-                          store.day_ids(QUARANTINE, day), IncompleteMark(store, day),
-                          write_aggregates)
+    manifest = finish_day(store, day, snapshot, present_raw, present_quarantined,
+                          IncompleteMark(store, day), write_aggregates)
     manifest["aggregated"] = sum(a["aggregated"] for _, a in parts)
     log.info("closed %s from %d windows: %s", day, len(parts), manifest)
     return {**manifest, "from_windows": True}
@@ -294,6 +296,16 @@ def close_days(windows: list[dict], settings: Settings,
     for day in days:
         delete_parts(store, date.fromisoformat(day))
     return manifests
+
+
+def _gone(parts: list[tuple[Snapshot, dict]], present_raw: set[str],
+          present_quarantined: set[str]) -> str:
+    """Why the parts no longer describe the stored day ('' when they do): a row they stored
+    is gone, so someone else (a one-pass store) restated the day after them."""
+    for part, _ in parts:
+        if not (part.raw_ids <= present_raw and part.quarantine_ids <= present_quarantined):
+            return "the stored day changed after its windows were stored"
+    return ""
 
 
 def _overlap(parts: list[tuple[Snapshot, dict]]) -> str:

@@ -10,6 +10,7 @@ once (`vendor/vega-bundle.js`) and shared by every page; no page references an o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
 import functools
@@ -268,20 +269,28 @@ def vega_bundle() -> str:
     """
     import vl_convert
 
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kpi"
+    try:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kpi"
+    except RuntimeError:  # no home folder (some containers): no cache
+        return vl_convert.javascript_bundle()
     cached = folder / f"vega-bundle-{vl_convert.__version__}.js"
     try:
-        return cached.read_text(encoding="utf-8")
-    except OSError:
+        bundle = cached.read_text(encoding="utf-8")
+        if len(bundle) > 100_000:  # the real one is about 900 KB; anything else is remade
+            return bundle
+    except (OSError, UnicodeDecodeError):
         pass
     bundle = vl_convert.javascript_bundle()
+    partial = folder / f"{cached.name}.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"{cached.name}.{os.getpid()}.tmp"
         partial.write_text(bundle, encoding="utf-8")
         os.replace(partial, cached)
     except OSError as exc:
         log.info("cannot keep the Vega bundle in %s: %s", folder, exc)
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return bundle
 
 

@@ -8,7 +8,7 @@ Databases (every name starts with `KPI_DB_PREFIX`):
 | `<prefix>_quarantine` | row that failed validation  | `YYYY-MM-DD:<id or sha1 of row>` |
 | `<prefix>_manifests`  | UTC day extracted           | `YYYY-MM-DD`              |
 | `<prefix>_aggregates` | UTC day aggregated          | `YYYY-MM-DD`              |
-| `<prefix>_parts`      | window of a day in progress | `YYYY-MM-DD:<start>-<end>:<n>` |
+| `<prefix>_parts`      | window of a day in progress | `YYYY-MM-DD:<run>:<start>-<end>:<n>` |
 
 The blob sits under the `blob` key of its raw document, so blob fields can never collide with
 CouchDB's reserved `_` fields. Ids are deterministic and a document is written only when its
@@ -26,6 +26,7 @@ CouchDB 3 API is used: database PUT/GET, `_bulk_docs` (per-document results are 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -536,16 +537,31 @@ def aggregates_document(
     }
 
 
-def _part_id(day: date, window: tuple[int, int], n: int) -> str:
-    return f"{day.isoformat()}:{window[0]}-{window[1]}:{n:04d}"
+def _run_key(run: str) -> str:
+    """A short, id-safe name of a run (run ids may hold `:` and `+`)."""
+    return hashlib.sha1(run.encode()).hexdigest()[:12]
+
+
+def _part_id(day: date, run: str, window: tuple[int, int], n: int) -> str:
+    return f"{day.isoformat()}:{_run_key(run)}:{window[0]}-{window[1]}:{n:04d}"
 
 
 def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
                snapshot: Snapshot, aggregates: dict) -> None:
     """Record what one window of `day` stored (its ids, counts and partial `aggregates`),
-    for `read_parts`: a head document, then the ids in documents of at most `PART_BYTES` of
-    ids each (ids may be long), so every document stays far below CouchDB's size limit."""
+    for `read_parts`: the ids in documents of at most `PART_BYTES` of ids each (ids may be
+    long), so every document stays far below CouchDB's size limit, then a head document that
+    names them by an attempt token (so a head never pairs with chunks of another attempt).
+
+    Parts of the day left by other runs are deleted first: this window's rows are newer than
+    theirs, so closing the day from them would undo it (they then fall back to one pass).
+    """
     prefix = f"{day.isoformat()}:"
+    others = sorted(doc_id for doc_id in store.day_ids(PARTS, day)
+                    if not doc_id.startswith(f"{prefix}{_run_key(run)}:"))
+    if others:
+        store.delete(PARTS, others)
+    attempt = uuid.uuid4().hex
     chunks: list[dict] = []
     size = PART_BYTES
     for kind, ids in (("raw_ids", snapshot.raw_ids), ("quarantine_ids", snapshot.quarantine_ids)):
@@ -556,14 +572,17 @@ def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
                 size = 0
             chunks[-1][kind].append(short)
             size += len(short) + 8  # quotes, comma, escapes: a margin
-    head = {"_id": _part_id(day, window, 0), "day": day.isoformat(), "run": run,
-            "window": list(window), "chunks": len(chunks), "counts": dict(snapshot.counts),
-            "reasons": dict(snapshot.reasons), "written": snapshot.written,
-            "aggregates": aggregates}
-    store.upsert(PARTS, [head] + [
-        {"_id": _part_id(day, window, n), "day": day.isoformat(), "run": run, **chunk}
+    store.upsert(PARTS, [
+        {"_id": _part_id(day, run, window, n), "day": day.isoformat(), "run": run,
+         "attempt": attempt, **chunk}
         for n, chunk in enumerate(chunks, start=1)
     ])
+    store.upsert(PARTS, [{
+        "_id": _part_id(day, run, window, 0), "day": day.isoformat(), "run": run,
+        "attempt": attempt, "window": list(window), "chunks": len(chunks),
+        "counts": dict(snapshot.counts), "reasons": dict(snapshot.reasons),
+        "written": snapshot.written, "aggregates": aggregates,
+    }])
 
 
 def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
@@ -571,14 +590,17 @@ def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
     """The (snapshot, aggregates) each window of `day` recorded in `run`, in window order;
     None when a window has no complete part from this run."""
     prefix = f"{day.isoformat()}:"
-    docs = {doc["_id"]: doc for doc in store.day_docs(PARTS, day) if doc.get("run") == run}
+    mine = f"{prefix}{_run_key(run)}:"
+    docs = {doc["_id"]: doc for doc in store.iter_range(PARTS, mine, mine + HIGH_KEY)
+            if doc.get("run") == run}
     parts = []
     for window in windows:
-        head = docs.get(_part_id(day, window, 0))
+        head = docs.get(_part_id(day, run, window, 0))
         if head is None:
             return None
-        chunk_docs = [docs.get(_part_id(day, window, n)) for n in range(1, head["chunks"] + 1)]
-        if any(doc is None for doc in chunk_docs):
+        chunk_docs = [docs.get(_part_id(day, run, window, n))
+                      for n in range(1, head["chunks"] + 1)]
+        if any(doc is None or doc.get("attempt") != head["attempt"] for doc in chunk_docs):
             return None
         snapshot = Snapshot(
             raw_ids={prefix + i for doc in chunk_docs for i in doc["raw_ids"]},

@@ -241,3 +241,40 @@ def test_a_close_that_dies_before_its_aggregates_is_not_a_finished_day(settings,
     counts = ("fetched", "stored", "skipped_empty_stream", "rejected_invalid")
     assert [after[k] for k in counts] == [before[k] for k in counts]  # only content changed
     assert not day_is_done(DAYS[0], settings)
+
+
+def test_a_one_pass_store_running_alongside_the_windows_wins(settings, fake_app, tmp_path,
+                                                             monkeypatch, caplog):
+    """A `kpi backfill` that started before the windows wrote their parts (so it found none to
+    drop) restates the day from a source that lost rows; the windows' close must not undo it."""
+    plan = plan_windows(DAYS[:1], settings, "run-1")
+    for window in plan:
+        extract_window(window, settings)
+    source = fake_app.state.store
+    source.range = changed_source(source.range)
+    import kpi.store
+
+    with monkeypatch.context() as patch:  # as if the parts did not exist yet when it began
+        patch.setattr(kpi.store, "delete_parts", lambda store, day: 0)
+        assert extract_and_store(DAYS[0], settings)["removed"] > 0
+    with caplog.at_level(logging.WARNING, logger="kpi.pipeline"):
+        assert close_day(DAYS[0], plan, settings)["from_windows"] is False
+    assert "changed after its windows were stored" in caplog.text
+    other = one_pass_settings(settings, tmp_path)
+    one_pass(DAYS[:1], other)
+    assert_same(settings, other)
+
+
+def test_a_newer_run_drops_the_parts_of_an_older_one(settings, tmp_path, caplog):
+    """Two runs left parts (both failed to close); the newer one's windows (here with other
+    window sizes) drop the older run's, so closing the older run later falls back."""
+    older = plan_windows(DAYS[:1], settings, "run-1")
+    for window in older:
+        extract_window(window, settings)
+    wider = dataclasses.replace(settings, fetch_chunk_hours=12)
+    newer = plan_windows(DAYS[:1], wider, "run-2")
+    assert len(newer) == 2
+    extract_window(newer[0], wider)
+    with caplog.at_level(logging.WARNING, logger="kpi.pipeline"):
+        assert close_day(DAYS[0], older, settings)["from_windows"] is False
+    assert "part is missing" in caplog.text

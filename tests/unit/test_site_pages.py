@@ -220,3 +220,24 @@ def test_scripts_and_styles_carry_the_asset_version(site):
     assert imports == {"./static/common.js": f"./static/common.js?v={version}"}
     config = json.loads(soup.find("script", id="page-config").string)
     assert config["build"] == "2026-10-04T00:00:00Z"  # view files are fetched per build
+
+
+def test_the_vega_bundle_is_kept_in_the_user_cache_and_a_bad_copy_is_remade(
+    tmp_path, monkeypatch
+):
+    import vl_convert
+
+    from kpi.site import vega_bundle
+
+    make = vega_bundle.__wrapped__  # past the per-process memo
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kept = tmp_path / "kpi" / f"vega-bundle-{vl_convert.__version__}.js"
+    bundle = make()
+    assert len(bundle) > 100_000 and kept.read_text(encoding="utf-8") == bundle
+    kept.write_text("", encoding="utf-8")  # e.g. a disk that was full
+    assert make() == bundle and kept.read_text(encoding="utf-8") == bundle
+    assert list(kept.parent.iterdir()) == [kept]  # no temporary file left
+    blocked = tmp_path / "a file"  # a cache folder that cannot exist: a bundle all the same
+    blocked.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert make() == bundle
