@@ -153,14 +153,17 @@ def couchdb(port: int, data_dir: Path, in_memory: bool) -> None:
     """Run the development CouchDB (pouchdb-server) until interrupted."""
     from kpi.devserver import start_dev_couchdb
 
-    process = start_dev_couchdb(port, None if in_memory else data_dir.resolve())
-    click.echo(f"dev CouchDB on http://127.0.0.1:{port}/ (pid {process.pid})")
 
     def stop(signum, frame):  # TERM or HUP (a supervisor, a closed terminal): stop the server too
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before the start: it stops a half-started server too
     signal.signal(signal.SIGHUP, stop)
+    try:
+        process = start_dev_couchdb(port, None if in_memory else data_dir.resolve())
+    except KeyboardInterrupt:
+        return
+    click.echo(f"dev CouchDB on http://127.0.0.1:{port}/ (pid {process.pid})")
     try:
         process.wait()
     except KeyboardInterrupt:

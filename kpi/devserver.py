@@ -42,7 +42,12 @@ def start_dev_couchdb(port: int, data_dir: Path | None = None) -> subprocess.Pop
     process = subprocess.Popen(
         command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    wait_for_http(f"http://127.0.0.1:{port}/", process)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", process)
+    except BaseException:  # a failed start, or an interrupt while waiting: no orphan server
+        process.terminate()
+        process.wait(timeout=10)
+        raise
     return process
 
 

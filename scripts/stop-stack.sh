@@ -26,7 +26,7 @@ marked() {
     pid=${environ#/proc/}; pid=${pid%/environ}
     case "$pid" in "$$"|"$PPID"|"$BASHPID") continue ;; esac  # this script, its caller
     grep -qz "^KPI_RUN_STACK_ID=$MARK\$" "$environ" 2>/dev/null || continue
-    grep -q "run-stack.sh" "/proc/$pid/cmdline" 2>/dev/null && continue  # the script itself
+    grep -qE "(run|stop)-stack.sh" "/proc/$pid/cmdline" 2>/dev/null && continue  # the scripts
     echo "$pid"
   done
 }

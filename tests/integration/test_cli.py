@@ -103,6 +103,8 @@ def test_a_configuration_change_is_detected_and_restated(settings, tmp_path):
 
 @pytest.mark.parametrize("signum", [15, 1])  # TERM (a supervisor), HUP (a closed terminal)
 def test_kpi_couchdb_stops_its_server_when_signalled(signum):
+    import contextlib
+    import os
     import subprocess
     import sys
     import time
@@ -115,8 +117,9 @@ def test_kpi_couchdb_stops_its_server_when_signalled(signum):
     port = free_port()
     kpi = Path(sys.executable).with_name("kpi")
     process = subprocess.Popen([str(kpi), "couchdb", "--port", str(port), "--in-memory"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # its group: nothing outlives the test
+    try:  # as soon as the server answers: while `kpi couchdb` may still be starting it
         wait_for_http(f"http://127.0.0.1:{port}/", process, timeout=60)
         process.send_signal(signum)
         assert process.wait(timeout=20) is not None
@@ -130,4 +133,5 @@ def test_kpi_couchdb_stops_its_server_when_signalled(signum):
         else:
             pytest.fail("pouchdb-server still answers after `kpi couchdb` was signalled")
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)
