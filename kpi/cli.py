@@ -151,8 +151,7 @@ def fake_source(port: int, host: str, seed: int, per_day: int, days: int,
 @click.option("--in-memory", is_flag=True, help="Keep nothing on disk.")
 def couchdb(port: int, data_dir: Path, in_memory: bool) -> None:
     """Run the development CouchDB (pouchdb-server) until interrupted."""
-    from kpi.devserver import start_dev_couchdb
-
+    from kpi.devserver import start_dev_couchdb, stop_process
 
     def stop(signum, frame):  # TERM or HUP (a supervisor, a closed terminal): stop the server too
         raise KeyboardInterrupt
@@ -167,8 +166,9 @@ def couchdb(port: int, data_dir: Path, in_memory: bool) -> None:
     try:
         process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=10)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not orphan it
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        stop_process(process)
 
 
 if __name__ == "__main__":

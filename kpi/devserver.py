@@ -45,10 +45,19 @@ def start_dev_couchdb(port: int, data_dir: Path | None = None) -> subprocess.Pop
     try:
         wait_for_http(f"http://127.0.0.1:{port}/", process)
     except BaseException:  # a failed start, or an interrupt while waiting: no orphan server
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
         raise
     return process
+
+
+def stop_process(process: subprocess.Popen, grace: float = 10) -> None:
+    """TERM, and KILL if it is still running after `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_for_http(url: str, process: subprocess.Popen | None = None, timeout: float = 30) -> None:
