@@ -126,7 +126,8 @@ DIFFERENCES = (
     ("Division by zero", "shown as 0 (and a 100% bounce rate as 0%)",
      "an empty value / a gap; a day where nobody engaged has a bounce rate of 100%"),
     ("Sites value", "the first truthy field (a 0 fell through to the next field)",
-     "the first present numeric field (0 counts; numeric strings are read as numbers)"),
+     "the first present numeric field between 0 and 1,000,000 (0 counts; numeric strings "
+     "are read as numbers; a value out of range, e.g. 10^20, lets the next field count)"),
     ("Sites median", "not offered (the README asked for it; a mean was computed)",
      "the Sites (median) report, exact, from daily histograms"),
     ("Emails", "a missing number_emails went to Other; Unknown stayed empty",

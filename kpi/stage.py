@@ -97,8 +97,12 @@ def screen_segment(width: object) -> str:
     return "Tablet Profile"
 
 
+MAX_SITES = 1_000_000  # D4: no browser is signed in to more sites; larger values are ignored
+
+
 def sites_value(blob: dict) -> float | None:
-    """D4: the first sites field present and numeric (numeric strings coerced), else None."""
+    """D4: the first sites field present, numeric (numeric strings coerced), finite and
+    between 0 and `MAX_SITES`; else None. A value out of range lets the next field count."""
     for name in SITES_FIELDS:
         value = blob.get(name)
         if isinstance(value, str):
@@ -106,7 +110,7 @@ def sites_value(blob: dict) -> float | None:
                 value = float(value)
             except ValueError:
                 continue
-        if _is_number(value) and math.isfinite(value):
+        if _is_number(value) and math.isfinite(value) and 0 <= value <= MAX_SITES:
             return float(value)
     return None
 
@@ -318,7 +322,7 @@ def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCou
                 value = blob.get(field_name)
                 if value is not None:
                     break
-            if type(value) is int:
+            if type(value) is int and 0 <= value <= MAX_SITES:
                 sites.append(float(value))
             elif value is None:
                 sites.append(math.nan)

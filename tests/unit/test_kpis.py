@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from datetime import date
+
+import orjson
 import pytest
 
+from kpi.aggregate import daily_aggregates, sites_histogram
 from kpi.reports import REPORTS
+from kpi.stage import stage
+from kpi.store import aggregates_document
 from tests.unit.kpi_helpers import CONFIG, blob, reports_of, row, staged_column
 
 NU = CONFIG.steps("new_user")
@@ -222,6 +229,26 @@ def test_sites_value_rules_mean_and_median():
     reports = reports_of([*blobs, blob(["a"], number_sites_signed_in=5)])
     assert row(reports["sites_median"])[0] == 3.0  # (2 + 4) / 2
     assert row(reports["sites"]) == (11 / 5, 11, 5)
+
+
+@pytest.mark.parametrize("huge", [1e20, 2**64, 1e308, 1_000_000.5, -1, -0.5, "1e20", "nan",
+                                  "inf"])
+def test_a_sites_value_out_of_range_falls_through_and_never_breaks_the_day(huge):
+    """D4 as amended: a value counts only when finite and 0 <= v <= 1,000,000."""
+    blobs = [blob(["a"], number_sites_logged_in=huge, sites_signed_in=7),
+             blob(["a"], number_sites_signed_in=huge)]  # no other field: no value
+    staged, _ = stage(blobs, CONFIG)
+    assert staged["sites"].tolist()[0] == 7.0 and math.isnan(staged["sites"].tolist()[1])
+    doc = aggregates_document(date(2026, 10, 1), daily_aggregates(staged, CONFIG),
+                              sites_histogram(staged), CONFIG, {})
+    orjson.dumps(doc)  # storable: no 1e20 turned into an integer too large for JSON tools
+    assert row(reports_of(blobs)["sites"]) == (3.5, 7, 2)
+
+
+@pytest.mark.parametrize("edge", [0, 0.0, -0.0, 1_000_000, 1e6, 2.5])
+def test_sites_values_at_the_edges_count(edge):
+    staged, _ = stage([blob(["a"], number_sites_logged_in=edge, sites_signed_in=7)], CONFIG)
+    assert staged["sites"].tolist() == [float(edge)]
 
 
 # --- universe, invariants ---------------------------------------------------------------------
