@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
+import re
 import signal
 import sys
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import click
 
 from kpi.settings import Settings
 
-DAY = click.DateTime(formats=["%Y-%m-%d"])
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
 
 
-def _day(value: datetime) -> date:
-    return value.date()
+class UtcDay(click.ParamType):
+    """A UTC calendar day `YYYY-MM-DD`; a wrong month or day is named as such."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value, param, ctx) -> date:
+        if isinstance(value, date):
+            return value
+        match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", str(value))
+        if not match:
+            self.fail(f"{value!r} is not a day written YYYY-MM-DD", param, ctx)
+        year, month, day = (int(part) for part in match.groups())
+        if not 1 <= month <= 12:
+            self.fail(f"{value}: month {month} is invalid (01 to 12)", param, ctx)
+        last = calendar.monthrange(year, month)[1]
+        if not 1 <= day <= last:
+            self.fail(f"{value}: day {day} is invalid ({MONTHS[month - 1]} {year} has "
+                      f"{last} days)", param, ctx)
+        return date(year, month, day)
+
+
+DAY = UtcDay()
 
 
 def _settings() -> Settings:
@@ -61,7 +84,7 @@ def _fail_cleanly(call, *args):
               help="Days processed at once.")
 @click.option("--skip-done", is_flag=True,
               help="Leave out days already extracted and aggregated (default: restate them).")
-def backfill(start: datetime, end: datetime, no_progress: bool, parallel: int,
+def backfill(start: date, end: date, no_progress: bool, parallel: int,
              skip_done: bool) -> None:
     """Extract, store and aggregate every day of [START, END], then build the site."""
     from kpi.pipeline import backfill as run_backfill
@@ -69,7 +92,7 @@ def backfill(start: datetime, end: datetime, no_progress: bool, parallel: int,
     if end < start:
         raise click.BadParameter("--end is before --start")
     settings = _settings()
-    results = _fail_cleanly(run_backfill, _day(start), _day(end), settings, not no_progress,
+    results = _fail_cleanly(run_backfill, start, end, settings, not no_progress,
                             parallel, skip_done)
     aggregated = sum(r["aggregated"] for r in results)
     click.echo(f"{len(results)} days, {aggregated} blobs aggregated; site: {settings.site_dir}")
@@ -77,24 +100,22 @@ def backfill(start: datetime, end: datetime, no_progress: bool, parallel: int,
 
 @main.command("run-day")
 @click.argument("day", type=DAY)
-def run_day(day: datetime) -> None:
+def run_day(day: date) -> None:
     """Extract, store and aggregate one UTC DAY (does not rebuild the site)."""
     from kpi.pipeline import run_day as run_one
 
-    quality = _fail_cleanly(run_one, _day(day), _settings())
+    quality = _fail_cleanly(run_one, day, _settings())
     click.echo(" ".join(f"{key}={value}" for key, value in quality.items()))
 
 
 @main.command("build-site")
 @click.option("--start", type=DAY, default=None, help="First UTC day shown (default: all).")
 @click.option("--end", type=DAY, default=None, help="Last UTC day shown, included.")
-def build_site(start: datetime | None, end: datetime | None) -> None:
+def build_site(start: date | None, end: date | None) -> None:
     """Rebuild the static site from the aggregates stored in CouchDB."""
     from kpi.pipeline import build_site as build
 
-    first = _day(start) if start else None
-    last = _day(end) if end else None
-    click.echo(_fail_cleanly(build, _settings(), None, None, first, last))
+    click.echo(_fail_cleanly(build, _settings(), None, None, start, end))
 
 
 @main.command()
@@ -132,13 +153,13 @@ def serve(port: int, host: str, site_dir: Path | None) -> None:
 @click.option("--fault-rate", default=0.0, show_default=True,
               help="Share of range requests answered with an injected fault.")
 def fake_source(port: int, host: str, seed: int, per_day: int, days: int,
-                last_day: datetime | None, bad_rate: float, fault_rate: float) -> None:
+                last_day: date | None, bad_rate: float, fault_rate: float) -> None:
     """Run a fake KPIggybank with seeded, deterministic history."""
     from fake_source import create_app
     from fake_source.server import serve as serve_app
 
     app = create_app(seed=seed, per_day=per_day, days=days,
-                     last_day=_day(last_day) if last_day else None,
+                     last_day=last_day,
                      bad_rate=bad_rate, fault_rate=fault_rate)
     click.echo(f"fake KPIggybank on http://{host}:{port}/wsapi/interaction_data")
     serve_app(app, host, port)

@@ -65,6 +65,21 @@ def processing_day(logical_date: datetime | date | str | None,
     return logical_date - timedelta(days=1)
 
 
+def require_ended(days: list[date], now: datetime | None = None) -> None:
+    """Refuse days that have not ended yet in UTC: their data is incomplete, and a stored
+    future day would stretch the site's range past today.
+
+    Raises:
+        PipelineError: naming the first such day and the last day that has ended.
+    """
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    early = [day for day in days if day >= today]
+    if early:
+        msg = (f"day {early[0]} has not ended yet (UTC): the last day that can be processed "
+               f"is {today - timedelta(days=1)}")
+        raise PipelineError(msg)
+
+
 def days_between(start: date, end: date) -> list[date]:
     """Every UTC day from `start` to `end`, both included."""
     if end < start:
@@ -82,6 +97,7 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
     Returns:
         The day's manifest with `written` and `removed` (see `store_day`) and `aggregated`.
     """
+    require_ended([day])
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     aggregator = DayAggregator(config)
@@ -193,6 +209,7 @@ def plan_windows(days: list[date], settings: Settings, run: str) -> list[dict]:
     Each window says whether its day has nothing stored yet (`fresh`), so its task writes
     without looking up existing documents first.
     """
+    require_ended(days)
     store = CouchStore(settings)
     store.ensure_databases()
     plan = []
@@ -395,8 +412,9 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
         msg = f"parallel must be at least 1, not {parallel}"
         raise ValueError(msg)
     config = load_config(settings.config_path)
-    CouchStore(settings).ensure_databases()
     days = days_between(start, end)
+    require_ended(days)
+    CouchStore(settings).ensure_databases()
     if skip_done:
         days = [day for day in days if not day_is_done(day, settings, config)]
     results = []

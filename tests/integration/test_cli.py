@@ -135,3 +135,35 @@ def test_kpi_couchdb_stops_its_server_when_signalled(signum):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 9)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["backfill", "--start", "2026-13-01", "--end", "2026-13-02"],
+     "2026-13-01: month 13 is invalid (01 to 12)"),
+    (["backfill", "--start", "2026-02-01", "--end", "2026-02-30"],
+     "2026-02-30: day 30 is invalid (February 2026 has 28 days)"),
+    (["run-day", "2026-1-5"], "'2026-1-5' is not a day written YYYY-MM-DD"),
+])
+def test_a_wrong_date_is_named_exactly(settings, args, message):
+    result = CliRunner().invoke(main, args, env=environment(settings))
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_day_that_has_not_ended_is_refused_and_nothing_is_stored(settings):
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    env = environment(settings)
+    for args in (["backfill", "--start", str(today - timedelta(days=1)), "--end", str(today)],
+                 ["run-day", "2030-01-01"], ["run-day", str(today)]):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 1, result.output
+        assert "has not ended yet (UTC)" in result.output
+        assert f"the last day that can be processed is {today - timedelta(days=1)}" in (
+            result.output)
+    import httpx
+
+    all_dbs = httpx.get(f"{settings.couchdb_url}/_all_dbs", timeout=10).json()
+    names = [n for n in all_dbs if n.startswith(settings.db_prefix)]
+    assert names == []  # refused before any database was touched
+    assert not settings.site_dir.exists()
