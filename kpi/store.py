@@ -394,11 +394,14 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                on_stored: Callable[[list[dict]], None] | None = None) -> Snapshot:
     """Validate and store rows of UTC `day` (all of it, or one window of it).
 
-    Valid rows go to the raw database, invalid ones to quarantine with their reason (SPEC D10);
-    an id repeated with the same content counts as a duplicate, with other content the repeat
-    is quarantined. `present_*` are the day's stored ids (None: look each batch up).
+    Valid rows go to the raw database, invalid ones to quarantine with their reason (SPEC D10).
+    A row delivered n times (same id, same content) counts once in its class, stored or
+    rejected, and n − 1 times as `duplicate`, whatever its validity; a valid id repeated with
+    other content is quarantined. So `fetched = stored + rejected_invalid + duplicate`.
+    `present_*` are the day's stored ids (None: look each batch up).
     """
     seen: dict[str, str] = {}
+    quarantined_rows: dict[str, str] = {}  # quarantine id → content digest
     snapshot = Snapshot()
     counts, reasons = snapshot.counts, snapshot.reasons
     for rows in batches:
@@ -407,7 +410,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             counts["fetched"] += 1
             check = check_row(row, day)
             if check.status == "rejected":
-                doc = _quarantine_doc(day, row, check.reason, snapshot.quarantine_ids)
+                doc = _quarantine_doc(day, row, check.reason, quarantined_rows)
                 if doc is None:
                     counts["duplicate"] += 1
                 else:
@@ -421,7 +424,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                     counts["duplicate"] += 1
                 else:
                     reason = "id delivered twice with different content"
-                    doc = _quarantine_doc(day, row, reason, snapshot.quarantine_ids)
+                    doc = _quarantine_doc(day, row, reason, quarantined_rows)
                     if doc is None:  # this very row was already quarantined: a repeat
                         counts["duplicate"] += 1
                     else:
@@ -439,6 +442,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
         if on_stored is not None:
             on_stored([doc["blob"] for doc in raw_docs])
     snapshot.raw_ids = set(seen)
+    snapshot.quarantine_ids = set(quarantined_rows)
     return snapshot
 
 
@@ -468,16 +472,22 @@ def finish_day(store: CouchStore, day: date, snapshot: Snapshot, present_raw: se
     return {**content_of(manifest), "written": written, "removed": removed}
 
 
-def _quarantine_doc(day: date, row: object, reason: str, used: set[str]) -> dict | None:
-    """A quarantine document for `row`, or None when the identical row is already quarantined."""
+def _quarantine_doc(day: date, row: object, reason: str,
+                    used: dict[str, str]) -> dict | None:
+    """A quarantine document for `row`, or None when this very row (same content) is already
+    quarantined in this extract: a repeat, counted as a duplicate. `used`: id → content digest
+    of the rows quarantined so far; another row with a used id gets the digest in its id."""
     row_id = row.get("id") if isinstance(row, dict) else None
     key = row_id if isinstance(row_id, str) and row_id else f"sha1:{content_hash(row)}"
+    digest = content_hash(row)
     doc_id = f"{day.isoformat()}:{key}"
     if doc_id in used:
-        doc_id = f"{day.isoformat()}:{key}:{content_hash(row)}"
+        if used[doc_id] == digest:
+            return None
+        doc_id = f"{day.isoformat()}:{key}:{digest}"
         if doc_id in used:
             return None
-    used.add(doc_id)
+    used[doc_id] = digest
     return {"_id": doc_id, "day": day.isoformat(), "reason": reason, "row": row}
 
 

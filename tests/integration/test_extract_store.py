@@ -156,3 +156,28 @@ def test_aggregates_written_while_storing_equal_a_full_read(settings):
     assert one_pass["quality"]["aggregated"] == manifest["aggregated"] > 0
     aggregate_day(DAY, settings)  # stage the stored documents again, read back from CouchDB
     assert store.get(AGGREGATES, DAY.isoformat()) == one_pass  # same content, same _rev
+
+
+def _row(doc_id, event_stream, ms=1790899200000 + 3_600_000):  # 2026-10-02 01:00 UTC
+    return {"id": doc_id, "key": ms,
+            "value": {"_id": doc_id, "timestamp": ms, "event_stream": event_stream}}
+
+
+@pytest.mark.parametrize("windows", [24, 6])  # one fetch window, and several
+def test_a_row_delivered_n_times_counts_once_in_its_class_and_n_minus_1_as_duplicate(
+    settings, fake_app, windows
+):
+    valid = _row("a" * 32, [["screen.rp_info", 1]])
+    invalid = _row("b" * 32, "not a list")
+    other_invalid = _row("b" * 32, [[1, 2]])  # same id, other content: another rejection
+    no_id = {"key": valid["key"], "value": {"timestamp": "soon"}}  # keyed by its content
+    sequence = [valid, invalid, invalid, invalid, valid, no_id, no_id, other_invalid,
+                other_invalid, valid]
+    fake_app.state.store.range = lambda start, end: [
+        r for r in sequence if (start is None or r["key"] >= start)
+        and (end is None or r["key"] <= end)]
+    manifest = extract_and_store(DAY, replace(settings, fetch_chunk_hours=windows))
+    counts = {k: manifest[k] for k in ("fetched", "stored", "rejected_invalid", "duplicate")}
+    # a (valid) ×3, b (invalid) ×3, the id-less row ×2, b with other content ×2
+    assert counts == {"fetched": 10, "stored": 1, "rejected_invalid": 3, "duplicate": 6}
+    assert len(list(CouchStore(settings).day_docs(QUARANTINE, DAY))) == 3
