@@ -111,11 +111,13 @@ def run_day(day: date) -> None:
 @main.command("build-site")
 @click.option("--start", type=DAY, default=None, help="First UTC day shown (default: all).")
 @click.option("--end", type=DAY, default=None, help="Last UTC day shown, included.")
-def build_site(start: date | None, end: date | None) -> None:
+@click.option("--allow-empty", is_flag=True,
+              help="Replace a site that shows days even when no aggregates are found.")
+def build_site(start: date | None, end: date | None, allow_empty: bool) -> None:
     """Rebuild the static site from the aggregates stored in CouchDB."""
     from kpi.pipeline import build_site as build
 
-    click.echo(_fail_cleanly(build, _settings(), None, None, start, end))
+    click.echo(_fail_cleanly(build, _settings(), None, None, start, end, allow_empty))
 
 
 @main.command()

@@ -149,7 +149,7 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
     """The stored daily aggregates of [start, end] (all days when None) as frames."""
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
-    store.ensure_databases()
+    store.require_databases((AGGREGATES,))
     low = start.isoformat() if start else ""
     high = end.isoformat() if end else HIGH_KEY
     return aggregates_of_docs(store.iter_range(AGGREGATES, low, high), config)
@@ -431,8 +431,20 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
     return sorted(results, key=lambda result: result["day"])
 
 
+def _published_days(site_dir: Path) -> bool:
+    """Whether the site published at `site_dir` shows any day."""
+    import orjson
+
+    try:
+        return bool(orjson.loads((Path(site_dir) / "data" / "manifest.json").read_bytes())
+                    .get("last_day"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def build_site(settings: Settings, config: Config | None = None, now: datetime | None = None,
-               start: date | None = None, end: date | None = None) -> Path:
+               start: date | None = None, end: date | None = None,
+               allow_empty: bool = False) -> Path:
     """Rebuild and publish the site from the stored daily aggregates of [start, end].
 
     Incremental (`kpi.buildcache`): only the days whose aggregates changed since the previous
@@ -443,6 +455,12 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
         config: the report configuration (default: the one `settings` names).
         now: the build time written to the manifest (default: now).
         start, end: the UTC days shown, both included (default: every stored day).
+        allow_empty: replace a published site that shows days with one that shows none
+            (refused otherwise: it is almost always a wrong server or prefix).
+
+    Raises:
+        StoreError: the aggregates database does not exist (it is never created here).
+        PipelineError: the build has no day but the published site has some.
 
     Returns:
         The published site folder.
@@ -452,7 +470,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
 
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
-    store.ensure_databases()
+    store.require_databases((AGGREGATES,))
     low = start.isoformat() if start else ""
     high = end.isoformat() if end else HIGH_KEY
     cache = buildcache.cache_path(settings.site_dir)
@@ -469,6 +487,11 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
         previous, store.revisions(AGGREGATES, low, high), fetch,
         lambda docs: aggregates_of_docs(docs, config), config,
     )
+    if not built.aggregates.days and not allow_empty and _published_days(settings.site_dir):
+        msg = (f"no aggregates in {store.name(AGGREGATES)} (for the days asked), but the site at "
+               f"{settings.site_dir} shows days: not replaced by an empty site (check "
+               "KPI_COUCHDB_URL and KPI_DB_PREFIX; `kpi build-site --allow-empty` forces it)")
+        raise PipelineError(msg)
     built_at = now or datetime.now(UTC)
     site = publish(
         lambda target: render_site(target, built.aggregates, built.reports, config, built_at,

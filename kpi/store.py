@@ -102,6 +102,20 @@ class CouchStore:
         for kind in DATABASES:
             self._retry(f"create database {self.name(kind)}", self._ensure, self.name(kind))
 
+    def require_databases(self, kinds: tuple[str, ...] = DATABASES) -> None:
+        """Raise StoreError unless the databases of `kinds` exist (read paths never create
+        databases: a mistyped prefix or server must fail, not publish an empty site)."""
+        missing = [self.name(kind) for kind in kinds
+                   if not self._retry(f"look up database {self.name(kind)}",
+                                      self.server.__contains__, self.name(kind))]
+        if missing:
+            msg = (
+                f"CouchDB {self.settings.couchdb_url_redacted} has no database "
+                f"{', '.join(missing)}: check KPI_COUCHDB_URL and KPI_DB_PREFIX (extracting a "
+                "day creates them; reading never does)"
+            )
+            raise StoreError(msg)
+
     def _ensure(self, name: str) -> None:
         try:
             self.server.create(name)

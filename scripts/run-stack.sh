@@ -69,7 +69,9 @@ wait_for_http("http://127.0.0.1:$COUCH_PORT/")
 wait_for_http("http://127.0.0.1:$SOURCE_PORT/wsapi/ping")
 PY
 
-kpi build-site >/dev/null   # publish what is stored already (an empty site on a first run)
+# publish what is stored already (nothing on a first run: the databases appear with the first
+# DAG run, and so does the site)
+kpi build-site >/dev/null 2>&1 || echo "no stored aggregates yet: the site appears after the first DAG run"
 start kpi serve --port "$SITE_PORT" --host 127.0.0.1
 
 # (long commands run as `cmd & wait`: bash handles a signal only once a foreground command ends)

@@ -167,3 +167,42 @@ def test_a_day_that_has_not_ended_is_refused_and_nothing_is_stored(settings):
     names = [n for n in all_dbs if n.startswith(settings.db_prefix)]
     assert names == []  # refused before any database was touched
     assert not settings.site_dir.exists()
+
+
+def test_a_mistyped_prefix_neither_creates_databases_nor_touches_the_site(settings):
+    import httpx
+
+    from tests.integration.test_windows import files
+
+    env = environment(settings)
+    runner = CliRunner()
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
+                                  "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    before = files(settings.site_dir)
+    result = runner.invoke(main, ["build-site"], env={**env, "KPI_DB_PREFIX": "typo"})
+    assert result.exit_code == 1
+    assert "has no database typo_aggregates" in result.output
+    assert "KPI_DB_PREFIX" in result.output
+    assert not [n for n in httpx.get(f"{settings.couchdb_url}/_all_dbs", timeout=10).json()
+                if n.startswith("typo")]
+    assert files(settings.site_dir) == before
+
+
+def test_an_empty_build_does_not_replace_a_site_with_days_unless_asked(settings):
+    from tests.integration.test_windows import files
+
+    env = environment(settings)
+    runner = CliRunner()
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
+                                  "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    before = files(settings.site_dir)
+    empty_range = ["build-site", "--start", "2026-09-01", "--end", "2026-09-02"]
+    result = runner.invoke(main, empty_range, env=env)
+    assert result.exit_code == 1 and "not replaced by an empty site" in result.output
+    assert files(settings.site_dir) == before
+    result = runner.invoke(main, [*empty_range, "--allow-empty"], env=env)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((settings.site_dir / "data" / "manifest.json").read_text())
+    assert manifest["last_day"] is None
