@@ -94,11 +94,21 @@ class Settings:
         "Airflow queue of the publish task (on a multi-worker deployment: the worker that "
         "holds KPI_SITE_DIR, e.g. on the web host).",
     )
+    ca_bundle: str = _setting(
+        "KPI_CA_BUNDLE", "",
+        "PEM file of the certificate authorities trusted for HTTPS to KPIggybank and CouchDB "
+        "(e.g. a private CA); empty = the system's. Certificates are always verified.",
+    )
     failure_callback: str = _setting(
         "KPI_FAILURE_CALLBACK", "",
         "Dotted path `module:function` called with the Airflow context when a task fails for "
         "good (e.g. to page someone); empty = log only.",
     )
+
+    @property
+    def tls_verify(self) -> str | bool:
+        """What HTTP clients verify certificates against: the CA bundle, or the system's."""
+        return self.ca_bundle or True
 
     def __post_init__(self) -> None:
         if not DB_PREFIX_PATTERN.match(self.db_prefix):

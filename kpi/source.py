@@ -8,6 +8,7 @@ attempts run out, `SourceError` names the URL, the window and the day.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -128,7 +129,10 @@ class KpiggybankClient:
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None):
         self.settings = settings
         self.url = settings.source_url
-        self._http = httpx.Client(timeout=settings.http_timeout, transport=transport)
+        verify = (ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle
+                  else True)  # certificates are always verified
+        self._http = httpx.Client(timeout=settings.http_timeout, transport=transport,
+                                  verify=verify)
 
     def __enter__(self) -> KpiggybankClient:
         return self

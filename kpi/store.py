@@ -80,7 +80,11 @@ class CouchStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.server = pycouchdb.Server(settings.couchdb_url, timeout=settings.http_timeout)
+        # pycouchdb does not verify certificates unless told to: always verify them
+        self.server = pycouchdb.Server(settings.couchdb_url, timeout=settings.http_timeout,
+                                       verify=settings.tls_verify)
+        if settings.ca_bundle:  # else requests lets REQUESTS_CA_BUNDLE override the bundle
+            self.server.resource.session.trust_env = False
 
     def name(self, kind: str) -> str:
         """Database name of `kind` (`raw`, `quarantine`, `manifests`, `aggregates`)."""
