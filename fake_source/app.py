@@ -194,6 +194,8 @@ def create_app(
                 data = orjson.loads(raw).get("data")
             except (orjson.JSONDecodeError, AttributeError):
                 data = None
+            if not isinstance(data, str | None):  # {"data": 5}: not a JSON string
+                data = None
         else:
             data = parse_qs(raw.decode("utf-8", "replace")).get("data", [None])[0]
         if data is None:

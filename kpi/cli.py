@@ -26,7 +26,7 @@ class UtcDay(click.ParamType):
     def convert(self, value, param, ctx) -> date:
         if isinstance(value, date):
             return value
-        match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", str(value))
+        match = re.fullmatch(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", str(value))
         if not match:
             self.fail(f"{value!r} is not a day written YYYY-MM-DD", param, ctx)
         year, month, day = (int(part) for part in match.groups())
@@ -36,6 +36,8 @@ class UtcDay(click.ParamType):
         if not 1 <= day <= last:
             self.fail(f"{value}: day {day} is invalid ({MONTHS[month - 1]} {year} has "
                       f"{last} days)", param, ctx)
+        if year < 1:
+            self.fail(f"{value}: year {year} is invalid (0001 to 9999)", param, ctx)
         return date(year, month, day)
 
 

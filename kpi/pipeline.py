@@ -197,7 +197,8 @@ def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:
 
 
 
-def plan_windows(days: list[date], settings: Settings, run: str) -> list[dict]:
+def plan_windows(days: list[date], settings: Settings, run: str,
+                 now: datetime | None = None) -> list[dict]:
     """The fetch windows of `days`, in order: one mapped extract task each (`extract_window`).
 
     Args:
@@ -209,7 +210,7 @@ def plan_windows(days: list[date], settings: Settings, run: str) -> list[dict]:
     Each window says whether its day has nothing stored yet (`fresh`), so its task writes
     without looking up existing documents first.
     """
-    require_ended(days)
+    require_ended(days, now)
     store = CouchStore(settings)
     store.ensure_databases()
     plan = []
@@ -533,7 +534,10 @@ def nightly_plan(logical_date: datetime | None, run_after: datetime | None,
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
-    return plan_windows(nightly_days(logical_date, settings, now=run_after), settings, run_id)
+    now = datetime.now(UTC)  # a worker's clock a little behind the scheduler's is no reason to
+    now = max(now, run_after) if run_after else now  # refuse the day that just ended
+    return plan_windows(nightly_days(logical_date, settings, now=run_after), settings, run_id,
+                        now)
 
 
 def nightly_extract_window(window: dict) -> dict:

@@ -96,8 +96,9 @@ class Settings:
     )
     ca_bundle: str = _setting(
         "KPI_CA_BUNDLE", "",
-        "PEM file of the certificate authorities trusted for HTTPS to KPIggybank and CouchDB "
-        "(e.g. a private CA); empty = the system's. Certificates are always verified.",
+        "PEM file of every certificate authority trusted for HTTPS to KPIggybank and CouchDB "
+        "(for a private CA, a copy of the usual bundle with it appended); empty = the HTTP "
+        "libraries' default bundle. Certificates are always verified.",
     )
     failure_callback: str = _setting(
         "KPI_FAILURE_CALLBACK", "",
@@ -119,6 +120,9 @@ class Settings:
             raise ValueError(msg)
         if not 1 <= self.fetch_chunk_hours <= 24:
             msg = f"KPI_FETCH_CHUNK_HOURS={self.fetch_chunk_hours} must be between 1 and 24"
+            raise ValueError(msg)
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            msg = f"KPI_CA_BUNDLE={self.ca_bundle!r} is not a file (a PEM bundle of CAs)"
             raise ValueError(msg)
         if self.extract_parallel < 1:
             msg = f"KPI_EXTRACT_PARALLEL={self.extract_parallel} must be 1 or more"

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from urllib.parse import quote
 
 import orjson
 import pandas as pd
@@ -83,8 +84,6 @@ class CouchStore:
         # pycouchdb does not verify certificates unless told to: always verify them
         self.server = pycouchdb.Server(settings.couchdb_url, timeout=settings.http_timeout,
                                        verify=settings.tls_verify)
-        if settings.ca_bundle:  # else requests lets REQUESTS_CA_BUNDLE override the bundle
-            self.server.resource.session.trust_env = False
 
     def name(self, kind: str) -> str:
         """Database name of `kind` (`raw`, `quarantine`, `manifests`, `aggregates`)."""
@@ -111,7 +110,7 @@ class CouchStore:
         databases: a mistyped prefix or server must fail, not publish an empty site)."""
         missing = [self.name(kind) for kind in kinds
                    if not self._retry(f"look up database {self.name(kind)}",
-                                      self.server.__contains__, self.name(kind))]
+                                      self._exists, self.name(kind))]
         if missing:
             msg = (
                 f"CouchDB {self.settings.couchdb_url_redacted} has no database "
@@ -120,25 +119,16 @@ class CouchStore:
             )
             raise StoreError(msg)
 
-    def _ensure(self, name: str) -> None:
-        try:
-            self.server.create(name)
-        except couch_errors.Conflict:
-            pass  # already there
+    def _send(self, method: str, path: str, body: dict | None = None,
+              params: dict | None = None) -> tuple[int, object]:
+        """One HTTP request to the server; (status, decoded JSON answer or None).
 
-    def _db(self, kind: str) -> pycouchdb.client.Database:
-        return self.server.database(self.name(kind))
-
-    def _request(self, kind: str, method: str, path: str, body: dict | None = None,
-                 params: dict | None = None) -> object:
-        """One request to a database; the JSON answer decoded with orjson (fast for big pages).
-
-        Per-document results (e.g. of `_bulk_docs`) are returned unchecked: callers check them.
+        Every request passes `verify` itself: pycouchdb's per-database resources reset the
+        shared session to no certificate check, so its own helpers are not used.
         """
-        resource = self._db(kind).resource
-        response, _ = resource._request_response(
+        response, _ = self.server.resource._request_response(
             method, path, data=None if body is None else orjson.dumps(body), params=params,
-            stream=True,
+            stream=True, verify=self.settings.tls_verify,
         )
         try:
             result = orjson.loads(response.content) if response.content else None
@@ -146,8 +136,32 @@ class CouchStore:
             raise couch_errors.GenericError(f"unparseable answer: {exc}") from exc
         if response.status_code >= 500:
             raise couch_errors.GenericError(result)
-        if response.status_code >= 400:
-            msg = f"CouchDB {self.name(kind)}/{path} answered {response.status_code}: {result}"
+        return response.status_code, result
+
+    def _exists(self, name: str) -> bool:
+        status, result = self._send("HEAD", quote(name, safe=""))
+        if status not in (200, 404):
+            msg = f"CouchDB {name} answered {status} to a lookup: {result}"
+            raise StoreError(msg)
+        return status == 200
+
+    def _ensure(self, name: str) -> None:
+        status, result = self._send("PUT", quote(name, safe=""))
+        if status not in (201, 202, 412):  # 412: already there
+            msg = f"CouchDB refused to create {name} ({status}): {result}"
+            raise StoreError(msg)
+
+    def _request(self, kind: str, method: str, path: str, body: dict | None = None,
+                 params: dict | None = None) -> object:
+        """One request to a database; the JSON answer decoded with orjson (fast for big pages).
+
+        Per-document results (e.g. of `_bulk_docs`) are returned unchecked: callers check them.
+        """
+        database = quote(self.name(kind), safe="")
+        status, result = self._send(method, f"{database}/{path}" if path else database,
+                                    body, params)
+        if status >= 400:
+            msg = f"CouchDB {self.name(kind)}/{path} answered {status}: {result}"
             raise StoreError(msg)
         return result
 
@@ -340,9 +354,7 @@ class CouchStore:
 
     def doc_count(self, kind: str) -> int:
         """Number of documents in the database of `kind`."""
-        _, info = self._retry(
-            f"read {self.name(kind)} info", self._db(kind).resource.get, None
-        )
+        info = self._retry(f"read {self.name(kind)} info", self._request, kind, "GET", "")
         return info["doc_count"]
 
 

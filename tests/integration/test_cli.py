@@ -143,6 +143,8 @@ def test_kpi_couchdb_stops_its_server_when_signalled(signum):
     (["backfill", "--start", "2026-02-01", "--end", "2026-02-30"],
      "2026-02-30: day 30 is invalid (February 2026 has 28 days)"),
     (["run-day", "2026-1-5"], "'2026-1-5' is not a day written YYYY-MM-DD"),
+    (["run-day", "0000-01-01"], "0000-01-01: year 0 is invalid"),
+    (["run-day", "\u0662\u0660\u0662\u0666-01-01"], "is not a day written YYYY-MM-DD"),
 ])
 def test_a_wrong_date_is_named_exactly(settings, args, message):
     result = CliRunner().invoke(main, args, env=environment(settings))

@@ -135,6 +135,10 @@ def test_post_validates_every_blob_then_stores_all():
         assert c.get(f"{URL}/count").json() == 0
         assert c.post(URL, data={"nothing": "x"}).text == "Malformed POST, unable to parse JSON."
         assert c.post(URL, data={"data": "{"}).text == "JSON syntax error"
+        for body in (b'{"data": 5}', b'{"data": {"timestamp": 1}}', b'[1]'):  # no JSON string
+            response = c.post(URL, content=body, headers={"content-type": "application/json"})
+            assert (response.status_code, response.text) == (
+                400, "Malformed POST, unable to parse JSON.")
         response = c.post(URL, data={"data": orjson.dumps(good).decode()})
         assert (response.status_code, response.text) == (201, "ok")
         rows = c.get(URL).json()

@@ -33,6 +33,7 @@ def test_defaults_and_environment():
         ({"KPI_FETCH_CHUNK_HOURS": "25"}, "KPI_FETCH_CHUNK_HOURS=25"),
         ({"KPI_START_DATE": "yesterday"}, "KPI_START_DATE='yesterday'"),
         ({"KPI_EXTRACT_PARALLEL": "0"}, "KPI_EXTRACT_PARALLEL=0"),
+        ({"KPI_CA_BUNDLE": "/no/such/ca.pem"}, "KPI_CA_BUNDLE='/no/such/ca.pem' is not a file"),
         ({"KPI_RESTATE_DAYS": "42", "KPI_FETCH_CHUNK_HOURS": "1"},
          "makes 1032 fetch windows per nightly run; Airflow maps at most 1024"),
     ],

@@ -48,7 +48,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """Enough of KPIggybank (an empty range) and CouchDB (every database exists)."""
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = b"[]" if self.path.startswith("/wsapi/") else b'{"couchdb": "Welcome"}'
+        body = b"[]" if self.path.startswith("/wsapi/") else b'{"doc_count": 0}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -66,8 +66,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def https_server(cert: str, key: str):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+def https_server(cert: str, key: str, port: int = 0):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -108,3 +108,21 @@ def test_couchdb_over_https_verifies_the_certificate(server):
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value) or "certificate" in str(
         caught.value).lower()
     CouchStore(settings_for(url, ca_bundle=cert)).require_databases((AGGREGATES,))
+
+
+def test_couchdb_keeps_verifying_after_the_first_requests(tmp_path):
+    """A man in the middle after a few trusted requests (here: another server with another
+    certificate on the same address) is refused: every request verifies, not only the first."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert_a, key_a = self_signed(tmp_path / "a")
+    cert_b, key_b = self_signed(tmp_path / "b")
+    port = free_port()
+    with https_server(cert_a, key_a, port) as url:
+        store = CouchStore(settings_for(url, ca_bundle=cert_a))
+        store.require_databases((AGGREGATES,))
+        assert store.doc_count(AGGREGATES) == 0
+        assert store.doc_count(AGGREGATES) == 0
+    with https_server(cert_b, key_b, port), pytest.raises(StoreError) as caught:
+        store.doc_count(AGGREGATES)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
