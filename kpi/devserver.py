@@ -39,11 +39,13 @@ def start_dev_couchdb(port: int, data_dir: Path | None = None) -> subprocess.Pop
         "--config", str(workdir / "config.json"), "--no-stdout-logs",
     ]
     command += ["--dir", str(workdir)] if data_dir else ["--in-memory"]
-    process = subprocess.Popen(
-        command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # stderr to a file, not a pipe: nobody reads a pipe while the server runs, and a full one
+    # would block the server on its next warning
+    with open(workdir / "stderr.txt", "wb") as stderr:
+        process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/", process)
+        wait_for_http(f"http://127.0.0.1:{port}/", process, log=workdir / "stderr.txt")
     except BaseException:  # a failed start, or an interrupt while waiting: no orphan server
         stop_process(process)
         raise
@@ -60,12 +62,17 @@ def stop_process(process: subprocess.Popen, grace: float = 10) -> None:
         process.wait()
 
 
-def wait_for_http(url: str, process: subprocess.Popen | None = None, timeout: float = 30) -> None:
-    """Wait until `url` answers HTTP (any status); fail early if `process` died."""
+def wait_for_http(url: str, process: subprocess.Popen | None = None, timeout: float = 30,
+                  log: Path | None = None) -> None:
+    """Wait until `url` answers HTTP (any status); fail early if `process` died, with the end
+    of its `log` (or of its stderr pipe)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            if log is not None:
+                err = log.read_text(errors="replace") if log.exists() else ""
+            else:
+                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
             msg = f"{url}: server exited with {process.returncode}: {err[-2000:]}"
             raise RuntimeError(msg)
         try:

@@ -208,3 +208,25 @@ def test_an_empty_build_does_not_replace_a_site_with_days_unless_asked(settings)
     assert result.exit_code == 0, result.output
     manifest = json.loads((settings.site_dir / "data" / "manifest.json").read_text())
     assert manifest["last_day"] is None
+
+
+def test_the_dev_server_writes_its_errors_to_a_file_and_a_failed_start_shows_them(tmp_path):
+    """No unread stderr pipe (a full one would block the server); a failed start still says
+    why, from that file."""
+    import subprocess
+    import sys
+
+    from kpi.devserver import start_dev_couchdb, stop_process, wait_for_http
+
+    server = start_dev_couchdb(free_port(), tmp_path / "couch")
+    try:
+        assert server.stderr is None and (tmp_path / "couch" / "stderr.txt").exists()
+    finally:
+        stop_process(server)
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr:
+        dying = subprocess.Popen([sys.executable, "-c",
+                                  "import sys; sys.stderr.write('EADDRINUSE'); sys.exit(3)"],
+                                 stderr=stderr)
+    with pytest.raises(RuntimeError, match="server exited with 3: EADDRINUSE"):
+        wait_for_http(f"http://127.0.0.1:{free_port()}/", dying, log=log)
