@@ -282,19 +282,20 @@ def close_day(day: date, windows: list[dict], settings: Settings,
         snapshot.reasons.update(part.reasons)
         snapshot.written += part.written
     columns = count_columns(config)
+    aggregated = sum(a["aggregated"] for _, a in parts)
 
     def write_aggregates(manifest: dict) -> int:  # before the complete manifest
         groups, histogram = combine(
             [decode_frames(day.isoformat(), aggregates, columns) for _, aggregates in parts]
         )
         quality = day_quality(manifest, sum(a["skipped_empty_stream"] for _, a in parts),
-                              sum(a["aggregated"] for _, a in parts))
+                              aggregated)
         doc = aggregates_document(day, groups, histogram, config, quality)
         return store.upsert(AGGREGATES, [doc]).written
 
     manifest = finish_day(store, day, snapshot, present_raw, present_quarantined,
                           IncompleteMark(store, day), write_aggregates)
-    manifest["aggregated"] = sum(a["aggregated"] for _, a in parts)
+    manifest["aggregated"] = aggregated
     log.info("closed %s from %d windows: %s", day, len(parts), manifest)
     return {**manifest, "from_windows": True}
 

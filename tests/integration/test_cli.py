@@ -171,17 +171,24 @@ def test_a_day_that_has_not_ended_is_refused_and_nothing_is_stored(settings):
     assert not settings.site_dir.exists()
 
 
+def published_day(settings) -> tuple[dict[str, str], dict[str, bytes]]:
+    """A day backfilled and published; the environment, and the site's files."""
+    from tests.integration.test_windows import files
+
+    env = environment(settings)
+    result = CliRunner().invoke(main, ["backfill", "--start", "2026-10-01", "--end",
+                                       "2026-10-01", "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    return env, files(settings.site_dir)
+
+
 def test_a_mistyped_prefix_neither_creates_databases_nor_touches_the_site(settings):
     import httpx
 
     from tests.integration.test_windows import files
 
-    env = environment(settings)
+    env, before = published_day(settings)
     runner = CliRunner()
-    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
-                                  "--no-progress"], env=env)
-    assert result.exit_code == 0, result.output
-    before = files(settings.site_dir)
     result = runner.invoke(main, ["build-site"], env={**env, "KPI_DB_PREFIX": "typo"})
     assert result.exit_code == 1
     assert "has no database typo_aggregates" in result.output
@@ -194,12 +201,8 @@ def test_a_mistyped_prefix_neither_creates_databases_nor_touches_the_site(settin
 def test_an_empty_build_does_not_replace_a_site_with_days_unless_asked(settings):
     from tests.integration.test_windows import files
 
-    env = environment(settings)
+    env, before = published_day(settings)
     runner = CliRunner()
-    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
-                                  "--no-progress"], env=env)
-    assert result.exit_code == 0, result.output
-    before = files(settings.site_dir)
     empty_range = ["build-site", "--start", "2026-09-01", "--end", "2026-09-02"]
     result = runner.invoke(main, empty_range, env=env)
     assert result.exit_code == 1 and "not replaced by an empty site" in result.output
