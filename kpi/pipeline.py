@@ -34,9 +34,11 @@ from kpi.store import (
     delete_parts,
     encode_frames,
     finish_day,
+    put_aggregates,
     read_parts,
     store_day,
     store_rows,
+    with_histograms,
     write_part,
 )
 
@@ -105,7 +107,7 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
     def write_aggregates(manifest: dict) -> int:  # before the complete manifest
         quality = day_quality(manifest, aggregator.skipped_empty_stream, aggregator.aggregated)
         doc = aggregates_document(day, *aggregator.result(), config, quality)
-        return store.upsert(AGGREGATES, [doc]).written
+        return put_aggregates(store, doc)
 
     manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add,
                          before_manifest=write_aggregates)
@@ -139,7 +141,7 @@ def aggregate_day(day: date, settings: Settings, config: Config | None = None) -
     doc = aggregates_document(
         day, daily_aggregates(staged, config), sites_histogram(staged), config, quality
     )
-    store.upsert(AGGREGATES, [doc])
+    put_aggregates(store, doc)
     log.info("aggregated %s: %s", day, doc["quality"])
     return doc["quality"]
 
@@ -152,7 +154,8 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
     store.require_databases((AGGREGATES,))
     low = start.isoformat() if start else ""
     high = end.isoformat() if end else HIGH_KEY
-    return aggregates_of_docs(store.iter_range(AGGREGATES, low, high), config)
+    return aggregates_of_docs(with_histograms(store, store.iter_range(AGGREGATES, low, high)),
+                              config)
 
 
 def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:
@@ -291,7 +294,7 @@ def close_day(day: date, windows: list[dict], settings: Settings,
         quality = day_quality(manifest, sum(a["skipped_empty_stream"] for _, a in parts),
                               aggregated)
         doc = aggregates_document(day, groups, histogram, config, quality)
-        return store.upsert(AGGREGATES, [doc]).written
+        return put_aggregates(store, doc)
 
     manifest = finish_day(store, day, snapshot, present_raw, present_quarantined,
                           IncompleteMark(store, day), write_aggregates)
@@ -483,10 +486,13 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     def fetch(days: list[str]) -> list[dict]:
         size = settings.bulk_size
         return [doc for first in range(0, len(days), size)
-                for doc in store.get_many(AGGREGATES, days[first:first + size]).values()]
+                for doc in with_histograms(
+                    store, store.get_many(AGGREGATES, days[first:first + size]).values())]
 
+    revs = {day: rev for day, rev in store.revisions(AGGREGATES, low, high).items()
+            if ":" not in day}  # not the histogram chunks: a day's document names its own
     built, changed = buildcache.update(
-        previous, store.revisions(AGGREGATES, low, high), fetch,
+        previous, revs, fetch,
         lambda docs: aggregates_of_docs(docs, config), config,
     )
     if not built.aggregates.days and not allow_empty and _published_days(settings.site_dir):

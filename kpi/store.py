@@ -16,11 +16,13 @@ content changed, so re-running a day against an unchanged source writes nothing.
 day *restates* it: the day's raw and quarantine documents become exactly what the source returns
 now (changed rows are replaced, new rows added, rows no longer returned are deleted), and its
 manifest is rewritten; no other day is touched. A day's aggregates are one document, so they are
-replaced as a whole. When a day is extracted as several windows at once (the Airflow DAG's
-mapped tasks), each window leaves a *part*: its ids, counts and partial aggregates; combining
-the parts closes the day (restatement, manifest, aggregates) and deletes them. Only documented
-CouchDB 3 API is used: database PUT/GET, `_bulk_docs` (per-document results are checked) and
-`_all_docs` (key ranges and `keys`).
+replaced as a whole; only a sites histogram too big for one document (many distinct fractional
+values) is kept in chunk documents `YYYY-MM-DD:h:<digest>:<n>` that the day's document names
+(content-addressed: rewriting the same histogram writes nothing). When a day is extracted as
+several windows at once (the Airflow DAG's mapped tasks), each window leaves a *part*: its ids,
+counts and partial aggregates; combining the parts closes the day (restatement, manifest,
+aggregates) and deletes them. Only documented CouchDB 3 API is used: database PUT/GET,
+`_bulk_docs` (per-document results are checked) and `_all_docs` (key ranges and `keys`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggr
 PARTS = "parts"
 DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES, PARTS)
 PART_BYTES = 1_000_000  # of ids per part document, far below CouchDB's 8 MB default
+# Apache CouchDB refuses documents over `max_document_size` (8 MB by default): a sites histogram
+# larger than INLINE_BYTES (a day of many distinct fractional values) moves to chunk documents
+# of at most CHUNK_BYTES each
+INLINE_BYTES = 2_000_000
+CHUNK_BYTES = 3_000_000
 HIGH_KEY = "\ufff0"
 CONFLICT_ROUNDS = 5  # re-reads of conflicting documents before giving up
 TRANSIENT = (requests.ConnectionError, requests.Timeout, couch_errors.GenericError)
@@ -177,6 +184,15 @@ class CouchStore:
             self._post, kind, "_all_docs", {"keys": ids}, {"include_docs": "true"},
         )
         return {row["id"]: row["doc"] for row in result["rows"] if row.get("doc")}
+
+    def present(self, kind: str, ids: list[str]) -> set[str]:
+        """The ids among `ids` of documents that exist (no bodies are read)."""
+        if not ids:
+            return set()
+        result = self._retry(f"read {len(ids)} revisions of {self.name(kind)}",
+                             self._post, kind, "_all_docs", {"keys": ids})
+        return {row["id"] for row in result["rows"]
+                if "value" in row and not row["value"].get("deleted")}
 
     def get(self, kind: str, doc_id: str) -> dict | None:
         """One document, or None."""
@@ -532,9 +548,14 @@ def encode_frames(groups: pd.DataFrame, histogram: pd.DataFrame, columns: list[s
             [row[0], row[1], *(plain_number(v) for v in row[2:])]
             for row in groups[["segmentation", "segment", *columns]].itertuples(index=False)
         ],
-        "sites_histogram": [
-            [row.segmentation, row.segment, plain_number(row.sites), int(row.blobs)]
-            for row in histogram.itertuples(index=False)
+        "sites_histogram": [  # column lists, not itertuples: a histogram can be millions long
+            [segmentation, segment, plain_number(sites), blobs]
+            for segmentation, segment, sites, blobs in zip(
+                histogram["segmentation"].astype(str).tolist(),
+                histogram["segment"].astype(str).tolist(),
+                histogram["sites"].tolist(), histogram["blobs"].astype("int64").tolist(),
+                strict=True,
+            )
         ],
     }
 
@@ -577,6 +598,96 @@ def aggregates_document(
     }
 
 
+def split_histogram(owner_id: str, encoded: dict) -> tuple[dict, list[dict]]:
+    """`encoded` aggregates (see `encode_frames`) as they are when their sites histogram is
+    small; else with its rows moved to chunk documents of at most CHUNK_BYTES each, with ids
+    `<owner_id>:h:<digest of the rows>:<n>` listed under `histogram_chunks`. A chunk holds runs
+    `[segmentation, segment, [sites, ...], [blobs, ...]]` (the names once per run, not per row).
+
+    Returns:
+        The aggregates to store in the owner document, and the chunk documents to write first.
+    """
+    rows = encoded["sites_histogram"]
+    whole = orjson.dumps(rows)
+    if len(whole) <= INLINE_BYTES:
+        return encoded, []
+    digest = hashlib.sha1(whole).hexdigest()[:12]
+    chunks: list[list] = []
+    size = CHUNK_BYTES
+    for segmentation, segment, sites, blobs in rows:
+        entry = len(repr(sites)) + len(str(blobs)) + 4  # a margin over orjson's own repr
+        if size + entry > CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        runs = chunks[-1]
+        if not runs or runs[-1][0] != segmentation or runs[-1][1] != segment:
+            runs.append([segmentation, segment, [], []])
+            size += len(orjson.dumps([segmentation, segment])) + 8
+        runs[-1][2].append(sites)
+        runs[-1][3].append(blobs)
+        size += entry
+    docs = [{"_id": f"{owner_id}:h:{digest}:{n:04d}", "runs": runs}
+            for n, runs in enumerate(chunks, start=1)]
+    return {**encoded, "sites_histogram": [], "histogram_chunks": [d["_id"] for d in docs]}, docs
+
+
+def join_histogram(encoded: dict, chunks: dict[str, dict]) -> dict:
+    """`encoded` aggregates with the rows of their histogram chunks (by id in `chunks`) back.
+
+    Raises:
+        StoreError: a chunk is missing (the day was rewritten meanwhile; restate it).
+    """
+    ids = encoded.get("histogram_chunks")
+    if not ids:
+        return encoded
+    missing = [chunk_id for chunk_id in ids if chunk_id not in chunks]
+    if missing:
+        msg = (f"aggregates chunk {missing[0]} is missing (the day changed while being read, "
+               "or a write was cut short): restate the day")
+        raise StoreError(msg)
+    joined = {key: value for key, value in encoded.items() if key != "histogram_chunks"}
+    joined["sites_histogram"] = [
+        [segmentation, segment, value, count]
+        for chunk_id in ids for segmentation, segment, sites, blobs in chunks[chunk_id]["runs"]
+        for value, count in zip(sites, blobs, strict=True)
+    ]
+    return joined
+
+
+def _put_chunks(store: CouchStore, kind: str, chunks: list[dict]) -> int:
+    """Write the content-addressed `chunks` not stored yet (a stored one is the same content:
+    its id holds the digest), one per request; returns how many were written."""
+    present = store.present(kind, [chunk["_id"] for chunk in chunks])
+    return sum(store.upsert(kind, [chunk], present=set()).written
+               for chunk in chunks if chunk["_id"] not in present)
+
+
+def put_aggregates(store: CouchStore, doc: dict) -> int:
+    """Write a day's aggregates document (`aggregates_document`), its histogram split into
+    chunk documents written first when too big for one document; chunks of the day the new
+    document no longer names are deleted after it. Returns the documents written."""
+    main, chunks = split_histogram(doc["_id"], doc)
+    written = _put_chunks(store, AGGREGATES, chunks)
+    written += store.upsert(AGGREGATES, [main]).written
+    stale = store.day_ids(AGGREGATES, date.fromisoformat(doc["_id"])) - {c["_id"] for c in chunks}
+    if stale:
+        store.delete(AGGREGATES, sorted(stale))
+    return written
+
+
+def with_histograms(store: CouchStore, docs: Iterable[dict]) -> Iterator[dict]:
+    """Aggregates documents (day documents; chunk documents are passed over) with their split
+    histograms joined back, chunk by chunk."""
+    for doc in docs:
+        if ":" in doc["_id"]:
+            continue
+        ids = doc.get("histogram_chunks") or []
+        chunks = {}
+        for chunk_id in ids:  # one per request: each is up to CHUNK_BYTES
+            chunks.update(store.get_many(AGGREGATES, [chunk_id]))
+        yield join_histogram(doc, chunks)
+
+
 def _run_key(run: str) -> str:
     """A short, id-safe name of a run (run ids may hold `:` and `+`)."""
     return hashlib.sha1(run.encode()).hexdigest()[:12]
@@ -617,8 +728,12 @@ def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
          "attempt": attempt, **chunk}
         for n, chunk in enumerate(chunks, start=1)
     ])
+    head_id = _part_id(day, run, window, 0)
+    aggregates, histogram_chunks = split_histogram(head_id, aggregates)
+    _put_chunks(store, PARTS, [{**chunk, "day": day.isoformat(), "run": run}
+                               for chunk in histogram_chunks])
     store.upsert(PARTS, [{
-        "_id": _part_id(day, run, window, 0), "day": day.isoformat(), "run": run,
+        "_id": head_id, "day": day.isoformat(), "run": run,
         "attempt": attempt, "window": list(window), "chunks": len(chunks),
         "counts": dict(snapshot.counts), "reasons": dict(snapshot.reasons),
         "written": snapshot.written, "aggregates": aggregates,
@@ -648,7 +763,11 @@ def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
             counts=Counter(head["counts"]), reasons=Counter(head["reasons"]),
             written=head["written"],
         )
-        parts.append((snapshot, head["aggregates"]))
+        try:
+            aggregates = join_histogram(head["aggregates"], docs)
+        except StoreError:
+            return None
+        parts.append((snapshot, aggregates))
     return parts
 
 

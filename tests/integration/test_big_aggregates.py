@@ -1,0 +1,119 @@
+"""A day's aggregates stay within Apache CouchDB's default document size (8 MB) whatever the input:
+here a day of 200,000 distinct fractional sites values, whose histogram alone is tens of MB."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+
+import httpx
+import numpy as np
+import pytest
+
+from kpi.aggregate import DayAggregator
+from kpi.config import load_config
+from kpi.pipeline import load_aggregates
+from kpi.reports import QUALITY_MEASURES, build_reports
+from kpi.store import (
+    AGGREGATES,
+    PARTS,
+    CouchStore,
+    Snapshot,
+    aggregates_document,
+    encode_frames,
+    put_aggregates,
+    read_parts,
+    write_part,
+)
+
+MAX_DOCUMENT_SIZE = 8_000_000  # Apache CouchDB 3's default max_document_size, in bytes
+DAY = date(2026, 10, 2)
+BLOBS = 200_000
+
+
+def _blobs(n: int, seed: int = 3) -> list[dict]:
+    """`n` aggregated blobs of DAY, each with its own fractional sites value."""
+    rng = np.random.default_rng(seed)
+    sites = rng.permutation(n) + rng.uniform(0.001, 0.999, n)  # distinct, fractional
+    start = 1790899200000 + 3_600_000  # 2026-10-02 01:00 UTC
+    return [{"timestamp": start + i, "event_stream": [["screen.rp_info", 0]],
+             "number_sites_logged_in": float(value), "lang": ["en-US", "de", "fr"][i % 3],
+             "screen_width": [800, 1280, 1920][i % 3], "number_emails": i % 4}
+            for i, value in enumerate(sites)]
+
+
+def _stored_sizes(couchdb_url: str, database: str) -> dict[str, int]:
+    """Size in bytes of every document of `database`, as CouchDB serves it."""
+    ids = httpx.get(f"{couchdb_url}/{database}/_all_docs", timeout=60).json()["rows"]
+    return {row["id"]: len(httpx.get(f"{couchdb_url}/{database}/{row['id']}", timeout=60).content)
+            for row in ids}
+
+
+@pytest.fixture
+def settings(settings):
+    """The test settings, with time for requests of megabytes."""
+    return dataclasses.replace(settings, http_timeout=60.0)
+
+
+@pytest.fixture(scope="module")
+def big_day():
+    blobs = _blobs(BLOBS)
+    config = load_config(None)
+    aggregator = DayAggregator(config)
+    aggregator.add(blobs)
+    groups, histogram = aggregator.result()
+    values = np.array([b["number_sites_logged_in"] for b in blobs])
+    return config, groups, histogram, values
+
+
+def test_a_day_of_200000_distinct_fractional_sites_values_fits_couchdb_documents(
+        settings, couchdb_url, big_day):
+    config, groups, histogram, values = big_day
+    assert len(histogram) >= 7 * BLOBS  # every segmentation holds every distinct value
+    store = CouchStore(settings)
+    store.ensure_databases()
+    quality = dict.fromkeys(QUALITY_MEASURES, 0) | {"fetched": BLOBS, "stored": BLOBS,
+                                                    "aggregated": BLOBS}
+    doc = aggregates_document(DAY, groups, histogram, config, quality)
+
+    written = put_aggregates(store, doc)
+    sizes = _stored_sizes(couchdb_url, store.name(AGGREGATES))
+    assert max(sizes.values()) <= MAX_DOCUMENT_SIZE, sizes
+    assert written == len(sizes) > 1
+
+    loaded = load_aggregates(settings, DAY, DAY, config)
+    assert loaded.sites_histogram.equals(histogram.astype({"sites": "float64"}))
+    median = build_reports(loaded, config)["sites_median"]
+    total = median[(median.segmentation == "Total") & (median.measure == "value")]
+    assert total.value.tolist() == [pytest.approx(float(np.median(values)), abs=0)]
+
+    assert put_aggregates(store, doc) == 0  # the same histogram again writes nothing
+    smaller = aggregates_document(DAY, groups, histogram.head(10), config, quality)
+    put_aggregates(store, smaller)  # a small one again: the chunks go
+    assert list(_stored_sizes(couchdb_url, store.name(AGGREGATES))) == [DAY.isoformat()]
+    assert load_aggregates(settings, DAY, DAY, config).sites_histogram.equals(
+        histogram.head(10).astype({"sites": "float64"}))
+
+
+def test_a_windows_part_of_200000_distinct_values_fits_couchdb_documents(
+        settings, couchdb_url, big_day):
+    config, groups, histogram, _ = big_day
+    store = CouchStore(settings)
+    store.ensure_databases()
+    encoded = {**encode_frames(groups, histogram, doc_columns(config)),
+               "skipped_empty_stream": 0, "aggregated": BLOBS}
+    window = (1790899200000, 1790985600000)
+    snapshot = Snapshot(raw_ids={f"{DAY}:id{i}" for i in range(10)})
+    write_part(store, DAY, window, "run-1", snapshot, encoded)
+
+    sizes = _stored_sizes(couchdb_url, store.name(PARTS))
+    assert len(sizes) > 2 and max(sizes.values()) <= MAX_DOCUMENT_SIZE, sizes
+    [(read_snapshot, aggregates)] = read_parts(store, DAY, [window], "run-1")
+    assert read_snapshot.raw_ids == snapshot.raw_ids
+    assert aggregates == encoded
+
+
+def doc_columns(config):
+    from kpi.aggregate import count_columns
+
+    return count_columns(config)
