@@ -51,4 +51,4 @@ constraints:
 	rm -rf .venv-constraints
 
 clean:
-	rm -rf .devdata .airflow site_output/* .pytest_cache .site_output.cache .site_output.lock
+	rm -rf .devdata .airflow site_output .site_output.builds .pytest_cache .site_output.cache

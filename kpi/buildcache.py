@@ -67,7 +67,9 @@ class Built:
 
 def cache_path(site_dir: Path) -> Path:
     """Where the build cache of the site published at `site_dir` lives."""
-    site_dir = Path(site_dir).resolve()
+    from kpi.site import site_path
+
+    site_dir = site_path(site_dir)
     return site_dir.parent / f".{site_dir.name}.cache"
 
 

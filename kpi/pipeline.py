@@ -471,7 +471,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
         The published site folder.
     """
     from kpi import buildcache
-    from kpi.site import publish, render_site
+    from kpi.site import publish, publish_lock, render_site
 
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
@@ -481,7 +481,6 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     cache = buildcache.cache_path(settings.site_dir)
     key = buildcache.cache_key(config, f"{settings.couchdb_url_redacted} {store.name(AGGREGATES)}")
     whole = start is None and end is None  # a partial site is built from scratch, not cached
-    previous = buildcache.read(cache, key) if whole else None
 
     def fetch(days: list[str]) -> list[dict]:
         size = settings.bulk_size
@@ -489,25 +488,28 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
                 for doc in with_histograms(
                     store, store.get_many(AGGREGATES, days[first:first + size]).values())]
 
-    revs = {day: rev for day, rev in store.revisions(AGGREGATES, low, high).items()
-            if ":" not in day}  # not the histogram chunks: a day's document names its own
-    built, changed = buildcache.update(
-        previous, revs, fetch,
-        lambda docs: aggregates_of_docs(docs, config), config,
-    )
-    if not built.aggregates.days and not allow_empty and _published_days(settings.site_dir):
-        msg = (f"no aggregates in {store.name(AGGREGATES)} (for the days asked), but the site at "
-               f"{settings.site_dir} shows days: not replaced by an empty site (check "
-               "KPI_COUCHDB_URL and KPI_DB_PREFIX; `kpi build-site --allow-empty` forces it)")
-        raise PipelineError(msg)
-    built_at = now or datetime.now(UTC)
-    site = publish(
-        lambda target: render_site(target, built.aggregates, built.reports, config, built_at,
-                                   files=built.files()),
-        settings.site_dir,
-    )
-    if whole:
-        buildcache.write(cache, key, built)
+    # the data is read and the build time stamped under the lock: builds publish in the order
+    # they read, so an older build never replaces a newer one
+    with publish_lock(settings.site_dir):
+        previous = buildcache.read(cache, key) if whole else None
+        revs = {day: rev for day, rev in store.revisions(AGGREGATES, low, high).items()
+                if ":" not in day}  # not the histogram chunks: a day's document names its own
+        built, changed = buildcache.update(
+            previous, revs, fetch, lambda docs: aggregates_of_docs(docs, config), config,
+        )
+        if not built.aggregates.days and not allow_empty and _published_days(settings.site_dir):
+            msg = (f"no aggregates in {store.name(AGGREGATES)} (for the days asked), but the site "
+                   f"at {settings.site_dir} shows days: not replaced by an empty site (check "
+                   "KPI_COUCHDB_URL and KPI_DB_PREFIX; `kpi build-site --allow-empty` forces it)")
+            raise PipelineError(msg)
+        built_at = now or datetime.now(UTC)
+        site = publish(
+            lambda target: render_site(target, built.aggregates, built.reports, config,
+                                       built_at, files=built.files()),
+            settings.site_dir,
+        )
+        if whole:
+            buildcache.write(cache, key, built)
     log.info("published %s (%d days, %d recomputed)", site, len(built.aggregates.days),
              len(changed))
     return site

@@ -34,7 +34,8 @@ def make_server(site_dir: Path, host: str = "127.0.0.1", port: int = 3434):
     Raises:
         ServeError: the folder does not exist, or the port is already in use.
     """
-    folder = Path(site_dir).resolve()
+    # not resolved: the folder is a link swapped at each publish, followed at each request
+    folder = Path(site_dir).absolute()
     if not folder.is_dir():
         msg = f"site folder {folder} does not exist: run `kpi build-site` (or a backfill) first"
         raise ServeError(msg)

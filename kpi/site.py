@@ -18,10 +18,12 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -336,6 +338,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         (data_dir / f"{name}.json").write_bytes(json_bytes)
     manifest = {
         "built_at": built_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "build_id": build_id(built_at),
         "first_day": days[0] if days else None,
         "last_day": days[-1] if days else None,
         "pipeline_version": __version__,
@@ -348,7 +351,6 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     (target / "vendor").mkdir()
     (target / VENDOR_BUNDLE).write_text(vega_bundle(), encoding="utf-8")
     shutil.copytree(TEMPLATES_DIR / "static", target / "static")
-    (target / ".gitkeep").touch()
 
     env = _environment()
     common = {
@@ -356,6 +358,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "first_day": manifest["first_day"],
         "last_day": manifest["last_day"],
         "built_at": manifest["built_at"],
+        "build_id": manifest["build_id"],
         "version": __version__,
         "assets": asset_version(),
     }
@@ -379,32 +382,85 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
 
 
+def site_path(site_dir: Path) -> Path:
+    """`site_dir` made absolute without following it (it is a link to the published build)."""
+    site_dir = Path(site_dir)
+    return Path(os.path.realpath(site_dir.absolute().parent)) / site_dir.name
+
+
+def builds_dir(site_dir: Path) -> Path:
+    """The folder beside `site_dir` that holds its builds (`.<name>.builds`)."""
+    site_dir = site_path(site_dir)
+    return site_dir.parent / f".{site_dir.name}.builds"
+
+
+def build_id(built_at: datetime) -> str:
+    """The id of the build stamped `built_at`, written in its manifest and every page."""
+    return built_at.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
 @contextmanager
-def _site_lock(site_dir: Path):
-    site_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = site_dir.parent / f".{site_dir.name}.lock"
-    with open(lock_path, "w") as lock:
+def publish_lock(site_dir: Path) -> Iterator[None]:
+    """Held from the moment a build reads its data to its swap, so builds of one site run one
+    after the other and an older one never replaces a newer one. The lock file lives in the
+    temporary folder (never in the repository), named after the site's absolute path."""
+    key = hashlib.sha1(str(site_path(site_dir)).encode()).hexdigest()[:16]
+    lock_dir = Path(tempfile.gettempdir()) / f"kpi-locks-{os.getuid()}"
+    lock_dir.mkdir(mode=0o700, exist_ok=True)
+    with open(lock_dir / f"publish-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
 def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
-    """Run `build` into a fresh folder beside `site_dir`, then swap it in.
+    """Run `build` into a new folder under `builds_dir(site_dir)`, then make `site_dir` a link
+    to it in one atomic step (a new link renamed over the old one): a reader always finds a
+    whole site, the old one or the new one. Call it holding `publish_lock(site_dir)`.
 
-    If `build` fails, the published site is left exactly as it was.
+    If `build` fails, the published site is left exactly as it was. Builds other than the new
+    one and the one before it (and what killed builds left) are deleted. A `site_dir` that is a
+    real folder (a site published by an older version) is moved among the builds first.
+
+    Returns:
+        `site_dir`, absolute.
     """
-    site_dir = Path(site_dir).resolve()
-    with _site_lock(site_dir):
-        staging = site_dir.parent / f".{site_dir.name}.new-{os.getpid()}"
-        retired = site_dir.parent / f".{site_dir.name}.old-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            build(staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if site_dir.exists():
-            site_dir.rename(retired)
-        staging.rename(site_dir)
-        shutil.rmtree(retired, ignore_errors=True)
+    site_dir = site_path(site_dir)
+    builds = builds_dir(site_dir)
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    target = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=builds))
+    try:
+        build(target)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    target.chmod(0o755)  # mkdtemp's folder is private; a web server must read it
+    previous = site_dir.resolve() if site_dir.is_symlink() else None
+    if site_dir.is_dir() and not site_dir.is_symlink():  # once: the folder becomes a link
+        if any(site_dir.iterdir()):
+            log.warning("moving the site folder %s among the builds: it becomes a link",
+                        site_dir)
+            previous = builds / f"{stamp}-folder"
+            site_dir.rename(previous)
+        else:
+            site_dir.rmdir()
+    link = builds / f".link-{uuid.uuid4().hex}"
+    link.symlink_to(os.path.relpath(target, site_dir.parent))
+    os.replace(link, site_dir)
+    _prune(builds, keep={target, previous})
     return site_dir
+
+
+def _prune(builds: Path, keep: set[Path | None]) -> None:
+    """Delete every build in `builds` but `keep` (and what older versions and killed builds
+    left beside the site)."""
+    for path in builds.iterdir():
+        if path not in keep:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    site_name = builds.name.removeprefix(".").removesuffix(".builds")
+    for pattern in (f".{site_name}.new-*", f".{site_name}.old-*"):  # the two-rename scheme's
+        for path in builds.parent.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)

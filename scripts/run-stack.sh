@@ -71,7 +71,10 @@ PY
 
 # publish what is stored already (nothing on a first run: the databases appear with the first
 # DAG run, and so does the site)
-kpi build-site >/dev/null 2>&1 || echo "no stored aggregates yet: the site appears after the first DAG run"
+if ! kpi build-site >/dev/null 2>&1; then
+  echo "no stored aggregates yet: the site appears after the first DAG run"
+  mkdir -p "$KPI_SITE_DIR"  # served empty until the first publish links it to a build
+fi
 start kpi serve --port "$SITE_PORT" --host 127.0.0.1
 
 # (long commands run as `cmd & wait`: bash handles a signal only once a foreground command ends)

@@ -11,6 +11,7 @@ import pytest
 from fake_source.generator import blobs_for_day
 from kpi import site as site_module
 from kpi.pipeline import backfill, build_site
+from kpi.site import builds_dir
 from kpi.store import DATABASES, CouchStore
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
 
@@ -105,6 +106,7 @@ def test_a_failed_build_leaves_the_published_site_untouched(settings, monkeypatc
     backfill(START, START, settings, progress=False)
     before = {p.relative_to(settings.site_dir): p.read_bytes()
               for p in settings.site_dir.rglob("*") if p.is_file()}
+    builds = set(builds_dir(settings.site_dir).iterdir())
 
     def broken_render(target, *args, **kwargs):
         (target / "data").mkdir(parents=True)
@@ -117,4 +119,4 @@ def test_a_failed_build_leaves_the_published_site_untouched(settings, monkeypatc
     after = {p.relative_to(settings.site_dir): p.read_bytes()
              for p in settings.site_dir.rglob("*") if p.is_file()}
     assert after == before
-    assert not list(settings.site_dir.parent.glob(f".{settings.site_dir.name}.new-*"))
+    assert set(builds_dir(settings.site_dir).iterdir()) == builds  # the failed one left nothing
