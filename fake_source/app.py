@@ -3,6 +3,8 @@
 Routes: GET/POST /wsapi/interaction_data, ?id=, /count, /last, /wsapi/ping. Range queries are
 inclusive at both ends (ms), ascending by (timestamp, id), and answer CouchDB view rows
 `{id, key, value}` whose value carries `_id` and `_rev` like the production store.
+`app.state.store.add_rows` serves rows as given (hostile input tests: rows a POST refuses,
+repeated ids, numbers beyond 64 bits).
 
 Fault injection: `app.state.faults.script(kind, ...)` makes the next range requests fail in
 order; `fault_rate` makes a seeded random share of them fail. Kinds: `500`, `503`,
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import json
 import random
 import uuid
 from collections import deque
@@ -70,6 +73,7 @@ class BlobStore:
         self.seed, self.per_day, self.bad_rate = seed, per_day, bad_rate
         self.days = history_days(last_day, days) if days > 0 else []
         self.posted: list[dict] = []  # rows, kept sorted by (key, id)
+        self.verbatim: list[tuple[int, int, object]] = []  # (key, order, row) of `add_rows`
         self._rows_for_day = lru_cache(maxsize=8)(self._generate_rows)
 
     def _generate_rows(self, day: date) -> tuple[list[int], list[dict]]:
@@ -92,6 +96,10 @@ class BlobStore:
         posted = [row for row in self.posted if lo <= row["key"] <= hi]
         if posted:
             rows = sorted(rows + posted, key=lambda row: (row["key"], row["id"]))
+        verbatim = [(key, order, row) for key, order, row in self.verbatim if lo <= key <= hi]
+        if verbatim:
+            keyed = [(row["key"], -1, row) for row in rows]
+            rows = [row for _, _, row in sorted(keyed + verbatim, key=lambda item: item[:2])]
         return rows
 
     def count(self) -> int:
@@ -107,6 +115,12 @@ class BlobStore:
                 if row["id"] == doc_id:
                     return row
         return None
+
+    def add_rows(self, rows: list[tuple[int, object]]) -> None:
+        """Serve each row as it is (any JSON value: a production store may hold rows a POST
+        would refuse, or deliver an id twice) in the range queries covering its key (ms)."""
+        for key, row in rows:
+            self.verbatim.append((key, len(self.verbatim), row))
 
     def add(self, blobs: list[dict]) -> None:
         for blob in blobs:
@@ -133,8 +147,16 @@ class _DroppedResponse(Response):
                      "more_body": False})
 
 
+def _dumps(body: object) -> bytes:
+    """JSON bytes; integers beyond 64 bits, which orjson refuses, are written in full."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(_dumps(body), status_code=status, media_type="application/json")
 
 
 def _bound(request: Request, name: str) -> int | None:
@@ -172,7 +194,7 @@ def create_app(
             start, end = _bound(request, "start"), _bound(request, "end")
         except ValueError:
             return _json({"error": "start and end must be base-10 integers (ms)"}, 400)
-        body = orjson.dumps(store.range(start, end))
+        body = _dumps(store.range(start, end))
         fault = faults.next()
         if fault in ("500", "503"):
             return _json({"error": f"injected fault {fault}"}, int(fault))

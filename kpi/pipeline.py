@@ -109,8 +109,19 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
         doc = aggregates_document(day, *aggregator.result(), config, quality)
         return put_aggregates(store, doc)
 
+    def restage(blobs: Iterable[dict]) -> None:  # an id's later delivery replaced its blob
+        nonlocal aggregator
+        aggregator = DayAggregator(config)
+        batch: list[dict] = []
+        for blob in blobs:
+            batch.append(blob)
+            if len(batch) == settings.bulk_size:
+                aggregator.add(batch)
+                batch = []
+        aggregator.add(batch)
+
     manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add,
-                         before_manifest=write_aggregates)
+                         before_manifest=write_aggregates, restage=restage)
     log.info("stored and aggregated %s: %s", day, manifest)
     return {**manifest, "aggregated": aggregator.aggregated}
 
@@ -332,10 +343,9 @@ def _gone(parts: list[tuple[Snapshot, dict]], present_raw: set[str],
 
 def _overlap(parts: list[tuple[Snapshot, dict]]) -> str:
     """Why the window parts cannot be combined as they are ('' when they can)."""
-    for kind in ("raw_ids", "quarantine_ids"):
-        sets = [getattr(part, kind) for part, _ in parts]
-        if sum(map(len, sets)) != len(set().union(*sets)):
-            return "an id came in two windows"
+    sets = [part.raw_ids | part.quarantine_ids for part, _ in parts]  # an id may change class
+    if sum(map(len, sets)) != len(set().union(*sets)):
+        return "an id came in two windows"
     return ""
 
 

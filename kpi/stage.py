@@ -288,7 +288,11 @@ def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCou
             if type(new_account) is not bool:
                 new_account = new_account is not None and js_truthy(new_account)
             key = (tuple(names), new_account)
-            profile = profiles.get(key)
+            try:
+                profile = profiles.get(key)
+            except TypeError:  # a list or object as an event name
+                counts.reject("event_stream item name is not a string")
+                continue
             if profile is None:
                 if not all(type(name) is str for name in names):
                     counts.reject("event_stream item name is not a string")

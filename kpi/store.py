@@ -402,11 +402,13 @@ class Snapshot:
     counts: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     written: int = 0
+    restage: bool = False  # a blob handed to `on_stored` was replaced or moved later
 
 
 def store_day(store: CouchStore, day: date, batches: Iterable[list],
               on_stored: Callable[[list[dict]], None] | None = None,
-              before_manifest: Callable[[dict], int] | None = None) -> dict:
+              before_manifest: Callable[[dict], int] | None = None,
+              restage: Callable[[Iterator[dict]], None] | None = None) -> dict:
     """Validate and store one day's KPIggybank rows; write and return the day's manifest.
 
     Args:
@@ -416,6 +418,8 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
         on_stored: called with each batch's blobs as they are stored (the day's snapshot, batch
             by batch: e.g. to aggregate the day without reading it back).
         before_manifest: see `finish_day`.
+        restage: called with the day's stored blobs, read back, when a blob handed to
+            `on_stored` was replaced or moved to quarantine by a later delivery of its id.
 
     Parts that windows of the day left (`write_part`) are deleted first: after this snapshot,
     they describe an older one, and closing the day from them would undo it.
@@ -430,6 +434,9 @@ def store_day(store: CouchStore, day: date, batches: Iterable[list],
     present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
     mark = IncompleteMark(store, day)
     snapshot = store_rows(store, day, batches, present_raw, present_quarantined, mark, on_stored)
+    if snapshot.restage and restage is not None:
+        restage(doc["blob"] for doc in store.day_docs(RAW, day)
+                if doc["_id"] in snapshot.raw_ids)
     return finish_day(store, day, snapshot, present_raw, present_quarantined, mark,
                       before_manifest)
 
@@ -441,55 +448,105 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     """Validate and store rows of UTC `day` (all of it, or one window of it).
 
     Valid rows go to the raw database, invalid ones to quarantine with their reason (SPEC D10).
-    A row delivered n times (same id, same content) counts once in its class, stored or
-    rejected, and n − 1 times as `duplicate`, whatever its validity; a valid id repeated with
-    other content is quarantined. So `fetched = stored + rejected_invalid + duplicate`.
+    An id delivered n times counts once in its class (stored, or rejected) and n − 1 times as
+    `duplicate`, whatever its validity, and its last delivery's content wins (SPEC D12): a row
+    an earlier batch stored is replaced, or moved between raw and quarantine, and the snapshot
+    says its earlier blob was handed to `on_stored` (`restage`). Rows without an id are told
+    apart by content. So `fetched = stored + rejected_invalid + duplicate`.
     `present_*` are the day's stored ids (None: look each batch up).
     """
-    seen: dict[str, str] = {}
-    quarantined_rows: dict[str, str] = {}  # quarantine id → content digest
+    final: dict[str, tuple[str, str, str]] = {}  # doc id → (database, digest, reason or status)
+    written_before: set[str] = set()  # doc ids an earlier batch wrote
     snapshot = Snapshot()
     counts, reasons = snapshot.counts, snapshot.reasons
+    prefix = f"{day.isoformat()}:"
     for rows in batches:
-        raw_docs, quarantined = [], []
+        pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
+        moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
         for row in rows:
             counts["fetched"] += 1
             check = check_row(row, day)
-            if check.status == "rejected":
-                doc = _quarantine_doc(day, row, check.reason, quarantined_rows)
+            row_id = row.get("id") if isinstance(row, dict) else None
+            if check.status == "rejected" and not (isinstance(row_id, str) and row_id):
+                doc = _quarantine_doc(day, row, check.reason, final)
                 if doc is None:
                     counts["duplicate"] += 1
-                else:
-                    quarantined.append(doc)
+                    continue
+                pending[QUARANTINE][doc["_id"]] = doc
+                _count(counts, reasons, QUARANTINE, check.reason, +1)
                 continue
-            doc_id = f"{day.isoformat()}:{row['id']}"
-            blob = blob_of(row)
-            digest = content_hash(blob)
-            if doc_id in seen:
-                if seen[doc_id] == digest:
-                    counts["duplicate"] += 1
-                else:
-                    reason = "id delivered twice with different content"
-                    doc = _quarantine_doc(day, row, reason, quarantined_rows)
-                    if doc is None:  # this very row was already quarantined: a repeat
-                        counts["duplicate"] += 1
-                    else:
-                        quarantined.append(doc)
-                continue
-            seen[doc_id] = digest
-            counts["skipped_empty_stream"] += check.status == "skipped"
-            raw_docs.append({"_id": doc_id, "kpiggybank_id": row["id"], "blob": blob})
-        counts["stored"] += len(raw_docs)
-        counts["rejected_invalid"] += len(quarantined)
-        reasons.update(doc["reason"] for doc in quarantined)
-        snapshot.written += store.upsert(RAW, raw_docs, present_raw, before_write).written
-        snapshot.written += store.upsert(QUARANTINE, quarantined, present_quarantined,
-                                         before_write).written
+            doc_id = prefix + row_id
+            if check.status == "rejected":
+                row, digest = storable(row)
+                kind, note = QUARANTINE, check.reason
+                doc = {"_id": doc_id, "day": day.isoformat(), "reason": note, "row": row}
+            else:
+                blob, digest = storable(blob_of(row))
+                kind, note = RAW, check.status
+                doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": blob}
+            earlier = final.get(doc_id)
+            if earlier is not None:
+                counts["duplicate"] += 1
+                if earlier[1] == digest:
+                    continue
+                _count(counts, reasons, earlier[0], earlier[2], -1)
+                if doc_id in written_before:
+                    snapshot.restage |= earlier[0] == RAW
+                    if earlier[0] != kind:
+                        moved[earlier[0]].append(doc_id)
+                pending[earlier[0]].pop(doc_id, None)
+            final[doc_id] = (kind, digest, note)
+            pending[kind][doc_id] = doc
+            _count(counts, reasons, kind, note, +1)
+        for kind, present in ((RAW, present_raw), (QUARANTINE, present_quarantined)):
+            if moved[kind]:
+                store.delete(kind, moved[kind], before_write)
+            docs = list(pending[kind].values())
+            snapshot.written += store.upsert(kind, docs, present, before_write).written
+            written_before.update(pending[kind])
         if on_stored is not None:
-            on_stored([doc["blob"] for doc in raw_docs])
-    snapshot.raw_ids = set(seen)
-    snapshot.quarantine_ids = set(quarantined_rows)
+            on_stored([doc["blob"] for doc in pending[RAW].values()])
+    snapshot.raw_ids = {doc_id for doc_id, (kind, _, _) in final.items() if kind == RAW}
+    snapshot.quarantine_ids = set(final) - snapshot.raw_ids
     return snapshot
+
+
+def _count(counts: Counter, reasons: Counter, kind: str, note: str, step: int) -> None:
+    """Count (step 1) or uncount (step −1) one row in its class."""
+    if kind == QUARANTINE:
+        counts["rejected_invalid"] += step
+        reasons[note] += step
+        if not reasons[note]:
+            del reasons[note]
+    else:
+        counts["stored"] += step
+        counts["skipped_empty_stream"] += step * (note == "skipped")
+
+
+MAX_DEPTH = 64  # nesting kept in a stored value (orjson encodes no deeper than 254)
+
+
+def storable(value: object) -> tuple[object, str]:
+    """(`value`, its `content_hash`); when JSON cannot encode it (nested deeper than orjson
+    allows, an integer beyond 64 bits), a copy with containers deeper than `MAX_DEPTH` cut to
+    null and such integers as floats instead: any row the source sends can be stored."""
+    try:
+        return value, content_hash(value)
+    except orjson.JSONEncodeError:
+        value = _cut(value, 0)
+        return value, content_hash(value)
+
+
+def _cut(value: object, depth: int) -> object:
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        return {str(key): _cut(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut(item, depth + 1) for item in value]
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return float(value)
+    return value
 
 
 def finish_day(store: CouchStore, day: date, snapshot: Snapshot, present_raw: set[str],
@@ -519,21 +576,15 @@ def finish_day(store: CouchStore, day: date, snapshot: Snapshot, present_raw: se
 
 
 def _quarantine_doc(day: date, row: object, reason: str,
-                    used: dict[str, str]) -> dict | None:
-    """A quarantine document for `row`, or None when this very row (same content) is already
-    quarantined in this extract: a repeat, counted as a duplicate. `used`: id → content digest
-    of the rows quarantined so far; another row with a used id gets the digest in its id."""
-    row_id = row.get("id") if isinstance(row, dict) else None
-    key = row_id if isinstance(row_id, str) and row_id else f"sha1:{content_hash(row)}"
-    digest = content_hash(row)
-    doc_id = f"{day.isoformat()}:{key}"
+                    used: dict[str, tuple]) -> dict | None:
+    """A quarantine document for a row without a usable id, named by its content; None when
+    this very row is already quarantined in this extract (a repeat, counted as a duplicate).
+    `used`: the extract's doc ids so far, each with (database, digest, note)."""
+    row, digest = storable(row)
+    doc_id = f"{day.isoformat()}:sha1:{digest}"
     if doc_id in used:
-        if used[doc_id] == digest:
-            return None
-        doc_id = f"{day.isoformat()}:{key}:{digest}"
-        if doc_id in used:
-            return None
-    used[doc_id] = digest
+        return None
+    used[doc_id] = (QUARANTINE, digest, reason)
     return {"_id": doc_id, "day": day.isoformat(), "reason": reason, "row": row}
 
 

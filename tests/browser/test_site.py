@@ -109,7 +109,11 @@ def act(page, action) -> None:
 
 
 def close(opened: Opened) -> None:
+    """Close the page; whatever a test did on it, it logged no error and opened no dialog
+    (the listeners of `open_page` watch every page load)."""
     opened.page.context.close()
+    assert opened.problems == [], opened.problems
+    assert opened.dialogs == [], opened.dialogs
 
 
 def published(folder, report: str) -> list[dict]:

@@ -169,7 +169,7 @@ def test_a_row_delivered_n_times_counts_once_in_its_class_and_n_minus_1_as_dupli
 ):
     valid = _row("a" * 32, [["screen.rp_info", 1]])
     invalid = _row("b" * 32, "not a list")
-    other_invalid = _row("b" * 32, [[1, 2]])  # same id, other content: another rejection
+    other_invalid = _row("b" * 32, [[1, 2]])  # same id, other content: it replaces the first
     no_id = {"key": valid["key"], "value": {"timestamp": "soon"}}  # keyed by its content
     sequence = [valid, invalid, invalid, invalid, valid, no_id, no_id, other_invalid,
                 other_invalid, valid]
@@ -178,6 +178,10 @@ def test_a_row_delivered_n_times_counts_once_in_its_class_and_n_minus_1_as_dupli
         and (end is None or r["key"] <= end)]
     manifest = extract_and_store(DAY, replace(settings, fetch_chunk_hours=windows))
     counts = {k: manifest[k] for k in ("fetched", "stored", "rejected_invalid", "duplicate")}
-    # a (valid) ×3, b (invalid) ×3, the id-less row ×2, b with other content ×2
-    assert counts == {"fetched": 10, "stored": 1, "rejected_invalid": 3, "duplicate": 6}
-    assert len(list(CouchStore(settings).day_docs(QUARANTINE, DAY))) == 3
+    # a (valid) ×3, b ×5 (invalid, its last content another invalid one), the id-less row ×2
+    assert counts == {"fetched": 10, "stored": 1, "rejected_invalid": 2, "duplicate": 7}
+    quarantined = {doc["_id"]: doc for doc in CouchStore(settings).day_docs(QUARANTINE, DAY)}
+    assert len(quarantined) == 2
+    assert quarantined[f"{DAY}:{'b' * 32}"]["row"] == other_invalid  # the last delivery wins
+    assert manifest["rejected_reasons"] == {"event_stream item name is not a string": 1,
+                                            "row is not an object with a string id": 1}

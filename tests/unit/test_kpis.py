@@ -340,3 +340,15 @@ def test_general_progress_events_come_from_the_configuration():
     assert list(staged[f"general_progress:{GP[2]}"]) == [True, False]
     assert list(staged["outcome"]) == ["fail", "bounce"]  # engaged, then not engaged
     assert row(reports_of(blobs)["bounce_rate"]) == (0.0, 0, 2)  # production: both engaged
+
+
+def test_an_event_name_that_is_a_list_or_object_is_rejected_not_a_crash():
+    from kpi.stage import stage
+
+    ms = 1_790_899_200_000
+    blobs = [{"timestamp": ms, "event_stream": [[["screen.rp_info"], 1]]},
+             {"timestamp": ms, "event_stream": [[{"name": "x"}, 1]]},
+             {"timestamp": ms, "event_stream": [["screen.rp_info", 1]]}]
+    staged, counts = stage(blobs, CONFIG)
+    assert len(staged) == 1
+    assert counts.rejected_reasons == {"event_stream item name is not a string": 2}
