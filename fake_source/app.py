@@ -18,6 +18,7 @@ import asyncio
 import bisect
 import hashlib
 import json
+import math
 import random
 import uuid
 from collections import deque
@@ -148,11 +149,30 @@ class _DroppedResponse(Response):
 
 
 def _dumps(body: object) -> bytes:
-    """JSON bytes; integers beyond 64 bits, which orjson refuses, are written in full."""
+    """JSON bytes; what orjson refuses is written as a CouchDB would still send it: integers
+    beyond 64 bits in full, unpaired surrogates as `\\ud800` escapes, non-finite floats as
+    numbers too big for a double (1e400)."""
     try:
         return orjson.dumps(body)
     except TypeError:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        text = json.dumps(_mark_infinities(body), ensure_ascii=True, separators=(",", ":"))
+        for sign in ("", "-"):
+            text = text.replace(json.dumps(f"{_INFINITY}{sign}"), f"{sign}1e400")
+        return text.encode()
+
+
+_INFINITY = "\x00fake-source-infinity\x00"
+
+
+def _mark_infinities(value: object) -> object:
+    """`value` with each infinite float as a marker string `_dumps` writes as 1e400."""
+    if isinstance(value, float) and math.isinf(value):
+        return f"{_INFINITY}{'-' if value < 0 else ''}"
+    if isinstance(value, dict):
+        return {key: _mark_infinities(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mark_infinities(item) for item in value]
+    return value
 
 
 def _json(body: object, status: int = 200) -> Response:

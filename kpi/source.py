@@ -8,6 +8,8 @@ attempts run out, `SourceError` names the URL, the window and the day.
 
 from __future__ import annotations
 
+import json
+import math
 import ssl
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -171,14 +173,39 @@ class KpiggybankClient:
             )
             raise SourceError(msg)
         try:
-            rows = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
+            rows = decode_rows(response.content)
+        except ValueError as exc:
             msg = f"unparseable body ({len(response.content)} bytes): {exc}"
             raise TransientSourceError(msg) from exc
         if not isinstance(rows, list):
             msg = f"body is a JSON {type(rows).__name__}, not an array of rows"
             raise TransientSourceError(msg)
         return rows
+
+
+def decode_rows(body: bytes) -> object:
+    """A JSON body: orjson, and where it refuses valid JSON the standard library. A number
+    beyond a double (1e400) is then kept as its text, a string, as a browser would have sent a
+    numeric string (so it degrades by the same rules, and stores and reads back the same); an
+    unpaired surrogate escape (`"\\ud800"`) stays, for `kpi.store.storable` to replace.
+
+    Raises:
+        ValueError: the body is not JSON (truncated, garbage).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body, parse_float=_finite_or_text, parse_constant=_refuse_constant)
+
+
+def _finite_or_text(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _refuse_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
 
 
 def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = None) -> list:

@@ -528,8 +528,9 @@ MAX_DEPTH = 64  # nesting kept in a stored value (orjson encodes no deeper than 
 
 def storable(value: object) -> tuple[object, str]:
     """(`value`, its `content_hash`); when JSON cannot encode it (nested deeper than orjson
-    allows, an integer beyond 64 bits), a copy with containers deeper than `MAX_DEPTH` cut to
-    null and such integers as floats instead: any row the source sends can be stored."""
+    allows, an integer beyond 64 bits, an unpaired surrogate in a string), a copy with
+    containers deeper than `MAX_DEPTH` cut to null, such integers as floats and such strings
+    with `?` for the surrogate instead: any row the source sends can be stored."""
     try:
         return value, content_hash(value)
     except orjson.JSONEncodeError:
@@ -541,12 +542,18 @@ def _cut(value: object, depth: int) -> object:
     if isinstance(value, dict | list) and depth >= MAX_DEPTH:
         return None
     if isinstance(value, dict):
-        return {str(key): _cut(item, depth + 1) for key, item in value.items()}
+        return {_utf8(str(key)): _cut(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
         return [_cut(item, depth + 1) for item in value]
     if type(value) is int and not -(2**63) <= value < 2**64:
         return float(value)
+    if isinstance(value, str):
+        return _utf8(value)
     return value
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def finish_day(store: CouchStore, day: date, snapshot: Snapshot, present_raw: set[str],

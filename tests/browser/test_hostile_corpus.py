@@ -225,6 +225,17 @@ def build_corpus() -> list[Case]:
             number_sites_remembered=value, sample_rate=value, new_account=value,
             user_agent={"os": "Linux", "browser": "Firefox", "version": value},
             event_stream=[[name, value] for name, _ in STREAM])
+    # Valid JSON a fast decoder refuses: a number beyond a double (read as infinity) and an
+    # unpaired surrogate escape (stored with `?` for it).
+    c.rejected("timestamp 1e400", BAD_TIMESTAMP, blob(timestamp=float("inf")))
+    c.aggregated("1e400 in every other numeric field", kept_as_is=False, segments={
+        "Emails": "Other", "Screen": "Other"}, sites=6.0, number_emails=float("inf"),
+        screen_size={"width": float("inf"), "height": float("-inf")},
+        number_sites_logged_in=float("inf"), sites_signed_in=6)
+    c.aggregated("unpaired surrogates in string fields", kept_as_is=False,
+                 segments={"Locale": "Other", "OS": "Other"}, lang="de\ud800",
+                 user_agent={"os": "\udc00Linux", "browser": "Firefox", "version": "23"},
+                 event_stream=[*STREAM, ["\ud83d", 1300]])
     c.aggregated("an out-of-range sites value lets the next field count", sites=5.0,
                  number_sites_logged_in=1e20, sites_signed_in=-1, number_sites_signed_in=5)
     c.aggregated("emails: a negative count", segments={"Emails": "Other"},

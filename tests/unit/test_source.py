@@ -114,3 +114,15 @@ def test_days_between_is_inclusive():
     ]
     with pytest.raises(ValueError, match="before start"):
         days_between(date(2026, 10, 3), date(2026, 10, 1))
+
+
+def test_valid_json_a_fast_decoder_refuses_is_still_read():
+    from kpi.source import decode_rows
+
+    rows = decode_rows(b'[{"n": 1e400, "m": -1e400, "s": "de\\ud800", "i": 18446744073709551616,'
+                       b' "f": 0.5}]')
+    assert rows == [{"n": "1e400", "m": "-1e400", "s": "de\ud800", "i": 18446744073709551616,
+                     "f": 0.5}]
+    for garbage in (b'[{"n": NaN}]', b'[{"n": Infinity}]', b'[{"n": 1', b"<html>"):
+        with pytest.raises(ValueError):
+            decode_rows(garbage)
