@@ -26,9 +26,9 @@ from fake_source.server import running_in_thread
 from kpi.devserver import free_port, start_dev_couchdb, stop_process
 from kpi.pipeline import backfill, build_site, day_is_done, extract_and_store, run_day
 from kpi.reports import QUALITY_MEASURES
-from kpi.source import day_window_ms
-from kpi.store import AGGREGATES, MANIFESTS, PARTS, QUARANTINE, RAW, CouchStore, content_of
+from kpi.store import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, content_of
 from tests.conftest import FAKE_BAD_RATE, FAKE_DAYS, FAKE_LAST_DAY, FAKE_PER_DAY, FAKE_SEED
+from tests.integration.exactness import assert_exact, expected_day
 from tests.integration.faultproxy import DROP, FORWARD, RESET, FaultProxy
 
 DAY = date(2026, 10, 2)
@@ -36,71 +36,6 @@ DAYS = [date(2026, 9, 30), date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 
 SOURCE_FAULTS = {"500": "500", "503": "503", "truncated body": "truncate",
                  "garbage body": "garbage", "timeout": "slow", "disconnect mid-body": "disconnect"}
 KINDS = [*SOURCE_FAULTS, "connection reset"]
-
-
-# An independent reading of what the source holds for a day (SPEC D10, D12): no kpi code.
-
-
-def _day_of(timestamp: object) -> date | None:
-    if type(timestamp) not in (int, float) or not timestamp > 0:
-        return None
-    try:
-        return datetime.fromtimestamp(int(timestamp // 1000), tz=UTC).date()
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _valid_stream(stream: object) -> bool:
-    return isinstance(stream, list) and all(
-        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in stream)
-
-
-def expected_day(app, day: date) -> dict:
-    """What storing `day` must leave: raw blobs by id, quarantined ids, the D12 counts."""
-    rows = app.state.store.range(*day_window_ms(day))
-    ids = [row["id"] for row in rows]
-    assert len(ids) == len(set(ids)), "the fake source repeats no id within a day"
-    raw, quarantined, skipped = {}, set(), 0
-    for row in rows:
-        blob = {k: v for k, v in row["value"].items() if k not in ("_id", "_rev")}
-        stream = blob.get("event_stream")
-        if _day_of(blob.get("timestamp")) != day:
-            quarantined.add(row["id"])
-        elif stream is None or stream == []:
-            skipped += 1
-            raw[row["id"]] = blob
-        elif _valid_stream(stream):
-            raw[row["id"]] = blob
-        else:
-            quarantined.add(row["id"])
-    counts = {"fetched": len(rows), "stored": len(raw), "duplicate": 0,
-              "skipped_empty_stream": skipped, "rejected_invalid": len(quarantined),
-              "aggregated": len(raw) - skipped}
-    return {"raw": raw, "quarantined": quarantined, "counts": counts}
-
-
-def assert_exact(settings, app, day: date) -> dict:
-    """The stored day equals the source's: every id once, same blobs, exact counts; returns
-    the expected counts."""
-    want = expected_day(app, day)
-    store = CouchStore(settings)
-    raw_docs = list(store.day_docs(RAW, day))
-    stored_ids = [doc["kpiggybank_id"] for doc in raw_docs]
-    assert sorted(stored_ids) == sorted(want["raw"]), f"{day}: raw ids differ from the source"
-    assert {doc["kpiggybank_id"]: doc["blob"] for doc in raw_docs} == want["raw"]
-    assert store.day_ids(QUARANTINE, day) == {f"{day}:{i}" for i in want["quarantined"]}
-    manifest = store.get(MANIFESTS, day.isoformat())
-    assert manifest["complete"] is True
-    assert {k: manifest[k] for k in QUALITY_MEASURES[:-1]} == {
-        k: want["counts"][k] for k in QUALITY_MEASURES[:-1]}
-    aggregates = store.get(AGGREGATES, day.isoformat())
-    assert aggregates["quality"] == want["counts"]
-    total = [row for row in aggregates["groups"] if row[:2] == ["Total", "Total"]]
-    blobs = aggregates["columns"].index("blobs") + 2
-    assert total[0][blobs] == want["counts"]["aggregated"]
-    assert store.day_ids(PARTS, day) == set()
-    assert day_is_done(day, settings)
-    return want["counts"]
 
 
 def _per_window(kind: str, burst: int, windows: int) -> list[str]:
@@ -198,7 +133,7 @@ def test_a_backfill_from_a_source_failing_half_its_requests_equals_a_clean_run(
     settings, fake_app, clean_prefix, tmp_path
 ):
     """fault_rate 0.45 (500, 503, truncated, garbage, timeout, disconnect, picked at random)
-    plus 10 % connection resets by the proxy, 4 days, 2 at once: every document and published
+    plus 10 % connection resets by the proxy, over 4 days: every document and published
     number equals a clean run's, and every day equals the source."""
     clean = replace(settings, db_prefix=clean_prefix, site_dir=tmp_path / "clean_site")
     backfill(DAYS[0], DAYS[-1], clean, progress=False)
@@ -211,8 +146,9 @@ def test_a_backfill_from_a_source_failing_half_its_requests_equals_a_clean_run(
         _port(url), lambda method, path: RESET if rng.random() < 0.1 else FORWARD
     ) as proxy:
         faulty = replace(settings, source_url=f"{proxy.url}/wsapi/interaction_data",
-                         retry_attempts=15, site_dir=tmp_path / "faulty_site")
-        results = backfill(DAYS[0], DAYS[-1], faulty, progress=False, parallel=2)
+                         retry_attempts=15, site_dir=tmp_path / "faulty_site",
+                         fetch_chunk_hours=2)  # 48 windows; one day at a time: reproducible
+        results = backfill(DAYS[0], DAYS[-1], faulty, progress=False)
     injected = Counter(failing.state.faults.injected)
     injected["reset"] = proxy.actions(RESET)
     requests = len(proxy.seen)
