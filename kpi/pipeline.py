@@ -59,9 +59,10 @@ def names_the_day(function: Callable) -> Callable:
             return function(day, *args, **kwargs)
         except StoreError as exc:
             name = day["day"] if isinstance(day, dict) else day.isoformat()
-            if name in str(exc):
+            msg = f"processing {name} failed: "
+            if str(exc).startswith(msg):  # named already (a job calling another)
                 raise
-            msg = f"processing {name} failed: {exc}"
+            msg += str(exc)
             raise StoreError(msg) from exc
 
     return wrapper
