@@ -9,7 +9,8 @@ repeated ids, numbers beyond 64 bits).
 Fault injection: `app.state.faults.script(kind, ...)` makes the next range requests fail in
 order; `fault_rate` makes a seeded random share of them fail. Kinds: `500`, `503`,
 `truncate` (half the body, status 200), `garbage` (an HTML error page, status 200), `slow`
-(answers after `slow_seconds`), `disconnect` (the connection drops mid-body).
+(answers after `slow_seconds`), `disconnect` (the connection drops mid-body). A scripted
+`none` answers normally: it spaces scripted faults out (e.g. a burst per fetch window).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from fake_source.generator import DAY_MS, blobs_for_day, day_start_ms, history_d
 from kpi.source import accepted_by_source
 
 FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow", "disconnect")
+NO_FAULT = "none"  # scripted only: this request is answered normally
 
 
 class Faults:
@@ -50,7 +52,7 @@ class Faults:
 
     def script(self, *kinds: str) -> None:
         """Make the next len(kinds) range requests fail with these faults, in order."""
-        unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+        unknown = [kind for kind in kinds if kind not in (*FAULT_KINDS, NO_FAULT)]
         if unknown:
             msg = f"unknown fault kinds {unknown}; known: {FAULT_KINDS}"
             raise ValueError(msg)
@@ -59,6 +61,8 @@ class Faults:
     def next(self) -> str | None:
         if self._scripted:
             kind = self._scripted.popleft()
+            if kind == NO_FAULT:
+                return None
         elif self.rate and self._rng.random() < self.rate:
             kind = self._rng.choice(FAULT_KINDS)
         else:

@@ -7,8 +7,9 @@ logical date is D (00:00 UTC) processes the UTC day that just ended, D − 1 day
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from kpi.store import (
     CouchStore,
     IncompleteMark,
     Snapshot,
+    StoreError,
     aggregates_document,
     decode_frames,
     delete_parts,
@@ -47,6 +49,25 @@ log = logging.getLogger(__name__)
 
 class PipelineError(RuntimeError):
     """A day cannot be processed (e.g. aggregating a day that was never extracted)."""
+
+
+def names_the_day(function: Callable) -> Callable:
+    """Make a CouchDB failure of `function(day or window, ...)` name the day, as a KPIggybank
+    failure does: the operator must know which day to re-run."""
+
+    @functools.wraps(function)
+    def wrapper(day: date | dict, *args, **kwargs):
+        try:
+            return function(day, *args, **kwargs)
+        except StoreError as exc:
+            name = day["day"] if isinstance(day, dict) else day.isoformat()
+            msg = f"processing {name} failed: "
+            if str(exc).startswith(msg):  # named already (a job calling another)
+                raise
+            msg += str(exc)
+            raise StoreError(msg) from exc
+
+    return wrapper
 
 
 def processing_day(logical_date: datetime | date | str | None,
@@ -90,6 +111,7 @@ def days_between(start: date, end: date) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
+@names_the_day
 def extract_and_store(day: date, settings: Settings, config: Config | None = None) -> dict:
     """Fetch UTC `day` from KPIggybank, store (restate) it and write its aggregates.
 
@@ -134,6 +156,7 @@ def day_quality(manifest: dict, skipped_empty_stream: int, aggregated: int) -> d
     return quality
 
 
+@names_the_day
 def aggregate_day(day: date, settings: Settings, config: Config | None = None) -> dict:
     """Stage and aggregate the stored blobs of UTC `day`; writes its aggregates document.
 
@@ -235,6 +258,7 @@ def plan_windows(days: list[date], settings: Settings, run: str,
     return plan
 
 
+@names_the_day
 def extract_window(window: dict, settings: Settings, config: Config | None = None) -> dict:
     """Fetch and store one window of a day (a `plan_windows` item) and aggregate its rows;
     leaves the window's part (ids, counts, partial aggregates) for `close_day`.
@@ -262,6 +286,7 @@ def extract_window(window: dict, settings: Settings, config: Config | None = Non
             **dict(snapshot.counts), "written": snapshot.written}
 
 
+@names_the_day
 def close_day(day: date, windows: list[dict], settings: Settings,
               config: Config | None = None) -> dict:
     """Combine the parts `extract_window` left for `day` into the day's snapshot: delete rows
