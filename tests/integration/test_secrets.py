@@ -2,7 +2,7 @@
 build cache or the stored documents, not in the logs (every logger, at DEBUG), the command's
 output, nor in the errors of failed runs (message and whole traceback), whatever fails: an
 unreachable CouchDB, a source answering 500 until the retries run out, a source answering 404,
-a missing database, a certificate that does not verify."""
+a missing database, a CouchDB or KPIggybank certificate that does not verify."""
 
 from __future__ import annotations
 
@@ -186,12 +186,17 @@ def _missing_database(settings, fake_app, tmp_path, stack):
     return settings, "build-site"  # nothing was extracted with this prefix: no database
 
 
-def _untrusted_certificate(settings, fake_app, tmp_path, stack):
+def _untrusted_couchdb_certificate(settings, fake_app, tmp_path, stack):
+    cert, key = self_signed(tmp_path)
+    url = stack.enter_context(https_server(cert, key))
+    return dataclasses.replace(settings, couchdb_url=with_password(url, "admin")), "run-day"
+
+
+def _untrusted_source_certificate(settings, fake_app, tmp_path, stack):
     cert, key = self_signed(tmp_path)
     url = stack.enter_context(https_server(cert, key))
     return dataclasses.replace(
-        settings, couchdb_url=with_password(url, "admin"),
-        source_url=with_password(f"{url}/wsapi/interaction_data", "kpi")), "run-day"
+        settings, source_url=with_password(f"{url}/wsapi/interaction_data", "kpi")), "run-day"
 
 
 FAILURES = {
@@ -199,7 +204,8 @@ FAILURES = {
     "KPIggybank answering 500 until the retries run out": (_source_answering_500, SourceError),
     "KPIggybank answering 404": (_source_answering_404, SourceError),
     "missing database": (_missing_database, StoreError),
-    "certificate not trusted": (_untrusted_certificate, (SourceError, StoreError)),
+    "CouchDB's certificate not trusted": (_untrusted_couchdb_certificate, StoreError),
+    "KPIggybank's certificate not trusted": (_untrusted_source_certificate, SourceError),
 }
 
 
@@ -224,6 +230,8 @@ def check_failure(failure, settings, command, expected, fake_app, logs):
     text = exception_text(caught.value)
     assert_no_secret(text, f"the error ({failure})")
     assert ":***@" in str(caught.value)  # the server is still named, password redacted
+    if "certificate" in failure:
+        assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
     # the same failure through the command line: its output, with retries logged at DEBUG
     if failure == "KPIggybank answering 500 until the retries run out":
         fake_app.state.faults.script(*["500"] * settings.retry_attempts * 2)
