@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -19,11 +20,10 @@ def retrying(settings: Settings, transient: tuple[type[BaseException], ...]) -> 
         stop=stop_after_attempt(settings.retry_attempts),
         wait=wait_exponential(multiplier=settings.retry_backoff, max=30),
         retry=retry_if_exception_type(transient),
-        before_sleep=_log_retry,
+        before_sleep=functools.partial(_log_retry, settings),
     )
 
 
-def _log_retry(state) -> None:
-    log.warning(
-        "attempt %s failed: %s; retrying", state.attempt_number, state.outcome.exception()
-    )
+def _log_retry(settings: Settings, state) -> None:
+    error = settings.redact(str(state.outcome.exception()))
+    log.warning("attempt %s failed: %s; retrying", state.attempt_number, error)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 NIGHTLY_AT_PATTERN = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 MAX_MAPPED_WINDOWS = 1024  # Airflow's default [core] max_map_length
@@ -30,6 +31,7 @@ class Settings:
         "KPI_SOURCE_URL",
         "http://127.0.0.1:3435/wsapi/interaction_data",
         "KPIggybank interaction-data endpoint (GET range queries are sent here).",
+        secret=True,
     )
     couchdb_url: str = _setting(
         "KPI_COUCHDB_URL",
@@ -173,6 +175,19 @@ class Settings:
         """The CouchDB URL with any password replaced, safe for logs and errors."""
         return redact_url(self.couchdb_url)
 
+    @property
+    def source_url_redacted(self) -> str:
+        """The KPIggybank URL with any password replaced, safe for logs and errors."""
+        return redact_url(self.source_url)
+
+    def redact(self, text: str) -> str:
+        """`text` with the passwords of the KPIggybank and CouchDB URLs replaced by `***`.
+
+        For messages that quote another library's error or a server's answer, which may
+        repeat a URL: applied where such a message is raised or logged.
+        """
+        return redact(text, (self.source_url, self.couchdb_url))
+
 
 def _parse(name: str, env: str, kind: type, raw: str) -> object:
     try:
@@ -186,16 +201,43 @@ def _parse(name: str, env: str, kind: type, raw: str) -> object:
         raise ValueError(msg) from exc
 
 
+REDACTED = "***"
+
+
 def redact_url(url: str) -> str:
     """`url` with its password (if any) replaced by `***`."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}"
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`url` without its user and password, and (user, password) percent-decoded, or None.
+
+    HTTP clients get the credentials apart (e.g. as basic auth), so the URL they log and put
+    in their errors carries none.
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def redact(text: str, urls: Iterable[str]) -> str:
+    """`text` with the password of each of `urls` replaced by `***`, as written in the URL
+    and percent-decoded (the one redaction rule; `redact_url` for a URL alone)."""
+    for url in urls:
+        password = urlsplit(url).password
+        if not password:
+            continue
+        for form in sorted({password, unquote(password)}, key=len, reverse=True):
+            text = text.replace(form, REDACTED)
+    return text
 
 
 def settings_table() -> list[tuple[str, str, str]]:

@@ -21,7 +21,7 @@ import orjson
 from tenacity import RetryError
 
 from kpi.retry import retrying
-from kpi.settings import Settings, redact_url
+from kpi.settings import Settings, split_credentials
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -130,11 +130,12 @@ class KpiggybankClient:
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None):
         self.settings = settings
-        self.url = settings.source_url
+        # credentials travel as basic auth, never in the URL httpx logs and puts in errors
+        self.url, credentials = split_credentials(settings.source_url)
         verify = (ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle
                   else True)  # certificates are always verified
         self._http = httpx.Client(timeout=settings.http_timeout, transport=transport,
-                                  verify=verify)
+                                  verify=verify, auth=credentials)
 
     def __enter__(self) -> KpiggybankClient:
         return self
@@ -151,11 +152,13 @@ class KpiggybankClient:
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             msg = (
-                f"KPIggybank {redact_url(self.url)} failed for window "
+                f"KPIggybank {self.settings.source_url_redacted} failed for window "
                 f"start={start_ms} end={end_ms} after {self.settings.retry_attempts} "
                 f"attempts: {cause}"
             )
-            raise SourceError(msg) from cause
+            # the cause's text is in the message, redacted; its chain (another library's
+            # errors, which may quote a URL) is left out
+            raise SourceError(self.settings.redact(msg)) from None
 
     def _get_window(self, start_ms: int, end_ms: int) -> list:
         try:
@@ -168,10 +171,10 @@ class KpiggybankClient:
             raise TransientSourceError(msg)
         if response.status_code != 200:
             msg = (
-                f"KPIggybank {redact_url(self.url)} answered HTTP {response.status_code} "
-                f"for start={start_ms} end={end_ms}: {response.text[:200]}"
+                f"KPIggybank {self.settings.source_url_redacted} answered HTTP "
+                f"{response.status_code} for start={start_ms} end={end_ms}: {response.text[:200]}"
             )
-            raise SourceError(msg)
+            raise SourceError(self.settings.redact(msg))
         try:
             rows = decode_rows(response.content)
         except ValueError as exc:

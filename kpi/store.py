@@ -105,7 +105,7 @@ class CouchStore:
                 f"CouchDB {self.settings.couchdb_url_redacted} failed to {what} after "
                 f"{self.settings.retry_attempts} attempts: {type(cause).__name__}: {cause}"
             )
-            raise StoreError(msg) from None
+            raise StoreError(self.settings.redact(msg)) from None  # the cause may quote a URL
 
     def ensure_databases(self) -> None:
         """Create the pipeline's databases if they are missing."""

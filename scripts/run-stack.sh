@@ -85,7 +85,16 @@ wait $!
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 airflow dags pause kpi_nightly >/dev/null 2>&1 || true
 airflow dags pause kpi_publish >/dev/null 2>&1 || true
-start airflow standalone >.airflow/standalone.log 2>&1
+# Airflow's four components, as `airflow standalone` starts them but without the log servers
+# that the scheduler and the triggerer start by default: those listen on every interface
+# (ports 8793 and 8794; Airflow 3 has no setting for their address, only for their ports), and
+# every component runs here, so the API server reads the task logs from .airflow/logs itself.
+# Every server this script starts listens on 127.0.0.1 only (tests/dags/test_run_stack.py).
+for component in "scheduler --skip-serve-logs" dag-processor "triggerer --skip-serve-logs" \
+    api-server; do
+  # shellcheck disable=SC2086 (the component's options are separate words)
+  start airflow $component >".airflow/${component%% *}.log" 2>&1
+done
 echo "waiting for Airflow's API server..."
 python -c "from kpi.devserver import wait_for_http; wait_for_http(
     'http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health', timeout=300)" &
@@ -104,7 +113,7 @@ cat <<MSG
     admin password:                      $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
   Fake KPIggybank:                       $KPI_SOURCE_URL
   Dev CouchDB:                           http://127.0.0.1:$COUCH_PORT/
-  Airflow log:                           $AIRFLOW_HOME/standalone.log
+  Airflow logs:                          $AIRFLOW_HOME/{scheduler,dag-processor,triggerer,api-server}.log
 
   kpi_nightly catches up from $KPI_START_DATE to yesterday ($DAYS days); kpi_publish rebuilds
   the site when aggregates change. Ctrl-C (or \`make stop\` elsewhere) stops everything.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpi.settings import Settings, redact_url, settings_table
+from kpi.settings import Settings, redact_url, settings_table, split_credentials
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -49,6 +49,43 @@ def test_password_is_redacted():
     assert settings.couchdb_url_redacted == "http://admin:***@db.example:5984"
     assert redact_url("http://db:5984") == "http://db:5984"
     assert "s3cret" not in repr(Settings(couchdb_url="http://a:s3cret@h"))
+
+
+def test_no_password_in_the_settings_repr():
+    settings = Settings(source_url="https://kpi:s3cret@source.example/wsapi/interaction_data",
+                        couchdb_url="http://admin:s3cret@db.example:5984")
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("http://admin:s3cret@db.example:5984/", "http://admin:***@db.example:5984/"),
+        ("https://kpi:s3cret@[::1]:6984", "https://kpi:***@[::1]:6984"),
+        ("http://kpi:s3%40cr%3At@DB.example/x?y=1", "http://kpi:***@DB.example/x?y=1"),
+        ("http://:s3cret@db", "http://:***@db"),
+        ("http://only-user@db", "http://only-user@db"),
+    ],
+)
+def test_redact_url_keeps_all_but_the_password(url, redacted):
+    assert redact_url(url) == redacted
+
+
+def test_redact_replaces_the_passwords_in_any_text_as_written_and_decoded():
+    settings = Settings(source_url="http://kpi:p%40ss-word@source.example/wsapi/interaction_data",
+                        couchdb_url="http://admin:s3cret@db.example:5984")
+    text = ("GET http://kpi:p%40ss-word@source.example failed (auth p@ss-word); "
+            "CouchDB http://admin:s3cret@db.example:5984 said s3cret")
+    redacted = settings.redact(text)
+    assert redacted == ("GET http://kpi:***@source.example failed (auth ***); "
+                        "CouchDB http://admin:***@db.example:5984 said ***")
+    assert Settings().redact("nothing to hide") == "nothing to hide"
+
+
+def test_split_credentials_hands_the_client_a_bare_url():
+    assert split_credentials("https://kpi:p%40ss@[::1]:8443/wsapi/x?y=1") == (
+        "https://[::1]:8443/wsapi/x?y=1", ("kpi", "p@ss"))
+    assert split_credentials("http://db:5984") == ("http://db:5984", None)
 
 
 def test_readme_documents_every_setting_with_its_default():
