@@ -73,7 +73,10 @@ PY
 # DAG run, and so does the site)
 if ! kpi build-site >/dev/null 2>&1; then
   echo "no stored aggregates yet: the site appears after the first DAG run"
-  mkdir -p "$KPI_SITE_DIR"  # served empty until the first publish links it to a build
+  if [ ! -e "$KPI_SITE_DIR" ]; then  # served empty until the first publish links it to a build
+    rm -f "$KPI_SITE_DIR"  # a link to a build that is gone
+    mkdir -p "$KPI_SITE_DIR"
+  fi
 fi
 start kpi serve --port "$SITE_PORT" --host 127.0.0.1
 

@@ -111,6 +111,9 @@ def test_readers_see_whole_builds_during_20_rebuilds(settings):
     server.shutdown()
     server.server_close()
 
+    print(f"{REBUILDS} rebuilds: {len(disk_passes)} whole-site passes on disk over "
+          f"{len({b for b, _ in disk_passes})} builds, {len(http_reads)} HTTP reads, "
+          f"{len(errors)} errors")
     assert errors == []
     assert len(published) == REBUILDS + 1
     # every pass read exactly the files one build published: none missing, partial or mixed
