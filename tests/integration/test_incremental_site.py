@@ -71,7 +71,8 @@ def test_a_cache_that_cannot_be_trusted_is_not_used(settings, tmp_path, caplog, 
         path.write_bytes(b"\x80\x05not a pickle")
     else:
         key = buildcache.cache_key(
-            _config(settings), f"{settings.couchdb_url_redacted} {settings.db_prefix}_aggregates")
+            _config(settings), f"{settings.couchdb_url_redacted} {settings.db_prefix}_aggregates",
+            settings.min_segment_count)
         built = buildcache.read(path, key)
         assert built is not None
         buildcache.write(path, "another configuration", built)
