@@ -92,14 +92,21 @@ def fold_small_segments(aggregates: Aggregates, min_count: int) -> Aggregates:
 
 
 def _fold(frame: pd.DataFrame, small: np.ndarray, keys: list[str]) -> pd.DataFrame:
-    """`frame` with the `small` rows relabelled `Other` and every `Other` row summed per key
-    (the other rows are left as they are)."""
-    relabelled = frame.assign(segment=frame["segment"].where(~small, OTHER))
-    other = relabelled["segment"] == OTHER
-    summed = relabelled[other].groupby(keys, sort=False, as_index=False).sum()
-    merged = pd.concat([relabelled[~other], summed], ignore_index=True)
-    return merged.astype(frame.dtypes.to_dict()).sort_values(keys, kind="stable",
-                                                              ignore_index=True)
+    """`frame` with the `small` rows relabelled `Other` and summed per key.
+
+    Only the (date, segmentation) blocks holding a small row are regrouped; every block keeps
+    its place, so a frame sorted by `keys` stays sorted (and the others keep their order).
+    """
+    block = frame.groupby(["date", "segmentation"], sort=False).ngroup().to_numpy()
+    touched = np.isin(block, np.unique(block[small]))
+    relabelled = frame[touched].assign(
+        segment=frame["segment"][touched].where(~small[touched], OTHER), _block=block[touched])
+    merged = relabelled.groupby(["_block", *keys], sort=True, as_index=False).sum()
+    rows = pd.concat([frame[~touched].assign(_block=block[~touched]), merged],
+                     ignore_index=True)
+    order = np.argsort(rows["_block"].to_numpy(), kind="stable")
+    return rows.iloc[order][list(frame.columns)].astype(frame.dtypes.to_dict()).reset_index(
+        drop=True)
 
 
 def _rows_frame(rows: list[list]) -> pd.DataFrame:
