@@ -83,7 +83,9 @@ def fold_small_segments(aggregates: Aggregates, min_count: int) -> Aggregates:
     if not small.any():
         return folded
     small_keys = pd.MultiIndex.from_frame(groups.loc[small, KEYS])
-    small_cells = pd.MultiIndex.from_frame(histogram[KEYS]).isin(small_keys)
+    named = histogram["segment"].isin(small_keys.unique(level="segment")).to_numpy()
+    small_cells = np.zeros(len(histogram), dtype=bool)  # matched on the few named rows only
+    small_cells[named] = pd.MultiIndex.from_frame(histogram.loc[named, KEYS]).isin(small_keys)
     return replace(
         folded,
         groups=_fold(groups, small.to_numpy(), KEYS),
