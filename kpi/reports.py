@@ -96,8 +96,9 @@ def fold_small_segments(aggregates: Aggregates, min_count: int) -> Aggregates:
 def _fold(frame: pd.DataFrame, small: np.ndarray, keys: list[str]) -> pd.DataFrame:
     """`frame` with the `small` rows relabelled `Other` and summed per key.
 
-    Only the (date, segmentation) blocks holding a small row are regrouped; every block keeps
-    its place, so a frame sorted by `keys` stays sorted (and the others keep their order).
+    Rows come out grouped by (date, segmentation), in the order these blocks first appear;
+    only the blocks holding a small row are regrouped (and sorted by `keys`), the others keep
+    their rows' order. So a frame sorted by `keys`, as stored, stays sorted.
     """
     block = frame.groupby(["date", "segmentation"], sort=False).ngroup().to_numpy()
     touched = np.isin(block, np.unique(block[small]))
