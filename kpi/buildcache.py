@@ -9,14 +9,20 @@ same, byte for byte, as a build from scratch (tested); the cost of a night no lo
 the length of the history, except for the view files of the years that changed.
 
 The cache is one file beside the published site (`.<site folder>.cache`), written atomically
-after a successful publish. It is keyed by the pipeline's code, the report configuration and
-the aggregates database it was built from: after an upgrade, a configuration change or a switch
-to other databases, or when it is missing or unreadable, the next build starts from scratch. It
-is a pickle: keep it where only the pipeline writes.
+after a successful publish. It is keyed by the pipeline's code, the report configuration, the
+small-segment threshold (`KPI_MIN_SEGMENT_COUNT`) and the aggregates database it was built
+from: after an upgrade, a configuration or threshold change or a switch to other databases, or
+when it is missing or unreadable, the next build starts from scratch. It is a pickle: keep it
+where only the pipeline writes.
+
+Every build folds small segments into `Other` here, once, as it decodes the changed days
+(`kpi.reports.fold_small_segments`): the cached frames, reports and file blocks are folded,
+and since folding is per day, splicing folded days equals folding every day at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -32,7 +38,15 @@ import pandas as pd
 
 from kpi import __version__
 from kpi.config import Config
-from kpi.reports import Aggregates, build_reports, csv_blocks, join_csv, join_json, json_blocks
+from kpi.reports import (
+    Aggregates,
+    build_reports,
+    csv_blocks,
+    fold_small_segments,
+    join_csv,
+    join_json,
+    json_blocks,
+)
 from kpi.views import WINDOW_DAYS
 
 log = logging.getLogger(__name__)
@@ -81,11 +95,12 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def cache_key(config: Config, source: str = "") -> str:
-    """What a cache must have been made with to be reused: this code, this configuration and
-    the same aggregates (`source`: e.g. the CouchDB server and database prefix)."""
+def cache_key(config: Config, source: str, min_segment_count: int) -> str:
+    """What a cache must have been made with to be reused: this code, this configuration, the
+    same aggregates (`source`: e.g. the CouchDB server and database prefix) and the same
+    small-segment threshold (`KPI_MIN_SEGMENT_COUNT`)."""
     where = hashlib.sha256(source.encode()).hexdigest()[:16]
-    return f"{_code_digest()}:{config.fingerprint}:{where}"
+    return f"{_code_digest()}:{config.fingerprint}:{where}:min{min_segment_count}"
 
 
 def read(path: Path, key: str) -> Built | None:
@@ -114,7 +129,8 @@ def write(path: Path, key: str, built: Built) -> None:
 
 def update(previous: Built | None, revs: dict[str, str],
            fetch: Callable[[list[str]], list[dict]],
-           decode: Callable[[list[dict]], Aggregates], config: Config) -> tuple[Built, list[str]]:
+           decode: Callable[[list[dict]], Aggregates], config: Config, *,
+           min_segment_count: int) -> tuple[Built, list[str]]:
     """This build: the previous one with the days whose revision changed recomputed.
 
     Args:
@@ -123,10 +139,14 @@ def update(previous: Built | None, revs: dict[str, str],
         fetch: reads the aggregates documents of some days (with their `_rev`).
         decode: turns documents into frames (`kpi.pipeline.aggregates_of_docs`).
         config: the report configuration.
+        min_segment_count: `KPI_MIN_SEGMENT_COUNT`: the decoded days' segments with fewer
+            blobs on a day are folded into `Other` (0: none is).
 
     Returns:
         The build and the days recomputed.
     """
+    if previous is not None and previous.aggregates.min_segment_count != min_segment_count:
+        previous = None  # folded with another threshold (the cache key tells it too)
     known = previous.revs if previous is not None else {}
     changed = [day for day, rev in sorted(revs.items()) if known.get(day) != rev]
     dropped = set(changed) | (set(known) - set(revs))
@@ -134,9 +154,10 @@ def update(previous: Built | None, revs: dict[str, str],
     if previous is not None and revs:
         since = _detail_from(max(revs))
         if any(since <= day < previous.detail_from for day in kept):  # the last days went
-            return update(None, revs, fetch, decode, config)  # back: details are missing
+            return update(None, revs, fetch, decode, config,  # back: details are missing
+                          min_segment_count=min_segment_count)
     docs = sorted(fetch(changed), key=lambda doc: doc["day"]) if changed else []
-    fresh = decode(docs)
+    fresh = fold_small_segments(decode(docs), min_segment_count)
     fresh_reports = build_reports(fresh, config)
     fresh_revs = {doc["day"]: doc["_rev"] for doc in docs}
     if previous is None:
@@ -145,7 +166,8 @@ def update(previous: Built | None, revs: dict[str, str],
                      {name: json_blocks(r) for name, r in fresh_reports.items()}), changed
     aggregates = Aggregates(
         *(_splice(getattr(previous.aggregates, part), getattr(fresh, part), dropped)
-          for part in ("groups", "sites_histogram", "quality"))
+          for part in ("groups", "sites_histogram", "quality")),
+        min_segment_count=fresh.min_segment_count,
     )
     reports = {name: _splice(previous.reports[name], fresh_reports[name], dropped)
                for name in fresh_reports}
@@ -168,10 +190,10 @@ def _recent(aggregates: Aggregates) -> tuple[Aggregates, str]:
         return aggregates, ""
     since = _detail_from(days[-1])
     groups, histogram = aggregates.groups, aggregates.sites_histogram
-    return Aggregates(
-        groups[groups["date"] >= since].reset_index(drop=True),
-        histogram[histogram["date"] >= since].reset_index(drop=True),
-        aggregates.quality,
+    return dataclasses.replace(
+        aggregates,
+        groups=groups[groups["date"] >= since].reset_index(drop=True),
+        sites_histogram=histogram[histogram["date"] >= since].reset_index(drop=True),
     ), since
 
 

@@ -514,7 +514,8 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     low = start.isoformat() if start else ""
     high = end.isoformat() if end else HIGH_KEY
     cache = buildcache.cache_path(settings.site_dir)
-    key = buildcache.cache_key(config, f"{settings.couchdb_url_redacted} {store.name(AGGREGATES)}")
+    key = buildcache.cache_key(config, f"{settings.couchdb_url_redacted} {store.name(AGGREGATES)}",
+                               settings.min_segment_count)
     whole = start is None and end is None  # a partial site is built from scratch, not cached
 
     def fetch(days: list[str]) -> list[dict]:
@@ -531,6 +532,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
                 if ":" not in day}  # not the histogram chunks: a day's document names its own
         built, changed = buildcache.update(
             previous, revs, fetch, lambda docs: aggregates_of_docs(docs, config), config,
+            min_segment_count=settings.min_segment_count,
         )
         if not built.aggregates.days and not allow_empty and _published_days(settings.site_dir):
             msg = (f"no aggregates in {store.name(AGGREGATES)} (for the days asked), but the site "

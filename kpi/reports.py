@@ -3,6 +3,11 @@
 Every report is a long frame with the columns of `REPORT_COLUMNS`, one row per
 (date, segmentation, segment, measure), sorted by those four in code-point order. Values are
 Python ints for counts and floats for means and ratios; None is a null (empty in CSV).
+
+Published files hold aggregates only, and no small segment (SPEC D11): before the reports of a
+site are built, `fold_small_segments` folds every segment with fewer than
+`KPI_MIN_SEGMENT_COUNT` blobs on a day into `Other` (`kpi.buildcache.update` does it once, for
+every build). The reports themselves compute exactly what they are given.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import io
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -25,6 +31,7 @@ REPORT_COLUMNS = ["date", "segmentation", "segment", "measure", "value", "numera
 QUALITY_MEASURES = (
     "fetched", "stored", "duplicate", "skipped_empty_stream", "rejected_invalid", "aggregated",
 )
+OTHER = "Other"  # the catch-all segment of every segmentation (SPEC 3.3)
 
 
 @dataclass(frozen=True)
@@ -34,11 +41,75 @@ class Aggregates:
     groups: pd.DataFrame  # one row per day per segmentation per segment
     sites_histogram: pd.DataFrame  # one row per day per segmentation per segment per value
     quality: pd.DataFrame  # one row per day: the D12 counts
+    min_segment_count: int = 0  # the threshold `fold_small_segments` applied (0: not folded)
 
     @property
     def days(self) -> list[str]:
         """The days covered, ascending."""
         return sorted(self.quality["date"].unique()) if not self.quality.empty else []
+
+
+def fold_small_segments(aggregates: Aggregates, min_count: int) -> Aggregates:
+    """Aggregates in which no segment has fewer than `min_count` blobs on a day, except `Other`.
+
+    One row per day per segmentation per segment, as the input, with fewer segments: per day
+    and per segmentation, every segment whose `blobs` count is below `min_count` is folded into
+    `Other` (merged with the segmentation's own `Other` when it has one). The counts are
+    additive (SPEC D7), so folding sums them, the sites histogram included: the folded
+    `Other`'s ratios and median are exact, computed from its summed numerators, denominators
+    and histogram. `Other` names no value, so it stays even when it holds fewer than
+    `min_count` blobs; the Total segmentation is never folded; the quality counts are per day
+    and untouched.
+
+    Folding happens at publish time, on frames read from the stored aggregates, which stay exact
+    and unfolded: another threshold needs no re-extract. It is per day (a segment can be
+    folded on its small days only), so folding any set of days gives the rows a fold of all
+    of them gives for those days, and an incremental build still equals one from scratch.
+
+    Args:
+        aggregates: daily aggregates, unfolded.
+        min_count: `KPI_MIN_SEGMENT_COUNT`; 0 (or less) folds nothing.
+
+    Returns:
+        The folded aggregates (`min_segment_count` records `min_count`), rows sorted by date,
+        segmentation and segment (and sites value in the histogram), as stored.
+    """
+    groups, histogram = aggregates.groups, aggregates.sites_histogram
+    folded = replace(aggregates, min_segment_count=min_count)
+    if min_count <= 0 or groups.empty:
+        return folded
+    small = ((groups["blobs"] < min_count) & (groups["segmentation"] != "Total")
+             & (groups["segment"] != OTHER))
+    if not small.any():
+        return folded
+    small_keys = pd.MultiIndex.from_frame(groups.loc[small, KEYS])
+    named = histogram["segment"].isin(small_keys.unique(level="segment")).to_numpy()
+    small_cells = np.zeros(len(histogram), dtype=bool)  # matched on the few named rows only
+    small_cells[named] = pd.MultiIndex.from_frame(histogram.loc[named, KEYS]).isin(small_keys)
+    return replace(
+        folded,
+        groups=_fold(groups, small.to_numpy(), KEYS),
+        sites_histogram=_fold(histogram, small_cells, [*KEYS, "sites"]),
+    )
+
+
+def _fold(frame: pd.DataFrame, small: np.ndarray, keys: list[str]) -> pd.DataFrame:
+    """`frame` with the `small` rows relabelled `Other` and summed per key.
+
+    Rows come out grouped by (date, segmentation), in the order these blocks first appear;
+    only the blocks holding a small row are regrouped (and sorted by `keys`), the others keep
+    their rows' order. So a frame sorted by `keys`, as stored, stays sorted.
+    """
+    block = frame.groupby(["date", "segmentation"], sort=False).ngroup().to_numpy()
+    touched = np.isin(block, np.unique(block[small]))
+    relabelled = frame[touched].assign(
+        segment=frame["segment"][touched].where(~small[touched], OTHER), _block=block[touched])
+    merged = relabelled.groupby(["_block", *keys], sort=True, as_index=False).sum()
+    rows = pd.concat([frame[~touched].assign(_block=block[~touched]), merged],
+                     ignore_index=True)
+    order = np.argsort(rows["_block"].to_numpy(), kind="stable")
+    return rows.iloc[order][list(frame.columns)].astype(frame.dtypes.to_dict()).reset_index(
+        drop=True)
 
 
 def _rows_frame(rows: list[list]) -> pd.DataFrame:

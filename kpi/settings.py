@@ -102,6 +102,12 @@ class Settings:
         "(for a private CA, a copy of the usual bundle with it appended); empty = the HTTP "
         "libraries' default bundle. Certificates are always verified.",
     )
+    min_segment_count: int = _setting(
+        "KPI_MIN_SEGMENT_COUNT", 5,
+        "Fewest blobs a segment needs on a day to be published under its own name; smaller "
+        "segments are folded into Other for that day in every published file, chart and page "
+        "(Total never is; the stored aggregates stay exact). 0 = no folding.",
+    )
     failure_callback: str = _setting(
         "KPI_FAILURE_CALLBACK", "",
         "Dotted path `module:function` called with the Airflow context when a task fails for "
@@ -146,6 +152,9 @@ class Settings:
             raise ValueError(msg)
         if self.task_timeout_minutes < 1:
             msg = f"KPI_TASK_TIMEOUT_MINUTES={self.task_timeout_minutes} must be at least 1"
+            raise ValueError(msg)
+        if self.min_segment_count < 0:
+            msg = f"KPI_MIN_SEGMENT_COUNT={self.min_segment_count} must be 0 (no folding) or more"
             raise ValueError(msg)
         if self.retry_attempts < 1:
             msg = f"KPI_RETRY_ATTEMPTS={self.retry_attempts} must be at least 1"

@@ -322,7 +322,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         target: an empty (or missing) folder.
         aggregates: the daily aggregates the reports were built from: every day's quality
             counts (the days) and at least the last two weeks' sites histogram (the overview's
-            medians).
+            medians); their `min_segment_count` (the small-segment folding applied) is stated
+            on the Definitions page.
         reports: `build_reports(aggregates, config)`.
         config: the report configuration.
         built_at: the build time written to the manifest and pages.
@@ -370,7 +371,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     (target / "index.html").write_text(index, encoding="utf-8")
     definitions = env.get_template("definitions.html").render(
         title="Definitions", current="definitions", differences=DIFFERENCES,
-        segmentations=sorted(config.segmentations.items()), **common,
+        segmentations=sorted(config.segmentations.items()),
+        min_segment_count=aggregates.min_segment_count, **common,
     )
     (target / "definitions.html").write_text(definitions, encoding="utf-8")
     for page in PAGES:

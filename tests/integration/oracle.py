@@ -93,8 +93,23 @@ def sites_of(blob):
     return None
 
 
-def compute(blobs):
-    """{report: {(date, segmentation, segment, measure): (value, numerator, denominator)}}."""
+def fold(count, sites_values, min_segment_count):
+    """Each (day, segmentation, segment) with fewer than `min_segment_count` blobs added to
+    (day, segmentation, Other), Total and Other excepted (KPI_MIN_SEGMENT_COUNT)."""
+    folded, values = defaultdict(lambda: defaultdict(float)), defaultdict(list)
+    for key, c in count.items():
+        day, segmentation, segment = key
+        if segmentation != "Total" and segment != "Other" and c["blobs"] < min_segment_count:
+            segment = "Other"
+        for name, number in c.items():
+            folded[(day, segmentation, segment)][name] += number
+        values[(day, segmentation, segment)] += sites_values.get(key, [])
+    return folded, values
+
+
+def compute(blobs, min_segment_count=0):
+    """{report: {(date, segmentation, segment, measure): (value, numerator, denominator)}},
+    with segments of fewer than `min_segment_count` blobs on a day folded into Other."""
     count = defaultdict(lambda: defaultdict(float))
     sites_values = defaultdict(list)
     for blob in blobs:
@@ -150,6 +165,8 @@ def compute(blobs):
             c["sites_sum"] += sites or 0
             if sites is not None:
                 sites_values[(day, segmentation, segment)].append(sites)
+
+    count, sites_values = fold(count, sites_values, min_segment_count)
 
     def ratio(n, d):
         return (n / d if d else None, n, d)

@@ -58,7 +58,8 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
     assert files(again) == files(scratch(settings, tmp_path))
 
 
-@pytest.mark.parametrize("damage", ["other configuration", "corrupt", "other databases"])
+@pytest.mark.parametrize("damage", ["other configuration", "corrupt", "other databases",
+                                    "other threshold"])
 def test_a_cache_that_cannot_be_trusted_is_not_used(settings, tmp_path, caplog, damage):
     backfill(START, END, settings, progress=False)
     path = buildcache.cache_path(settings.site_dir)
@@ -67,11 +68,14 @@ def test_a_cache_that_cannot_be_trusted_is_not_used(settings, tmp_path, caplog, 
         CouchStore(settings).ensure_databases()
         for day in days_between(START, END):
             extract_and_store(day, settings)
+    elif damage == "other threshold":  # KPI_MIN_SEGMENT_COUNT changed: every day refolded
+        settings = dataclasses.replace(settings, min_segment_count=0)
     elif damage == "corrupt":
         path.write_bytes(b"\x80\x05not a pickle")
     else:
         key = buildcache.cache_key(
-            _config(settings), f"{settings.couchdb_url_redacted} {settings.db_prefix}_aggregates")
+            _config(settings), f"{settings.couchdb_url_redacted} {settings.db_prefix}_aggregates",
+            settings.min_segment_count)
         built = buildcache.read(path, key)
         assert built is not None
         buildcache.write(path, "another configuration", built)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from datetime import date
 
 import pytest
@@ -28,7 +29,10 @@ def close(a, b) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
-def test_published_reports_match_the_oracle(settings):
+@pytest.mark.parametrize("min_segment_count", [0, 5])
+def test_published_reports_match_the_oracle(settings, min_segment_count):
+    """Exact (0: folding off), and with small segments folded into Other (the default)."""
+    settings = dataclasses.replace(settings, min_segment_count=min_segment_count)
     backfill(DAYS[0], DAYS[-1], settings, progress=False)
     valid = [
         blob
@@ -36,7 +40,9 @@ def test_published_reports_match_the_oracle(settings):
         for doc_id, blob in blobs_for_day(FAKE_SEED, day, FAKE_PER_DAY, FAKE_BAD_RATE)
         if check_row({"id": doc_id, "value": blob}).status == "ok"
     ]
-    expected = oracle.compute(valid)
+    expected = oracle.compute(valid, min_segment_count)
+    assert any(key[1] != "Total" and key[2] != "Other" and value[0] < 5  # folding is tested
+               for key, value in expected["assertions"].items()) == (min_segment_count == 0)
     for name in REPORTS:
         if name == "data_quality":
             continue

@@ -32,27 +32,31 @@ def day_doc(day: date, seed: int, fractional: bool = False) -> dict:
     return doc | {"_rev": f"1-{seed}"}
 
 
-def build(docs: dict[str, dict], previous=None):
+def build(docs: dict[str, dict], previous=None, min_segment_count: int = 0):
     revs = {day: doc["_rev"] for day, doc in docs.items()}
     return buildcache.update(previous, revs, lambda days: [docs[d] for d in days],
-                             lambda found: aggregates_of_docs(found, CONFIG), CONFIG)
+                             lambda found: aggregates_of_docs(found, CONFIG), CONFIG,
+                             min_segment_count=min_segment_count)
 
 
+@pytest.mark.parametrize("min_segment_count", [0, 5])
 @pytest.mark.parametrize("fractional_day", [None, 1, 4])
-def test_splicing_changed_days_equals_a_build_from_scratch(fractional_day):
+def test_splicing_changed_days_equals_a_build_from_scratch(fractional_day, min_segment_count):
     days = [FIRST + timedelta(days=n) for n in range(5)]
     docs = {d.isoformat(): day_doc(d, n, fractional=n == fractional_day)
             for n, d in enumerate(days)}
-    previous, changed = build(docs)
+    previous, changed = build(docs, min_segment_count=min_segment_count)
     assert changed == sorted(docs)
 
     later = dict(docs)
     later["2026-10-02"] = day_doc(days[1], 99)  # restated: another revision
     del later["2026-10-04"]  # gone
     later["2026-10-09"] = day_doc(date(2026, 10, 9), 7, fractional=True)  # new, after a gap
-    spliced, changed = build(later, previous)
+    spliced, changed = build(later, previous, min_segment_count)
     assert changed == ["2026-10-02", "2026-10-09"]
-    scratch, _ = build(later)
+    scratch, _ = build(later, min_segment_count=min_segment_count)
+    named = scratch.aggregates.groups.query("segmentation != 'Total' and segment != 'Other'")
+    assert (named["blobs"] < 5).any() == (min_segment_count == 0)  # small segments, or folded
 
     assert spliced.revs == scratch.revs
     for part in ("groups", "sites_histogram", "quality"):
