@@ -19,7 +19,7 @@ from kpi.aggregate import DayAggregator, combine, count_columns, daily_aggregate
 from kpi.config import Config, load_config
 from kpi.reports import QUALITY_MEASURES, Aggregates
 from kpi.settings import Settings
-from kpi.source import KpiggybankClient, day_windows, fetch_rows, iter_day
+from kpi.source import KpiggybankClient, SourceError, day_windows, fetch_rows, iter_day
 from kpi.stage import stage
 from kpi.store import (
     AGGREGATES,
@@ -52,19 +52,22 @@ class PipelineError(RuntimeError):
 
 
 def names_the_day(function: Callable) -> Callable:
-    """Make a CouchDB failure of `function(day or window, ...)` name the day, as a KPIggybank
-    failure does: the operator must know which day to re-run."""
+    """Make a failure of `function(day or window, ...)` name the day, as a KPIggybank failure
+    does: the operator must know which day to re-run (a CouchDB error, or any unexpected
+    one, re-raised as a StoreError naming the day)."""
 
     @functools.wraps(function)
     def wrapper(day: date | dict, *args, **kwargs):
         try:
             return function(day, *args, **kwargs)
-        except StoreError as exc:
+        except (PipelineError, SourceError):  # these name the day themselves
+            raise
+        except Exception as exc:
             name = day["day"] if isinstance(day, dict) else day.isoformat()
             msg = f"processing {name} failed: "
             if str(exc).startswith(msg):  # named already (a job calling another)
                 raise
-            msg += str(exc)
+            msg += str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
             raise StoreError(msg) from exc
 
     return wrapper

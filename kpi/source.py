@@ -87,6 +87,18 @@ def accepted_by_source(blob: object) -> bool:
     return type(timestamp) in (int, float) and timestamp > 0
 
 
+def usable_id(row_id: object) -> bool:
+    """Whether `row_id` can name a document: a non-empty string that is valid UTF-8 (not one
+    with an unpaired surrogate, which CouchDB could not store)."""
+    if not isinstance(row_id, str) or not row_id:
+        return False
+    try:
+        row_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_row(row: object, day: date | None = None) -> RowCheck:
     """Validate one KPIggybank row `{id, key, value}` (SPEC D10).
 
@@ -97,7 +109,7 @@ def check_row(row: object, day: date | None = None) -> RowCheck:
     Returns:
         `ok`, `skipped` (missing or empty `event_stream`) or `rejected` with the reason.
     """
-    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+    if not isinstance(row, dict) or not usable_id(row.get("id")):
         return RowCheck("rejected", "row is not an object with a string id")
     blob = row.get("value")
     if not isinstance(blob, dict):
@@ -198,12 +210,26 @@ def decode_rows(body: bytes) -> object:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return json.loads(body, parse_float=_finite_or_text, parse_constant=_refuse_constant)
+        pass
+    try:
+        return json.loads(body, parse_float=_finite_or_text, parse_int=_int_or_float,
+                          parse_constant=_refuse_constant)
+    except RecursionError:
+        msg = "nested too deeply to decode"
+        raise ValueError(msg) from None
 
 
 def _finite_or_text(text: str) -> float | str:
     number = float(text)
     return number if math.isfinite(number) else text
+
+
+def _int_or_float(text: str) -> int | float | str:
+    """An integer within 64 bits as int; beyond, a float as orjson reads it, or its text when
+    no double holds it (never Python's unbounded, slow int: 10**5000 would stall a day)."""
+    if len(text.lstrip("-")) <= 19:
+        return int(text)
+    return _finite_or_text(text)
 
 
 def _refuse_constant(name: str) -> None:

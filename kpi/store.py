@@ -45,7 +45,7 @@ from tenacity import RetryError
 from kpi.config import Config
 from kpi.retry import retrying
 from kpi.settings import Settings
-from kpi.source import blob_of, check_row
+from kpi.source import blob_of, check_row, usable_id
 
 RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggregates"
 PARTS = "parts"
@@ -467,7 +467,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             counts["fetched"] += 1
             check = check_row(row, day)
             row_id = row.get("id") if isinstance(row, dict) else None
-            if check.status == "rejected" and not (isinstance(row_id, str) and row_id):
+            if check.status == "rejected" and not usable_id(row_id):
                 doc = _quarantine_doc(day, row, check.reason, final)
                 if doc is None:
                     counts["duplicate"] += 1
@@ -546,7 +546,10 @@ def _cut(value: object, depth: int) -> object:
     if isinstance(value, list):
         return [_cut(item, depth + 1) for item in value]
     if type(value) is int and not -(2**63) <= value < 2**64:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
     if isinstance(value, str):
         return _utf8(value)
     return value

@@ -27,7 +27,7 @@ from fake_source.generator import day_start_ms
 from kpi.config import PRODUCTION_CONFIG
 from kpi.pipeline import backfill
 from kpi.serve import make_server
-from kpi.source import BAD_TIMESTAMP
+from kpi.source import BAD_TIMESTAMP, usable_id
 from kpi.store import MANIFESTS, QUARANTINE, RAW, CouchStore
 from kpi.views import SEGMENTED
 from tests.browser.test_site import CHROMIUM, CHROMIUM_ARGS, PAGE_FILES, close, open_page
@@ -232,6 +232,13 @@ def build_corpus() -> list[Case]:
         "Emails": "Other", "Screen": "Other"}, sites=6.0, number_emails=float("inf"),
         screen_size={"width": float("inf"), "height": float("-inf")},
         number_sites_logged_in=float("inf"), sites_signed_in=6)
+    c.rejected("timestamp a 400-digit integer", BAD_TIMESTAMP, blob(timestamp=10**400))
+    c.aggregated("a 400-digit integer in every other numeric field", kept_as_is=False,
+                 segments={"Emails": "Other", "Screen": "Other"}, sites=6.0,
+                 number_emails=10**400, screen_size={"width": 10**400, "height": -(10**400)},
+                 number_sites_logged_in=10**400, sites_signed_in=6)
+    c.rejected_row("an id with an unpaired surrogate", NOT_A_ROW,
+                   {"id": "h-\ud800-id", "key": T, "value": blob()})
     c.aggregated("unpaired surrogates in string fields", kept_as_is=False,
                  segments={"Locale": "Other", "OS": "Other"}, lang="de\ud800",
                  user_agent={"os": "\udc00Linux", "browser": "Firefox", "version": "23"},
@@ -353,7 +360,9 @@ def test_the_corpus_is_broad():
 
 
 def test_hostile_corpus_end_to_end(settings, tmp_path):
-    settings = replace(settings, config_path=hostile_config(tmp_path / "hostile.json"))
+    # folding off: every hostile segment name must reach the pages, and the counts per segment
+    settings = replace(settings, config_path=hostile_config(tmp_path / "hostile.json"),
+                       min_segment_count=0)
     results = backfill(DAY, PLAIN_DAY, settings, progress=False)
 
     quality, reasons = expected_quality()
@@ -373,8 +382,7 @@ def test_hostile_corpus_end_to_end(settings, tmp_path):
     assert Counter(doc["reason"] for doc in quarantined) == reasons
     for case in CASES:  # a quarantined row with an id is found under it, with its reason
         for reason in case.rejected:
-            ids = {r["id"] for _, r in case.rows if isinstance(r, dict)
-                   and isinstance(r.get("id"), str) and r["id"]}
+            ids = {r["id"] for _, r in case.rows if isinstance(r, dict) and usable_id(r.get("id"))}
             for row_id in ids:
                 doc = store.get(QUARANTINE, f"{DAY.isoformat()}:{row_id}")
                 assert doc is not None and doc["reason"] == reason, case.name

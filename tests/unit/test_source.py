@@ -126,3 +126,20 @@ def test_valid_json_a_fast_decoder_refuses_is_still_read():
     for garbage in (b'[{"n": NaN}]', b'[{"n": Infinity}]', b'[{"n": 1', b"<html>"):
         with pytest.raises(ValueError):
             decode_rows(garbage)
+
+
+def test_numbers_beyond_any_double_and_deep_nesting_never_stall_or_crash_the_decoder():
+    from kpi.source import decode_rows
+
+    digits = "9" * 5000  # Python refuses to read an int this long by default
+    assert decode_rows(f'[{{"n": {digits}, "m": -{digits}}}]'.encode()) == [
+        {"n": digits, "m": f"-{digits}"}]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode_rows(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_an_id_with_an_unpaired_surrogate_is_not_usable():
+    from kpi.source import check_row
+
+    row = {"id": "a\ud800", "key": 1, "value": {"timestamp": 1, "event_stream": []}}
+    assert check_row(row).reason == "row is not an object with a string id"
