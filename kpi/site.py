@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -179,7 +180,8 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         config: the report configuration (steps, milestones).
         days: the published days, ascending.
         reports: every report (their volumes order each segmentation's segments).
-        build: the build id, added to view-file URLs so a browser never mixes two builds.
+        build: the build id, added to view-file URLs, and checked against the id each view
+            file carries, so a page never draws another build's data (it reloads instead).
     """
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
@@ -348,7 +350,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     for path, content in view_files(reports, days):
-        _write_json(data_dir / path, content)
+        _write_json(data_dir / path, {**content, "build": manifest["build_id"]})
     (target / "vendor").mkdir()
     (target / VENDOR_BUNDLE).write_text(vega_bundle(), encoding="utf-8")
     shutil.copytree(TEMPLATES_DIR / "static", target / "static")
@@ -378,10 +380,18 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     for page in PAGES:
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
-            page_config=page_config(page, config, days, reports, manifest["built_at"]),
+            page_config=page_config(page, config, days, reports, manifest["build_id"]),
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]), **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
+
+
+KEEP_SECONDS = 600  # builds published this recently stay, for readers half-way through them
+PARTIAL = ".partial"  # suffix of a build being written (or killed while it was)
+
+
+class PublishError(RuntimeError):
+    """The site cannot be published where it is asked to be."""
 
 
 def site_path(site_dir: Path) -> Path:
@@ -404,14 +414,17 @@ def build_id(built_at: datetime) -> str:
 @contextmanager
 def publish_lock(site_dir: Path) -> Iterator[None]:
     """Held from the moment a build reads its data to its swap, so builds of one site run one
-    after the other and an older one never replaces a newer one. The lock file lives in the
-    temporary folder (never in the repository), named after the site's absolute path."""
-    key = hashlib.sha1(str(site_path(site_dir)).encode()).hexdigest()[:16]
-    lock_dir = Path(tempfile.gettempdir()) / f"kpi-locks-{os.getuid()}"
-    lock_dir.mkdir(mode=0o700, exist_ok=True)
-    with open(lock_dir / f"publish-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    after the other and an older one never replaces a newer one. The lock is the builds folder
+    itself (`flock` on it): no lock file, and every publisher of the site, whatever its user or
+    temporary folder, takes the same lock."""
+    builds = builds_dir(site_dir)
+    builds.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(builds, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
@@ -419,9 +432,11 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
     to it in one atomic step (a new link renamed over the old one): a reader always finds a
     whole site, the old one or the new one. Call it holding `publish_lock(site_dir)`.
 
-    If `build` fails, the published site is left exactly as it was. Builds other than the new
-    one and the one before it (and what killed builds left) are deleted. A `site_dir` that is a
-    real folder (a site published by an older version) is moved among the builds first.
+    If `build` fails, the published site is left exactly as it was. The build before and those
+    published in the last `KEEP_SECONDS` stay (readers may be half-way through them); older
+    ones and what killed builds left are deleted. A `site_dir` that is a real folder (a site
+    published by an older version) is moved among the builds first; one that is a link
+    elsewhere is refused (PublishError).
 
     Returns:
         `site_dir`, absolute.
@@ -430,14 +445,20 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
     builds = builds_dir(site_dir)
     builds.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    target = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=builds))
+    partial = Path(tempfile.mkdtemp(prefix=f"{stamp}-", suffix=PARTIAL, dir=builds))
     try:
-        build(target)
+        build(partial)
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)
         raise
-    target.chmod(0o755)  # mkdtemp's folder is private; a web server must read it
+    partial.chmod(0o755)  # mkdtemp's folder is private; a web server must read it
     previous = site_dir.resolve() if site_dir.is_symlink() else None
+    if previous is not None and previous.parent != builds:
+        shutil.rmtree(partial, ignore_errors=True)
+        msg = (f"{site_dir} is a link to {previous}, not to one of its builds in {builds}: "
+               "set KPI_SITE_DIR to the path the web server serves (it becomes a link to the "
+               "published build) rather than linking it elsewhere yourself")
+        raise PublishError(msg)
     if site_dir.is_dir() and not site_dir.is_symlink():  # once: the folder becomes a link
         if any(site_dir.iterdir()):
             log.warning("moving the site folder %s among the builds: it becomes a link",
@@ -446,6 +467,9 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
             site_dir.rename(previous)
         else:
             site_dir.rmdir()
+    target = partial.with_name(partial.name.removesuffix(PARTIAL))
+    partial.rename(target)  # whole now: never pruned as a killed build's leftover
+    os.utime(target)  # its publication time, for `_prune`
     link = builds / f".link-{uuid.uuid4().hex}"
     link.symlink_to(os.path.relpath(target, site_dir.parent))
     os.replace(link, site_dir)
@@ -454,14 +478,18 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
 
 
 def _prune(builds: Path, keep: set[Path | None]) -> None:
-    """Delete every build in `builds` but `keep` (and what older versions and killed builds
-    left beside the site)."""
+    """Delete every build in `builds` but `keep` and those published less than `KEEP_SECONDS`
+    ago (a reader may be half-way through one), and what older versions and killed builds left
+    beside the site."""
+    recent = time.time() - KEEP_SECONDS
     for path in builds.iterdir():
-        if path not in keep:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        published = not path.name.startswith(".") and not path.name.endswith(PARTIAL)
+        if path in keep or (published and path.lstat().st_mtime > recent):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     site_name = builds.name.removeprefix(".").removesuffix(".builds")
     for pattern in (f".{site_name}.new-*", f".{site_name}.old-*"):  # the two-rename scheme's
         for path in builds.parent.glob(pattern):

@@ -27,12 +27,29 @@ function loadBlock(segmentation, year) {
     blocks.set(key, fetch(url).then((response) => {
       if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
       return response.json();
+    }).then((part) => {
+      if (part.build !== page.build) newerBuild(part.build); // never draw two builds' data
+      return part;
     }).catch((error) => {
       blocks.delete(key); // let a later render try again
       throw error;
     }));
   }
   return blocks.get(key);
+}
+
+/**
+ * A newer build was published since this page loaded: reload it (keeping the address, so the
+ * reader's choices stay) rather than mix two builds' data; once per build, so a site whose
+ * files disagree shows an error instead of reloading for ever.
+ */
+function newerBuild(build) {
+  const key = "kpi-reloaded-for";
+  if (sessionStorage.getItem(key) !== build) {
+    sessionStorage.setItem(key, build);
+    window.location.reload();
+  }
+  throw new Error(`this page is from build ${page.build}, its data from build ${build}: reload`);
 }
 
 /**

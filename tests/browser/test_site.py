@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -505,3 +506,35 @@ def test_overview_states_freshness_and_draws_sparklines(browser, site):
     assert fresh.page.locator("#freshness").inner_text().startswith(
         "Fresh: data through 2026-10-30 (UTC), which ended 30 h ago")
     close(fresh)
+
+
+def test_a_page_never_draws_the_data_of_a_build_published_after_it(browser, tmp_path):
+    """The site's link swaps to a new build while a page is open: the page's next view file
+    comes from the new build, so the page reloads (as the new build) instead of mixing them."""
+    days = history_days(LAST_DAY, 7)
+    blobs = [b for day in days for _, b in blobs_for_day(6, day, 60, bad_rate=0.0)]
+    target = tmp_path / "site"
+    _build(target, blobs, CONFIG)
+    first = (target / "index.html").read_text()
+    server = make_server(tmp_path, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        opened = open_page(browser, f"http://127.0.0.1:{server.server_address[1]}/site/"
+                                    "new_user.html")
+        page = opened.page
+        before = page.get_attribute('meta[name="kpi-build"]', "content")
+        assert before in first
+        _build(target, blobs[: len(blobs) // 2], CONFIG)  # a newer build, other data
+        after = json.loads((target / "data" / "manifest.json").read_text())["build_id"]
+        assert after != before
+        with page.expect_navigation():  # the OS view file is from the newer build: reload
+            page.select_option("#seg", "OS")
+        page.wait_for_function("window.kpi && window.kpi.ready", timeout=15_000)
+        assert page.get_attribute('meta[name="kpi-build"]', "content") == after
+        drawn = page.evaluate("window.kpi.state.seg")
+        assert drawn == "OS"  # the reader's choice survived the reload
+        assert opened.dialogs == []
+        opened.page.context.close()
+    finally:
+        server.shutdown()
+        server.server_close()

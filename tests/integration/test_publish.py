@@ -17,7 +17,7 @@ import pytest
 
 from kpi.pipeline import backfill, build_site
 from kpi.serve import make_server
-from kpi.site import build_id, builds_dir, publish_lock
+from kpi.site import PublishError, build_id, builds_dir, publish_lock
 from kpi.store import AGGREGATES, CouchStore, content_of, put_aggregates
 
 pytestmark = pytest.mark.integration
@@ -37,6 +37,8 @@ def _build_of(path: str, content: bytes) -> str | None:
         return found.group(1).decode() if found else "<no build id>"
     if path == "data/manifest.json":
         return orjson.loads(content)["build_id"]
+    if path.startswith("data/view/"):  # what the pages' scripts fetch
+        return orjson.loads(content)["build"]
     return None
 
 
@@ -125,8 +127,10 @@ def test_readers_see_whole_builds_during_20_rebuilds(settings):
     # over HTTP, every answer is a whole file some build published
     whole = {(name, digest) for files in published.values() for name, digest in files.items()}
     assert len(http_reads) > len(names) and set(http_reads) <= whole
-    # only the published build and the one before it are kept
-    assert len(list(builds_dir(site).iterdir())) == 2
+    # the builds of the last minutes stay, for readers half-way through them
+    kept = sorted(p.name for p in builds_dir(site).iterdir())
+    assert len(kept) == REBUILDS + 1 and not [n for n in kept if n.startswith(".")
+                                              or n.endswith(".partial")]
 
 
 def test_a_build_reads_its_data_and_stamps_its_time_once_it_holds_the_lock(settings):
@@ -154,7 +158,7 @@ def test_leftovers_of_killed_builds_go_and_the_lock_is_outside_the_site(settings
     backfill(START, END, settings, progress=False)
     site = settings.site_dir
     builds = builds_dir(site)
-    killed = builds / "20261003T000000-killed"
+    killed = builds / "20261003T000000-killed.partial"
     (killed / "data").mkdir(parents=True)
     (killed / "data" / "assertions.csv").write_text("half")
     older_scheme = site.parent / f".{site.name}.new-4242"
@@ -163,10 +167,29 @@ def test_leftovers_of_killed_builds_go_and_the_lock_is_outside_the_site(settings
     build_site(settings, now=datetime.now(UTC))
     assert not killed.exists() and not older_scheme.exists()
     assert not (builds / ".link-deadbeef").is_symlink()
-    assert len(list(builds.iterdir())) == 2
+    assert len(list(builds.iterdir())) == 2  # the backfill's build and this one
+    for build in builds.iterdir():
+        os.utime(build, (0, 0))  # both published long ago
+    current = site.resolve()
+    build_site(settings, now=datetime.now(UTC))
+    assert sorted(builds.iterdir()) == sorted([current, site.resolve()])  # and the one before
+    # the lock is the builds folder itself: no lock file beside the site or in the repository
     beside = {p.name for p in site.parent.iterdir()}
     assert not [name for name in beside if name.endswith(".lock")], beside
     assert not [p for p in Path(__file__).parents[2].glob("*.lock")]
+
+
+def test_a_site_path_linked_elsewhere_by_hand_is_refused(settings, tmp_path):
+    web_root = tmp_path / "www"
+    web_root.mkdir()
+    (web_root / "index.html").write_text("the operator's page")
+    settings.site_dir.parent.mkdir(parents=True, exist_ok=True)
+    settings.site_dir.symlink_to(web_root)
+    with pytest.raises(PublishError, match="not to one of its builds"):
+        backfill(START, END, settings, progress=False)
+    assert settings.site_dir.resolve() == web_root
+    assert [p.name for p in web_root.iterdir()] == ["index.html"]
+    assert [p.name for p in builds_dir(settings.site_dir).iterdir()] == []
 
 
 def test_a_site_folder_of_an_older_version_becomes_a_link_to_a_build(settings):
