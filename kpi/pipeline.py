@@ -191,8 +191,13 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
     store.require_databases((AGGREGATES,))
     low = start.isoformat() if start else ""
     high = end.isoformat() if end else HIGH_KEY
-    return aggregates_of_docs(with_histograms(store, store.iter_range(AGGREGATES, low, high)),
-                              config)
+    days = [doc_id for doc_id in store.iter_range(AGGREGATES, low, high, include_docs=False)
+            if ":" not in doc_id]  # the days' documents, not their histogram chunks
+    size = settings.bulk_size
+    docs = (doc for first in range(0, len(days), size)
+            for doc in with_histograms(store, store.get_many(AGGREGATES,
+                                                             days[first:first + size]).values()))
+    return aggregates_of_docs(docs, config)
 
 
 def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:

@@ -28,6 +28,7 @@ aggregates) and deletes them. Only documented CouchDB 3 API is used: database PU
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +57,7 @@ PART_BYTES = 1_000_000  # of ids per part document, far below CouchDB's 8 MB def
 # of at most CHUNK_BYTES each
 INLINE_BYTES = 2_000_000
 CHUNK_BYTES = 3_000_000
+CHUNK_GRACE_SECONDS = 3600  # an unnamed chunk set this recent may be about to be named or read
 HIGH_KEY = "\ufff0"
 CONFLICT_ROUNDS = 5  # re-reads of conflicting documents before giving up
 TRANSIENT = (requests.ConnectionError, requests.Timeout, couch_errors.GenericError)
@@ -723,17 +725,44 @@ def _put_chunks(store: CouchStore, kind: str, chunks: list[dict]) -> int:
                for chunk in chunks if chunk["_id"] not in present)
 
 
-def put_aggregates(store: CouchStore, doc: dict) -> int:
-    """Write a day's aggregates document (`aggregates_document`), its histogram split into
-    chunk documents written first when too big for one document; chunks of the day the new
-    document no longer names are deleted after it. Returns the documents written."""
+def put_aggregates(store: CouchStore, doc: dict, now: float | None = None) -> int:
+    """Write a day's aggregates document (`aggregates_document`); a histogram too big for it
+    goes first to chunk documents, with a marker `<day>:h:<digest>` stamped with the time.
+
+    Chunk sets the day's document no longer names are deleted once their marker is older than
+    CHUNK_GRACE_SECONDS: never the set another writer of the day is about to name, nor one a
+    reader is fetching after reading the document that named it. Returns the documents
+    written (markers not counted)."""
+    now = time.time() if now is None else now
     main, chunks = split_histogram(doc["_id"], doc)
-    written = _put_chunks(store, AGGREGATES, chunks)
+    written = 0
+    if chunks:
+        marker = chunks[0]["_id"].rsplit(":", 1)[0]
+        store.upsert(AGGREGATES, [{"_id": marker, "written_at": now}])  # before the chunks
+        written += _put_chunks(store, AGGREGATES, chunks)
     written += store.upsert(AGGREGATES, [main]).written
-    stale = store.day_ids(AGGREGATES, date.fromisoformat(doc["_id"])) - {c["_id"] for c in chunks}
-    if stale:
-        store.delete(AGGREGATES, sorted(stale))
+    _collect_chunks(store, date.fromisoformat(doc["_id"]), now)
     return written
+
+
+def _collect_chunks(store: CouchStore, day: date, now: float) -> None:
+    """Delete the day's chunk sets that its document does not name and that were last
+    written more than CHUNK_GRACE_SECONDS ago (or whose marker is gone)."""
+    ids = store.day_ids(AGGREGATES, day)
+    if not ids:
+        return
+    current = store.get(AGGREGATES, day.isoformat()) or {}
+    named = {chunk_id.rsplit(":", 1)[0] for chunk_id in current.get("histogram_chunks") or []}
+    sets: dict[str, list[str]] = {}
+    for doc_id in ids:
+        marker = doc_id if doc_id.count(":") == 2 else doc_id.rsplit(":", 1)[0]
+        sets.setdefault(marker, []).append(doc_id)
+    markers = store.get_many(AGGREGATES, sorted(set(sets) - named))
+    stale = [doc_id for marker, members in sets.items() if marker not in named
+             and markers.get(marker, {}).get("written_at", 0) < now - CHUNK_GRACE_SECONDS
+             for doc_id in sorted(members, key=lambda i: i == marker)]  # the marker last
+    if stale:
+        store.delete(AGGREGATES, stale)
 
 
 def with_histograms(store: CouchStore, docs: Iterable[dict]) -> Iterator[dict]:
