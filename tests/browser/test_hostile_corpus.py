@@ -322,10 +322,13 @@ def hostile_config(path) -> str:
 
 @pytest.fixture
 def fake_app():
-    """A fake KPIggybank with no generated history: it serves exactly the corpus."""
+    """A fake KPIggybank with no generated history: it serves exactly the corpus, failing a
+    seeded third of the requests."""
     from fake_source import create_app
 
-    app = create_app(days=0, last_day=PLAIN_DAY)
+    # a third of the requests fail (5xx, truncated and garbage bodies, timeouts, disconnects):
+    # the counts must still come out exact, repeats and all
+    app = create_app(days=0, last_day=PLAIN_DAY, fault_rate=0.33, slow_seconds=1.5)
     app.state.store.add_rows([r for case in CASES for r in case.rows] + PLAIN_ROWS)
     return app
 
@@ -359,11 +362,13 @@ def test_the_corpus_is_broad():
     assert len([o for o in outcomes if o not in ("aggregated", "skipped", "duplicate")]) >= 6
 
 
-def test_hostile_corpus_end_to_end(settings, tmp_path):
+def test_hostile_corpus_end_to_end(settings, fake_app, tmp_path):
     # folding off: every hostile segment name must reach the pages, and the counts per segment
     settings = replace(settings, config_path=hostile_config(tmp_path / "hostile.json"),
-                       min_segment_count=0)
+                       min_segment_count=0, retry_attempts=10)
     results = backfill(DAY, PLAIN_DAY, settings, progress=False)
+    injected = [kind for kind in fake_app.state.faults.injected if kind]
+    assert len(set(injected)) >= 4, injected  # several kinds of fault were survived
 
     quality, reasons = expected_quality()
     assert quality["fetched"] == (quality["stored"] + quality["rejected_invalid"]
