@@ -34,7 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from fake_source.generator import DAY_MS, blobs_for_day, day_start_ms, history_days
-from kpi.source import accepted_by_source
+from kpi.source import accepted_by_source, decode_rows
 
 FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow", "disconnect")
 NO_FAULT = "none"  # scripted only: this request is answered normally
@@ -247,8 +247,8 @@ def create_app(
         if data is None:
             return PlainTextResponse("Malformed POST, unable to parse JSON.", 400)
         try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            parsed = decode_rows(data.encode("utf-8", "surrogatepass"))
+        except ValueError:  # what a Node.js JSON.parse refuses, not what orjson refuses
             return PlainTextResponse("JSON syntax error", 400)
         blobs = parsed if isinstance(parsed, list) else [parsed]
         if not blobs or not all(accepted_by_source(blob) for blob in blobs):

@@ -91,13 +91,22 @@ def processing_day(logical_date: datetime | date | str | None,
     return logical_date - timedelta(days=1)
 
 
+EPOCH_DAY = date(1970, 1, 1)
+
+
 def require_ended(days: list[date], now: datetime | None = None) -> None:
     """Refuse days that have not ended yet in UTC: their data is incomplete, and a stored
-    future day would stretch the site's range past today.
+    future day would stretch the site's range past today; and days before the Unix epoch,
+    which no blob can fall on.
 
     Raises:
         PipelineError: naming the first such day and the last day that has ended.
     """
+    before_epoch = [day for day in days if day < EPOCH_DAY]
+    if before_epoch:  # no blob can lie there (timestamps are ms after the epoch)
+        msg = (f"day {before_epoch[0]} is before {EPOCH_DAY}: blob timestamps are milliseconds "
+               "after the Unix epoch, so no day before it can hold data")
+        raise PipelineError(msg)
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
     early = [day for day in days if day >= today]
     if early:
@@ -147,6 +156,9 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
 
     manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add,
                          before_manifest=write_aggregates, restage=restage)
+    if not manifest["fetched"]:
+        log.warning("KPIggybank returned no row for %s: before its history, or was it down?",
+                    day)
     log.info("stored and aggregated %s: %s", day, manifest)
     return {**manifest, "aggregated": aggregator.aggregated}
 

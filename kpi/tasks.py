@@ -46,8 +46,14 @@ AGGREGATES_ASSET_NAME = "kpi_aggregates"
 
 
 def aggregates_asset_uri(settings: Settings) -> str:
-    """The URI of the Asset the aggregate task updates and `kpi_publish` is scheduled on."""
-    return f"kpi://{settings.db_prefix}/aggregates"
+    """The URI of the Asset the aggregate task updates and `kpi_publish` is scheduled on.
+
+    The same whatever the settings: Airflow keeps one active asset per name, and a task whose
+    DAG file is parsed again with other settings (another `KPI_DB_PREFIX`) would otherwise
+    name an inactive asset and fail. One Airflow runs one deployment of these DAGs anyway
+    (their ids are fixed)."""
+    del settings
+    return "kpi://aggregates"
 
 
 def default_args(settings: Settings) -> dict:

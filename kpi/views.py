@@ -172,10 +172,10 @@ def view_files(reports: dict[str, pd.DataFrame],
         no_rows = report.iloc[:0]
         for segmentation in segmentations_of(report_id):
             for year in range(int(first[:4]), int(last[:4]) + 1):
-                index = parts.get((segmentation, str(year)))
+                index = parts.get((segmentation, f"{year:04d}"))
                 rows = no_rows if index is None else report.iloc[index]
-                block = view_block(rows, report_id, segmentation, max(first, f"{year}-01-01"),
-                                   min(last, f"{year}-12-31"))
+                block = view_block(rows, report_id, segmentation,
+                                   max(first, f"{year:04d}-01-01"), min(last, f"{year:04d}-12-31"))
                 yield f"view/{report_id}/{segmentation}/{year}.json", block
 
 

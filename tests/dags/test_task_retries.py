@@ -61,7 +61,7 @@ def test_a_window_failing_past_the_client_retries_succeeds_on_the_task_retry(
     dag = nightly(12)  # 2 windows
     fake_app.state.faults.script("500", "503")  # the first window's 2 attempts both fail
     run, tries = _run(dag)
-    assert run.state == "success"
+    assert run.state == "success", tries
     assert tries[("extract_and_store", 0)] == ("success", 2)  # failed once, retried by Airflow
     assert tries[("extract_and_store", 1)] == ("success", 1)
     assert tries[("plan", -1)] == tries[("aggregate", -1)] == ("success", 1)

@@ -163,6 +163,10 @@ def test_a_day_that_has_not_ended_is_refused_and_nothing_is_stored(settings):
         assert "has not ended yet (UTC)" in result.output
         assert f"the last day that can be processed is {today - timedelta(days=1)}" in (
             result.output)
+    for args in (["run-day", "0001-01-01"], ["backfill", "--start", "1969-12-31", "--end",
+                                             "1970-01-01"]):  # no blob can lie there
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 1 and "is before 1970-01-01" in result.output, result.output
     import httpx
 
     all_dbs = httpx.get(f"{settings.couchdb_url}/_all_dbs", timeout=10).json()

@@ -77,6 +77,8 @@ def assert_no_secret_in_logs(caplog) -> None:
 def logs(caplog):
     """Every logger's records at DEBUG (httpx, httpcore, urllib3, tenacity, kpi…)."""
     caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore"):  # a library (Airflow, once imported) may quiet them
+        caplog.set_level(logging.DEBUG, logger=name)
     return caplog
 
 

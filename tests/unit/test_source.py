@@ -143,3 +143,15 @@ def test_an_id_with_an_unpaired_surrogate_is_not_usable():
 
     row = {"id": "a\ud800", "key": 1, "value": {"timestamp": 1, "event_stream": []}}
     assert check_row(row).reason == "row is not an object with a string id"
+
+
+def test_the_fake_source_accepts_what_a_javascript_json_parser_accepts():
+    from starlette.testclient import TestClient
+
+    from fake_source import create_app
+
+    client = TestClient(create_app(days=0))
+    for number in ("1e400", "1" + "0" * 400, "123456789012345678901234567890"):
+        data = f'{{"timestamp": 1790899200000, "number_sites_signed_in": {number}}}'
+        assert client.post("/wsapi/interaction_data", data={"data": data}).status_code == 201
+    assert client.post("/wsapi/interaction_data", data={"data": "{NaN}"}).status_code == 400
