@@ -266,7 +266,8 @@ def test_lost_bulk_docs_answers_count_as_written_once(settings, fake_app, couchd
     """The retry of an applied write meets conflicts; same content is success: exact ids and
     counts, no duplicate. Also when restating (updates with a revision, deletions)."""
     with FaultProxy(_port(couchdb_url), _drop_bulk_answers()) as proxy:
-        lossy = replace(settings, couchdb_url=proxy.url, bulk_size=50)
+        lossy = replace(settings, couchdb_url=_credentials_of(couchdb_url, proxy.url),
+                        bulk_size=50)
         manifest = extract_and_store(DAY, lossy)
         first_losses = proxy.actions(DROP, "_bulk_docs")
         assert first_losses >= 4
@@ -294,6 +295,13 @@ def test_lost_bulk_docs_answers_count_as_written_once(settings, fake_app, couchd
     assert losses > first_losses
     assert {k: restated[k] for k in QUALITY_MEASURES} == assert_exact(settings, fake_app, DAY)
     assert extract_and_store(DAY, settings)["written"] == 0  # nothing left to repair
+
+
+def _credentials_of(server: str, url: str) -> str:
+    """`url` with the user and password of `server` (e.g. Apache CouchDB's admin)."""
+    parsed = httpx.URL(server)
+    return str(httpx.URL(url).copy_with(username=parsed.username or None,
+                                        password=parsed.password or None))
 
 
 def _port(url: str) -> int:
