@@ -15,6 +15,8 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
+from kpi.anomalies import AnomalyRules
+
 PRODUCTION_CONFIG = Path(__file__).with_name("production.json")
 SEGMENTATIONS = ("OS", "Browser", "Screen", "Emails", "Locale", "API", "EmailType")
 # The special rules (SPEC §3.2, §4.2, §7) address steps by position: these are the step counts.
@@ -35,6 +37,7 @@ class Config:
     aliases: dict[str, str]
     flows: dict[str, tuple[tuple[str, str], ...]]
     milestones: tuple[tuple[str, str], ...]
+    anomalies: AnomalyRules = AnomalyRules()
 
     def steps(self, flow: str) -> tuple[str, ...]:
         """The step names of `flow`, in order."""
@@ -70,9 +73,10 @@ def validate_config(raw: object) -> Config:
     for key in ("segmentations", "aliases", "flows", "milestones"):
         if key not in raw:
             _fail(key, None, "to be present")
-    unknown = sorted(set(raw) - {"segmentations", "aliases", "flows", "milestones"})
+    unknown = sorted(set(raw) - {"segmentations", "aliases", "flows", "milestones", "anomalies"})
     if unknown:
-        _fail(unknown[0], raw[unknown[0]], "one of segmentations, aliases, flows, milestones")
+        _fail(unknown[0], raw[unknown[0]],
+              "one of segmentations, aliases, flows, milestones, anomalies")
 
     segmentations_raw = raw["segmentations"]
     if not isinstance(segmentations_raw, dict):
@@ -133,7 +137,27 @@ def validate_config(raw: object) -> Config:
             _fail(key, pair[1], "a YYYY-MM-DD date")
         milestones.append((pair[0], pair[1]))
 
-    return Config(segmentations, dict(aliases), flows, tuple(milestones))
+    return Config(segmentations, dict(aliases), flows, tuple(milestones),
+                  _anomaly_rules(raw.get("anomalies", {})))
+
+
+def _anomaly_rules(raw: object) -> AnomalyRules:
+    """The `anomalies` thresholds (each optional; defaults from `AnomalyRules`)."""
+    if not isinstance(raw, dict):
+        _fail("anomalies", raw, "an object of thresholds")
+    defaults = AnomalyRules()
+    known = {name: type(getattr(defaults, name)) for name in defaults.__dataclass_fields__}
+    values = {}
+    for name, value in raw.items():
+        if name not in known:
+            _fail(f"anomalies.{name}", value, f"one of {sorted(known)}")
+        number = known[name] is float and isinstance(value, int | float)
+        if isinstance(value, bool) or not (number or isinstance(value, known[name])) or value < 0:
+            _fail(f"anomalies.{name}", value, f"a {known[name].__name__} of 0 or more")
+        values[name] = known[name](value)
+    if values.get("weeks", 1) < 1:
+        _fail("anomalies.weeks", values["weeks"], "1 or more")
+    return AnomalyRules(**values)
 
 
 def load_config(path: Path | str | None = None) -> Config:

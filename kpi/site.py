@@ -32,6 +32,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kpi import __version__, charts
+from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies
 from kpi.config import Config
 from kpi.reports import Aggregates, to_csv, to_json
 from kpi.views import (
@@ -349,6 +350,10 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "days": day_ranges(days),
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    flags = detect_anomalies(reports, days, config.anomalies,
+                             {"password_reset": config.steps("password_reset")[-1]})
+    (data_dir / "anomalies.csv").write_text(anomalies_csv(flags), encoding="utf-8", newline="")
+    (data_dir / "anomalies.json").write_bytes(anomalies_json(flags))
     for path, content in view_files(reports, days):
         _write_json(data_dir / path, {**content, "build": manifest["build_id"]})
     (target / "vendor").mkdir()
@@ -374,7 +379,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     definitions = env.get_template("definitions.html").render(
         title="Definitions", current="definitions", differences=DIFFERENCES,
         segmentations=sorted(config.segmentations.items()),
-        min_segment_count=aggregates.min_segment_count, **common,
+        min_segment_count=aggregates.min_segment_count,
+        anomaly_rule=config.anomalies.describe(), **common,
     )
     (target / "definitions.html").write_text(definitions, encoding="utf-8")
     for page in PAGES:

@@ -1,0 +1,113 @@
+"""Anomaly flags: a lost day and a collapsed success rate are flagged low; weeks of normal
+weekday rhythm are not; the first week gets no verdict."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+
+from fake_source.generator import blobs_for_day, history_days
+from kpi.anomalies import COLUMNS, AnomalyRules, detect_anomalies
+from kpi.reports import build_reports
+from tests.unit.kpi_helpers import CONFIG, aggregates_of
+
+LAST = date(2026, 10, 31)
+DAYS = history_days(LAST, 42)  # six weeks
+OUTAGE = date(2026, 10, 14)  # a Wednesday of the third week
+LAST_STEPS = {"password_reset": CONFIG.steps("password_reset")[-1]}
+
+
+@pytest.fixture(scope="module")
+def six_weeks():
+    """Six weeks of fake blobs (weekday rhythm, trend, noise): their reports, and the same with
+    nine tenths of one day's blobs lost."""
+    by_day = {day: [b for _, b in blobs_for_day(11, day, 400, bad_rate=0.0)] for day in DAYS}
+    days = [d.isoformat() for d in DAYS]
+    normal = build_reports(aggregates_of([b for day in DAYS for b in by_day[day]]), CONFIG)
+    lossy = [b for day in DAYS for b in (by_day[day][::10] if day == OUTAGE else by_day[day])]
+    return days, normal, build_reports(aggregates_of(lossy), CONFIG)
+
+
+def test_weeks_of_normal_weekday_rhythm_raise_no_flag(six_weeks):
+    days, normal, _ = six_weeks
+    flags = detect_anomalies(normal, days, AnomalyRules(), LAST_STEPS)
+    assert list(flags.columns) == COLUMNS
+    assert flags.empty, flags
+
+
+def test_a_day_that_lost_nine_tenths_of_its_blobs_is_flagged_low(six_weeks):
+    days, _, lossy = six_weeks
+    flags = detect_anomalies(lossy, days, AnomalyRules(), LAST_STEPS)
+    total = flags[(flags.report == "assertions") & (flags.segmentation == "Total")]
+    assert total[["date", "direction"]].values.tolist() == [[OUTAGE.isoformat(), "low"]]
+    [row] = total.to_dict("records")
+    assert row["value"] < 0.2 * row["baseline"]
+    assert set(flags.date) == {OUTAGE.isoformat()}  # no other day, no other measure's day
+
+
+def _ratio_report(values: dict[date, tuple[int, int]]) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"date": day.isoformat(), "segmentation": "Total", "segment": "Total",
+         "measure": "value", "value": n / d, "numerator": n, "denominator": d}
+        for day, (n, d) in values.items()])
+
+
+def test_a_success_rate_that_halves_is_flagged_low_and_the_first_week_gets_no_verdict():
+    start = date(2026, 9, 1)
+    days = [start + timedelta(days=n) for n in range(35)]
+    rates = {day: (300 + 3 * (n % 5), 500) for n, day in enumerate(days)}  # about 60 %
+    halved, early = days[30], days[3]
+    rates[halved] = (150, 500)
+    rates[early] = (30, 500)  # far off, but with 3 days of history: no verdict
+    flags = detect_anomalies({"new_user_success": _ratio_report(rates)},
+                             [d.isoformat() for d in days], AnomalyRules(), LAST_STEPS)
+    assert flags[["date", "report", "measure", "direction"]].values.tolist() == [
+        [halved.isoformat(), "new_user_success", "value", "low"]]
+    assert flags.baseline[0] == pytest.approx(0.6, abs=0.03)
+
+
+def test_a_segment_under_the_volume_threshold_gets_no_verdict():
+    start = date(2026, 9, 1)
+    days = [start + timedelta(days=n) for n in range(35)]
+    rates = {day: (30, 50) for day in days}
+    rates[days[30]] = (5, 50)
+    flags = detect_anomalies({"new_user_success": _ratio_report(rates)},
+                             [d.isoformat() for d in days], AnomalyRules(), LAST_STEPS)
+    assert flags.empty
+    looser = AnomalyRules(min_volume=10)
+    assert len(detect_anomalies({"new_user_success": _ratio_report(rates)},
+                                [d.isoformat() for d in days], looser, LAST_STEPS)) == 1
+
+
+def test_a_processed_day_without_any_blob_counts_as_zero_on_total():
+    start = date(2026, 9, 1)
+    days = [start + timedelta(days=n) for n in range(35)]
+    report = pd.DataFrame([
+        {"date": day.isoformat(), "segmentation": "Total", "segment": "Total",
+         "measure": "value", "value": 1000.0, "numerator": None, "denominator": None}
+        for day in days if day != days[29]])
+    flags = detect_anomalies({"assertions": report}, [d.isoformat() for d in days],
+                             AnomalyRules(), LAST_STEPS)
+    assert flags[["date", "value", "baseline", "direction"]].values.tolist() == [
+        [days[29].isoformat(), 0.0, 1000.0, "low"]]
+
+
+def test_an_outage_in_the_second_week_is_flagged_against_every_day_before_it():
+    import random
+
+    rng = random.Random(5)
+    start = date(2026, 9, 7)  # a Monday
+    days = [start + timedelta(days=n) for n in range(35)]
+    rhythm = (1.0, 1.05, 1.05, 1.0, 0.95, 0.7, 0.65)
+    volume = {day: round(2000 * rhythm[day.weekday()] * rng.uniform(0.95, 1.05)) for day in days}
+    outage = days[9]
+    volume[outage] //= 10
+    report = pd.DataFrame([
+        {"date": day.isoformat(), "segmentation": "Total", "segment": "Total",
+         "measure": "value", "value": float(v), "numerator": None, "denominator": None}
+        for day, v in volume.items()])
+    flags = detect_anomalies({"assertions": report}, [d.isoformat() for d in days],
+                             AnomalyRules(), LAST_STEPS)
+    assert flags[["date", "direction"]].values.tolist() == [[outage.isoformat(), "low"]]
