@@ -59,8 +59,16 @@ def kpi_nightly():
 
         return nightly_aggregate(windows)
 
+    @task
+    def check_anomalies(results: list[dict], **context) -> list[dict]:
+        from kpi.pipeline import nightly_check_anomalies
+
+        return nightly_check_anomalies(results, context)
+
     windows = plan()
-    extract_and_store.expand(window=windows) >> aggregate(windows)
+    aggregated = aggregate(windows)
+    extract_and_store.expand(window=windows) >> aggregated
+    check_anomalies(aggregated)
 
 
 kpi_nightly()

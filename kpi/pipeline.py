@@ -629,6 +629,52 @@ def nightly_aggregate(windows: list[dict]) -> list[dict]:
     return results
 
 
+def check_anomalies(days: list[date], settings: Settings, config: Config | None = None,
+                    context: dict | None = None) -> list[dict]:
+    """The flags (`kpi.anomalies`) that concern `days`, as the site computes them (same
+    reports, small segments folded the same way), each logged as a warning; when one concerns
+    the last of `days` (a nightly run's own day), the `KPI_ANOMALY_CALLBACK` hook is called
+    with them and `context`. Never raises for a flag or a failing hook: a flag is news, not a
+    failure of the pipeline.
+
+    Returns:
+        The flags of `days` (dicts with `kpi.anomalies.COLUMNS`).
+    """
+    from kpi.anomalies import detect_anomalies
+    from kpi.reports import build_reports, fold_small_segments
+    from kpi.tasks import load_callback
+
+    if not days:
+        return []
+    config = config or load_config(settings.config_path)
+    rules = config.anomalies
+    first = min(days) - timedelta(days=7 * rules.weeks + rules.min_history_days)
+    aggregates = fold_small_segments(load_aggregates(settings, first, max(days), config),
+                                     settings.min_segment_count)
+    flags = detect_anomalies(build_reports(aggregates, config), aggregates.days, rules,
+                             {"password_reset": config.steps("password_reset")[-1]})
+    wanted = {day.isoformat() for day in days}
+    mine = [flag for flag in flags.to_dict("records") if flag["date"] in wanted]
+    for flag in mine:
+        log.warning("flagged %(direction)s: %(date)s %(report)s %(segmentation)s/%(segment)s "
+                    "%(measure)s = %(value)s against a baseline of %(baseline)s", flag)
+    own = [flag for flag in mine if flag["date"] == max(days).isoformat()]
+    if own and settings.anomaly_callback:
+        try:
+            load_callback(settings.anomaly_callback, "KPI_ANOMALY_CALLBACK")(own, context or {})
+        except Exception:  # a notifier's failure must not fail the pipeline
+            log.exception("KPI_ANOMALY_CALLBACK %s failed", settings.anomaly_callback)
+    return mine
+
+
+def nightly_check_anomalies(results: list[dict], context: dict | None = None) -> list[dict]:
+    """Airflow task: flag the run's days (`check_anomalies`), after their aggregation."""
+    from kpi.connections import airflow_settings
+
+    days = [date.fromisoformat(result["day"]) for result in results]
+    return check_anomalies(days, airflow_settings(), context=context)
+
+
 def nightly_publish() -> str:
     """Airflow task: rebuild and publish the site from every stored aggregate."""
     from kpi.connections import airflow_settings

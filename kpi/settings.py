@@ -114,6 +114,13 @@ class Settings:
         "good (e.g. to page someone); empty = log only.",
     )
 
+    anomaly_callback: str = _setting(
+        "KPI_ANOMALY_CALLBACK", "",
+        "Dotted path `module:function` called with the flags (a list of dicts) and the Airflow "
+        "context when the nightly check flags the run's own day (e.g. to post to a chat room); "
+        "empty = log only. A failing callback is logged, never fails the run.",
+    )
+
     @property
     def tls_verify(self) -> str | bool:
         """What HTTP clients verify certificates against: the CA bundle, or the system's."""

@@ -20,11 +20,11 @@ from kpi.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_callback(path: str) -> Callable[[dict], object]:
+def load_callback(path: str, setting: str = "KPI_FAILURE_CALLBACK") -> Callable[..., object]:
     """The function a `module:function` path names (ValueError when malformed)."""
     module, _, name = path.partition(":")
     if not module or not name:
-        msg = f"KPI_FAILURE_CALLBACK={path!r} must look like package.module:function"
+        msg = f"{setting}={path!r} must look like package.module:function"
         raise ValueError(msg)
     return getattr(importlib.import_module(module), name)
 

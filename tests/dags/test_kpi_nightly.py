@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pendulum
 import pytest
@@ -37,9 +38,10 @@ def test_dag_files_import_nothing_heavy():
 
 def test_nightly_graph_retries_timeouts_and_schedule(dagbag):
     dag = dagbag.dags["kpi_nightly"]
-    assert set(dag.task_dict) == {"plan", "extract_and_store", "aggregate"}
+    assert set(dag.task_dict) == {"plan", "extract_and_store", "aggregate", "check_anomalies"}
     assert dag.task_dict["plan"].downstream_task_ids == {"extract_and_store", "aggregate"}
     assert dag.task_dict["extract_and_store"].downstream_task_ids == {"aggregate"}
+    assert dag.task_dict["aggregate"].downstream_task_ids == {"check_anomalies"}
     # extract_and_store is mapped over the plan's windows, a bounded number at once
     assert type(dag.task_dict["extract_and_store"]).__name__.endswith("MappedOperator")
     assert dag.task_dict["extract_and_store"].max_active_tis_per_dagrun == 4
@@ -99,3 +101,57 @@ def test_a_nightly_run_restates_the_days_before_and_publish_builds_the_site(
     assert published.state == "success"
     manifest = (settings.site_dir / "data" / "manifest.json").read_text()
     assert '"first_day": "2026-10-01"' in manifest and '"last_day": "2026-10-02"' in manifest
+
+
+NOTIFIED: list[list[dict]] = []
+
+
+def notify(flags: list[dict], context: dict) -> None:
+    """A `KPI_ANOMALY_CALLBACK`: what the check handed over, and for which run."""
+    NOTIFIED.append([{**flag, "run_id": context["run_id"]} for flag in flags])
+
+
+def broken_notifier(flags: list[dict], context: dict) -> None:
+    raise RuntimeError("the chat room is down")
+
+
+@pytest.mark.parametrize("hook", ["notify", "broken_notifier"])
+def test_a_run_whose_own_day_lost_most_of_its_blobs_flags_it_and_calls_the_notifier(
+    airflow_db, dagbag, settings, monkeypatch, tmp_path, hook
+):
+    """Three weeks of history, then a night whose day lost nine tenths of its blobs: the
+    check_anomalies task flags it low and calls the configured notifier, and the run still
+    succeeds (also when the notifier fails)."""
+    from fake_source import create_app
+    from fake_source.server import running_in_thread
+    from kpi.pipeline import backfill
+
+    last = date(2026, 10, 22)
+    app = create_app(seed=3, per_day=300, days=22, last_day=last, bad_rate=0.0)
+    whole = app.state.store.range
+
+    def outage(start, end):  # the night's own day: only one row in ten arrived
+        rows = whole(start, end)
+        return [row for n, row in enumerate(rows)
+                if row["value"]["timestamp"] < 1792627200000 or n % 10 == 0]
+
+    app.state.store.range = outage
+    with running_in_thread(app) as base:
+        here = dataclasses.replace(settings, source_url=f"{base}/wsapi/interaction_data")
+        backfill(last - timedelta(days=21), last - timedelta(days=1), here, progress=False)
+        _environment(monkeypatch, here, KPI_RESTATE_DAYS="0",
+                     KPI_ANOMALY_CALLBACK=f"{__name__}:{hook}")
+        NOTIFIED.clear()
+        run = dagbag.dags["kpi_nightly"].test(
+            logical_date=pendulum.datetime(2026, 10, 23, tz="UTC"))
+    assert run.state == "success"
+    [check] = [ti for ti in run.get_task_instances() if ti.task_id == "check_anomalies"]
+    flags = check.xcom_pull(task_ids="check_anomalies")
+    total = [f for f in flags if f["report"] == "assertions" and f["segmentation"] == "Total"]
+    assert [(f["date"], f["direction"]) for f in total] == [("2026-10-22", "low")]
+    if hook == "notify":
+        [notified] = NOTIFIED
+        assert {f["date"] for f in notified} == {"2026-10-22"} and notified[0]["run_id"]
+        assert any(f["report"] == "assertions" for f in notified)
+    else:
+        assert NOTIFIED == []
