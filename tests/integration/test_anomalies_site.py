@@ -1,0 +1,43 @@
+"""Flagged days end to end: five weeks of fake data with an outage day, back-filled by the real
+pipeline; the published anomalies.csv flags that day low and (almost) nothing else."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from fake_source import create_app
+from fake_source.server import running_in_thread
+from kpi.pipeline import backfill
+
+pytestmark = pytest.mark.integration
+LAST = date(2026, 10, 31)
+FIRST = LAST - timedelta(days=34)
+OUTAGE = date(2026, 10, 20)
+
+
+def test_an_outage_day_is_flagged_low_and_normal_weeks_are_not(settings):
+    app = create_app(seed=9, per_day=300, days=35, last_day=LAST, bad_rate=0.01)
+    whole = app.state.store.range
+    start = int(datetime(OUTAGE.year, OUTAGE.month, OUTAGE.day, tzinfo=UTC).timestamp() * 1000)
+
+    def outage(low, high):  # most of the outage day's blobs never reached KPIggybank
+        rows = whole(low, high)
+        return [row for n, row in enumerate(rows)
+                if not start <= row["key"] < start + 86_400_000 or n % 8 == 0]
+
+    app.state.store.range = outage
+    with running_in_thread(app) as base:
+        here = dataclasses.replace(settings, source_url=f"{base}/wsapi/interaction_data")
+        backfill(FIRST, LAST, here, progress=False)
+    with open(settings.site_dir / "data" / "anomalies.csv", encoding="utf-8") as handle:
+        flags = list(csv.DictReader(handle))
+    assert {(f["date"], f["direction"]) for f in flags
+            if f["report"] == "assertions" and f["segmentation"] == "Total"} == {
+        (OUTAGE.isoformat(), "low")}
+    first_week = {(FIRST + timedelta(days=n)).isoformat() for n in range(7)}
+    assert not [f for f in flags if f["date"] in first_week]
+    assert len({f["date"] for f in flags} - {OUTAGE.isoformat()}) <= 1, flags
