@@ -213,7 +213,8 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
 def overview_config(tiles: list[dict]) -> dict:
     """What the overview's script needs: the tiles' recent values and the sparkline templates."""
     return {
-        "tiles": [{key: tile[key] for key in ("id", "label", "percent", "recent")}
+        "tiles": [{key: tile[key] for key in ("id", "label", "report", "measure", "percent",
+                                              "recent")}
                   for tile in tiles],
         "specs": {"percent": charts.spec(charts.sparkline_chart(percent=True)),
                   "count": charts.spec(charts.sparkline_chart(percent=False))},
@@ -315,6 +316,25 @@ def _write_json(path: Path, content: object) -> None:
     path.write_bytes(orjson.dumps(content))
 
 
+ANOMALIES_JSON = "anomalies.json"
+ANOMALIES_CSV = "anomalies.csv"
+ANOMALY_COLUMNS = ("date", "report", "segmentation", "segment", "measure", "value", "baseline",
+                   "direction")
+
+
+def write_no_flags(data_dir: Path) -> None:
+    """Publish "no day flagged" (`[]` and a header-only CSV) unless the build wrote its flags.
+
+    Every page reads `data/anomalies.json` to mark flagged days, so each build publishes it:
+    a page never asks for a file that is not there (a 404 in every reader's console).
+    """
+    if not (data_dir / ANOMALIES_JSON).exists():
+        (data_dir / ANOMALIES_JSON).write_bytes(b"[]")
+    if not (data_dir / ANOMALIES_CSV).exists():
+        (data_dir / ANOMALIES_CSV).write_text(",".join(ANOMALY_COLUMNS) + "\n",
+                                              encoding="utf-8", newline="")
+
+
 def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.DataFrame],
                 config: Config, built_at: datetime,
                 files: dict[str, tuple[str, bytes]] | None = None) -> None:
@@ -349,6 +369,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "days": day_ranges(days),
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    write_no_flags(data_dir)
     for path, content in view_files(reports, days):
         _write_json(data_dir / path, {**content, "build": manifest["build_id"]})
     (target / "vendor").mkdir()
