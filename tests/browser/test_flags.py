@@ -175,8 +175,43 @@ def test_no_flag_no_mark_and_no_error(browser, site, flags):
             assert page.locator(".tile-flags:visible").count() == 0
             if name == "data_quality.html":
                 assert page.locator("#flag-list").inner_text().strip() == "No day flagged."
-            if flags is None:  # the browser reports the missing file itself; nothing else
-                opened.problems[:] = [p for p in opened.problems if "404" not in p]
+            if flags is None:  # Chromium reports the missing file itself; the page nothing
+                assert opened.failures and all("/data/anomalies.json?v=" in url
+                                               for url in opened.failures)
+                opened.problems[:] = [p for p in opened.problems
+                                      if not p.startswith("Failed to load resource: the "
+                                                          "server responded with a status of 404")]
+            else:
+                assert opened.failures == []
             close(opened)
+    finally:
+        write_flags(folder, [])
+
+
+def test_step_charts_and_funnel_panels_mark_the_flagged_step(browser, site):
+    base, folder = site
+    fetched = value_of(folder, "data_quality", FLAG_DAY, measure="fetched")
+    done = CONFIG.steps("password_reset")[-1]
+    write_flags(folder, [flag("data_quality", FLAG_DAY, fetched, fetched / 3, "high",
+                              measure="fetched"),
+                         flag("password_reset", FLAG_DAY, 0.1, 0.6, measure=done)])
+    try:
+        opened = open_page(browser, f"{base}/data_quality.html")
+        page = opened.page
+        symbols = page.locator(FLAG_SYMBOLS)
+        assert symbols.count() == 1
+        assert tooltip_of(page, symbols) == (
+            f"flagged high: value {fetched:,.0f} vs baseline {fetched / 3:,.2f}".rstrip("0")
+            .rstrip(".") + " (fetched, Total)")
+        close(opened)
+        opened = open_page(browser, f"{base}/password_reset.html")
+        page = opened.page
+        panels = page.locator(".panel")
+        marked = [panels.nth(i).locator("h3").inner_text() for i in range(panels.count())
+                  if panels.nth(i).locator("svg .flags_marks path").count()]
+        assert marked == [done]
+        assert page.evaluate("window.kpi.flags.map(f => f.text)") == [
+            f"flagged low: value 10.0% vs baseline 60.0% ({done}, Total)"]
+        close(opened)
     finally:
         write_flags(folder, [])
