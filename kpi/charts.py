@@ -11,6 +11,8 @@ of the current view, cut it to the chosen date range and visible series, and han
 | `funnel` | step × visible series | `step`, `label`, `order`, `series`, `color`, `rank`, `count`, |
 | | | `share` (of step 1) |
 | `milestones` | milestone in the range | `date` (ms), `milestone` (drawn as text, never as HTML) |
+| `flags` | flagged day × shown series | `date` (ms), `value` (where the symbol sits: the flagged |
+| | | value, or its stack's top), `direction` (`low`/`high`), `text` (the tooltip) |
 
 Colours come from the rows (`color`, `scale=None`) so a series keeps its colour when others are
 hidden, and the legend is the page's own list of checkboxes: no Vega legend can be clipped, and
@@ -98,6 +100,31 @@ def milestone_layers() -> list[alt.Chart]:
     return [rules, labels]
 
 
+FLAG_COLOR = "#d62728"  # red on light and dark backgrounds; the shape carries the direction
+FLAG_SHAPES = {"low": "triangle-down", "high": "triangle-up"}
+
+
+def flag_layer(title: str, percent: bool, size: int = 130) -> alt.Chart:
+    """A red triangle (down for low, up for high) on each flagged day of the `flags` dataset.
+
+    Its tooltip is the row's `text` ("flagged low: value V vs baseline B (measure, segment)"),
+    written by the page; the layer shares the value axis, so `value` is in the chart's units.
+    """
+    return (
+        alt.Chart(_named("flags"))
+        .mark_point(filled=True, opacity=1, color=FLAG_COLOR, stroke="white", strokeWidth=1)
+        .encode(
+            x=alt.X("date:T"),
+            y=_value(title, percent),
+            shape=alt.Shape("direction:N", legend=None, scale=alt.Scale(
+                domain=list(FLAG_SHAPES), range=list(FLAG_SHAPES.values()))),
+            size=alt.value(size),
+            tooltip=alt.Tooltip("text:N"),  # one field, no title: the tooltip is the text
+        )
+        .properties(name="flags")
+    )
+
+
 def series_chart(title: str, percent: bool, ratio: bool, area: bool = False,
                  height: int = 300) -> alt.LayerChart:
     """Value over the days, one line (or stacked area) per visible series, plus milestones.
@@ -120,7 +147,7 @@ def series_chart(title: str, percent: bool, ratio: bool, area: bool = False,
     )
     if area:  # stack in rank order (on a line, `order` would reorder the path's points)
         data = data.encode(order=alt.Order("rank:Q"))
-    return alt.layer(data, *milestone_layers()).properties(
+    return alt.layer(data, *milestone_layers(), flag_layer(title, percent)).properties(
         width="container", height=height
     )
 
@@ -154,9 +181,9 @@ def funnel_chart(title: str) -> alt.Chart:
     )
 
 
-def sparkline_chart(percent: bool) -> alt.Chart:
-    """A headline KPI's last days, for an overview tile."""
-    return (
+def sparkline_chart(percent: bool) -> alt.LayerChart:
+    """A headline KPI's last days, for an overview tile, with its flagged days (`flags`)."""
+    line = (
         alt.Chart(_named("rows"))
         .mark_line(strokeWidth=2, point=alt.OverlayMarkDef(size=12))
         .encode(
@@ -168,8 +195,10 @@ def sparkline_chart(percent: bool) -> alt.Chart:
                 alt.Tooltip("value:Q", title="Value", format=".2%" if percent else ",.4~f"),
             ],
         )
-        .properties(width="container", height=44)
     )
+    flags = flag_layer("", percent, size=60).encode(
+        y=alt.Y("value:Q", axis=None, scale=alt.Scale(zero=False)))
+    return alt.layer(line, flags).properties(width="container", height=44)
 
 
 def spec(chart: alt.TopLevelMixin, validate: bool = False) -> dict:

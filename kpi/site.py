@@ -214,7 +214,8 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
 def overview_config(tiles: list[dict]) -> dict:
     """What the overview's script needs: the tiles' recent values and the sparkline templates."""
     return {
-        "tiles": [{key: tile[key] for key in ("id", "label", "percent", "recent")}
+        "tiles": [{key: tile[key] for key in ("id", "label", "report", "measure", "percent",
+                                              "recent")}
                   for tile in tiles],
         "specs": {"percent": charts.spec(charts.sparkline_chart(percent=True)),
                   "count": charts.spec(charts.sparkline_chart(percent=False))},

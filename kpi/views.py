@@ -245,7 +245,7 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
     """The overview tiles: last complete day, last 7 days vs the 7 before, and a sparkline.
 
     Returns:
-        One dict per headline: `id, label, report, percent, up_is_good, summary, last_day,
+        One dict per headline: `id, label, report, measure, percent, up_is_good, summary, last_day,
         last_value, current, previous, change, direction, good, recent` where `change` is the
         current week minus the previous one (relative for per-day means, None when the previous
         mean was 0; absolute for rates and medians), `direction` is `up`, `down` or `flat`
@@ -286,8 +286,8 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
                     recent.append([day, values.get(day)])
         tiles.append({
             "id": headline.id, "label": headline.label, "report": headline.report,
-            "percent": headline.percent, "up_is_good": headline.up_is_good,
-            "summary": headline.summary, "last_day": last_day,
+            "measure": headline.measure, "percent": headline.percent,
+            "up_is_good": headline.up_is_good, "summary": headline.summary, "last_day": last_day,
             "last_value": values.get(last_day), "current": current, "previous": previous,
             "change": change, "direction": direction, "good": good, "recent": recent,
         })

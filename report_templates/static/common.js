@@ -66,8 +66,10 @@ export async function draw(element, template, datasets, themes, options = {}) {
       if (layer.mark && layer.mark.point) layer.mark.point = false;
     }
   }
-  if (spec.layer && !(datasets.milestones || []).length) {
-    spec.layer = spec.layer.filter((layer) => !(layer.data && layer.data.name === "milestones"));
+  if (spec.layer) { // annotation layers without rows are left out
+    spec.layer = spec.layer.filter((layer) => !(layer.data
+      && ["milestones", "flags"].includes(layer.data.name)
+      && !(datasets[layer.data.name] || []).length));
   }
   release(element);
   try {
@@ -87,4 +89,47 @@ export async function draw(element, template, datasets, themes, options = {}) {
     console.error(error);
     return null;
   }
+}
+
+// ---- flagged days (data/anomalies.json) ------------------------------------------------------
+
+const DIRECTIONS = new Set(["low", "high"]);
+
+/** A flag as published, or null when a field is missing or malformed (it is then ignored). */
+function checkedFlag(item) {
+  if (!item || typeof item !== "object") return null;
+  const { date, report, segmentation, segment, measure, value, baseline, direction } = item;
+  const texts = [report, segmentation, segment, measure];
+  if (Number.isNaN(dayNumber(date)) || texts.some((text) => typeof text !== "string")
+    || !Number.isFinite(value) || !Number.isFinite(baseline) || !DIRECTIONS.has(direction)) {
+    return null;
+  }
+  return { date, report, segmentation, segment, measure, value, baseline, direction };
+}
+
+/**
+ * The days the build flagged as abnormal (`data/anomalies.json`), well-formed ones only.
+ * Resolves to [] when the file is missing or unreadable: marks are an extra, never a failure.
+ */
+export async function loadFlags(build) {
+  try {
+    const response = await fetch(`data/anomalies.json?v=${encodeURIComponent(build || "")}`);
+    if (!response.ok) return [];
+    const items = await response.json();
+    return Array.isArray(items) ? items.map(checkedFlag).filter(Boolean) : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * A flag in words, in the chart's units (percent for fractions): "flagged low: value 12 vs
+ * baseline 140 (value, Total)", or with `onDay` "flagged low on 2026-10-12: 12 vs baseline 140".
+ */
+export function flagText(flag, percent, onDay = false) {
+  const value = formatValue(flag.value, percent);
+  const baseline = formatValue(flag.baseline, percent);
+  if (onDay) return `flagged ${flag.direction} on ${flag.date}: ${value} vs baseline ${baseline}`;
+  return `flagged ${flag.direction}: value ${value} vs baseline ${baseline} `
+    + `(${flag.measure}, ${flag.segment})`;
 }

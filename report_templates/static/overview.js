@@ -1,10 +1,12 @@
 // The overview: how fresh the data is (from data/manifest.json, judged in the reader's browser,
 // so a page cached or left open still tells the truth) and a sparkline per headline tile.
-import { DAY_MS, dayNumber, draw, embedded, formatValue, onThemeChange } from "./common.js";
+import {
+  DAY_MS, dayNumber, draw, embedded, flagText, formatValue, loadFlags, onThemeChange,
+} from "./common.js";
 
 const overview = embedded("overview-config");
 const STALE_HOURS = 36;
-window.kpi = { ready: false, views: {} };
+window.kpi = { ready: false, views: {}, flags: {} };
 
 function hoursText(hours) {
   if (hours < 1) return "less than an hour";
@@ -46,18 +48,56 @@ async function freshness() {
   }
 }
 
+const build = document.querySelector('meta[name="kpi-build"]')?.content || "";
+let allFlags = null; // Promise of the build's flagged days (data/anomalies.json)
+
+/** The tile's flags: its report and measure, Total, on a day of its sparkline. */
+async function tileFlags(tile) {
+  allFlags = allFlags || loadFlags(build);
+  const days = new Set(tile.recent.map(([day]) => day));
+  return (await allFlags).filter((f) => f.report === tile.report && f.measure === tile.measure
+    && f.segmentation === "Total" && f.segment === "Total" && days.has(f.date));
+}
+
+/** Say on the tile which of its days were flagged (a symbol and the text; text only, no HTML). */
+function markTile(tile, flags) {
+  const element = document.getElementById(`flags-${tile.id}`);
+  if (!element) return;
+  element.replaceChildren();
+  element.hidden = !flags.length;
+  for (const flag of flags) {
+    const line = document.createElement("span");
+    line.className = "tile-flag";
+    line.dataset.direction = flag.direction;
+    const text = flagText(flag, tile.percent, true);
+    line.title = text;
+    const symbol = document.createElement("span");
+    symbol.className = "flag-symbol";
+    symbol.setAttribute("aria-hidden", "true");
+    symbol.textContent = flag.direction === "low" ? "▼" : "▲";
+    line.append(symbol, ` ${text}`);
+    element.append(line);
+  }
+}
+
 async function sparklines() {
   const drawn = overview.tiles.map(async (tile) => {
     const element = document.getElementById(`spark-${tile.id}`);
     if (!element || !tile.recent.length) return;
+    const flagged = await tileFlags(tile);
+    markTile(tile, flagged);
+    const flags = flagged.map((f) => ({ date: dayNumber(f.date) * DAY_MS, value: f.value,
+      direction: f.direction, text: flagText(f, tile.percent, true) }));
+    window.kpi.flags[tile.id] = flags;
     const rows = tile.recent.map(([day, value]) => ({ date: dayNumber(day) * DAY_MS, value }));
     const values = rows.filter((r) => r.value !== null).map((r) => r.value);
     const description = `${tile.label}, last ${rows.length} days: `
       + (values.length ? `from ${formatValue(Math.min(...values), tile.percent)} to `
-        + `${formatValue(Math.max(...values), tile.percent)}` : "no values") + ".";
+        + `${formatValue(Math.max(...values), tile.percent)}` : "no values") + "."
+      + flags.map((f) => ` ${f.text[0].toUpperCase()}${f.text.slice(1)}.`).join("");
     element.setAttribute("aria-label", description);
     window.kpi.views[tile.id] = await draw(element, overview.specs[tile.percent ? "percent" : "count"],
-      { rows }, overview.themes, { description, actions: false });
+      { rows, flags }, overview.themes, { description, actions: false });
   });
   await Promise.all(drawn);
 }

@@ -2,7 +2,8 @@
 // all computed here from the page's view files (data/view/<report>/<segmentation>/<year>.json).
 // The state lives in the URL (?from=…&to=…&seg=…[&mode=area][&show=…]) so a view can be shared.
 import {
-  DAY_MS, dayNumber, dayText, draw, embedded, formatValue, onThemeChange, release,
+  DAY_MS, dayNumber, dayText, draw, embedded, flagText, formatValue, loadFlags, onThemeChange,
+  release,
 } from "./common.js";
 
 const page = embedded("page-config");
@@ -14,7 +15,9 @@ const last = dayNumber(page.last_day);
 const blocks = new Map(); // "<segmentation>/<year>" → Promise of that view file
 
 // What the page shows now; `window.kpi` exposes it (and the drawn views) to tests.
-const kpi = { state: null, views: {}, rows: [], funnel: [], ready: false, renders: 0 };
+const kpi = {
+  state: null, views: {}, rows: [], funnel: [], flags: [], ready: false, renders: 0,
+};
 window.kpi = kpi;
 
 const yearOf = (day) => new Date(day * DAY_MS).getUTCFullYear();
@@ -231,6 +234,45 @@ function milestonesIn(from, to) {
     .map((m) => ({ milestone: m.milestone, date: m.day * DAY_MS }));
 }
 
+// ---- flagged days ---------------------------------------------------------------------------
+
+let allFlags = null; // Promise of every well-formed flag of the build (data/anomalies.json)
+const flagsOnce = () => { allFlags = allFlags || loadFlags(page.build); return allFlags; };
+
+/**
+ * The `flags` dataset of a chart drawn from `rows`: one symbol per flag of this report, of the
+ * shown segmentation, on a drawn day and series, placed at the flagged value (on stacked areas,
+ * at the top of its series' band, where its value ends), with its text as the tooltip.
+ */
+async function flagRows(rows, stacked = false) {
+  const flags = (await flagsOnce()).filter((f) => f.report === page.report
+    && f.segmentation === kpi.state.seg);
+  if (!flags.length || !rows.length) return [];
+  const drawn = new Map(); // "<day ms>|<segment>|<measure>" → the drawn row
+  for (const row of rows) {
+    const segment = kpi.state.seg === "Total" ? "Total" : row.series;
+    drawn.set(`${row.date}|${segment}|${row.measure}`, row);
+  }
+  const result = [];
+  for (const flag of flags) {
+    const date = dayNumber(flag.date) * DAY_MS;
+    const row = drawn.get(`${date}|${flag.segment}|${flag.measure}`);
+    if (!row) continue;
+    let value = flag.value;
+    if (stacked) { // the band's top: the sum of this day's series stacked up to this one
+      value = rows.filter((r) => r.date === date && r.rank <= row.rank)
+        .reduce((sum, r) => sum + (r.value ?? 0), 0);
+    }
+    result.push({ date, value, direction: flag.direction, series: row.series,
+      text: flagText(flag, page.percent) });
+  }
+  return result;
+}
+
+function describeFlags(flags) {
+  return flags.length ? ` ${flags.length} flagged: ${flags.map((f) => f.text).join("; ")}.` : "";
+}
+
 function describe(file, rows, from, to) {
   const scope = file.segmentation === "Total" ? "Total" : `by ${file.segmentation}`;
   const range = `${dayText(from)} to ${dayText(to)} (UTC)`;
@@ -253,11 +295,13 @@ async function drawSeries(file, series, items, i0, i1, present) {
   const rows = timeRows(file, series, items, i0, i1, present);
   kpi.rows = rows;
   const template = kpi.state.mode === "area" ? page.specs.areas : page.specs.lines;
+  const flags = await flagRows(rows, kpi.state.mode === "area");
+  kpi.flags = flags;
   const description = describe(file, rows, dayNumber(file.first_day) + i0,
-    dayNumber(file.first_day) + i1);
+    dayNumber(file.first_day) + i1) + describeFlags(flags);
   $("chart-caption").textContent = description;
   kpi.views.main = await draw($("chart"), template, {
-    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to),
+    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags,
   }, page.themes, {
     description,
     renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
@@ -346,6 +390,7 @@ async function drawFunnel(file, series, items, i0, i1, present) {
     || visibleItems(items).includes(s.segment)), items, i0, i1, present);
   kpi.rows = rows;
   const perPanel = rows.length / numbers.steps.length;
+  kpi.flags = [];
   for (const step of numbers.steps) {
     const figure = document.createElement("figure");
     figure.className = "panel";
@@ -355,12 +400,15 @@ async function drawFunnel(file, series, items, i0, i1, present) {
     box.className = "chart small";
     const caption = document.createElement("figcaption");
     const stepRows = rows.filter((r) => r.measure === step);
-    caption.textContent = describe(file, stepRows, from, to).replace(page.title, step);
+    const flags = await flagRows(stepRows);
+    kpi.flags.push(...flags);
+    caption.textContent = describe(file, stepRows, from, to).replace(page.title, step)
+      + describeFlags(flags);
     caption.className = "visually-hidden";
     figure.append(heading, box, caption);
     panels.append(figure);
     drawn.push(draw(box, page.specs.panel, {
-      rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to),
+      rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags,
     }, page.themes, {
       description: caption.textContent, renderer: perPanel > CANVAS_ABOVE ? "canvas" : "svg",
     }).then((view) => { kpi.views[step] = view; }));
@@ -436,6 +484,56 @@ function downloadView() {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+// ---- the list of flagged days (data quality page) -------------------------------------------
+
+const FLAG_COLUMNS = ["date", "report", "segmentation", "segment", "measure", "value", "baseline",
+  "direction"];
+let flagListFilled = false;
+
+/** Every flagged day of the build, as a table (or "No day flagged."), once per page load. */
+async function fillFlagList() {
+  const box = $("flag-list");
+  if (!box || flagListFilled) return;
+  flagListFilled = true;
+  const flags = await flagsOnce();
+  if (!flags.length) {
+    const none = document.createElement("p");
+    none.className = "empty";
+    none.textContent = "No day flagged.";
+    box.replaceChildren(none);
+    return;
+  }
+  const table = document.createElement("table");
+  table.className = "data flags";
+  const caption = document.createElement("caption");
+  caption.textContent = `${flags.length} flagged ${flags.length === 1 ? "day" : "days"}`;
+  const head = document.createElement("tr");
+  for (const name of FLAG_COLUMNS) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = name;
+    head.append(th);
+  }
+  const thead = document.createElement("thead");
+  thead.append(head);
+  const tbody = document.createElement("tbody");
+  for (const flag of flags) {
+    const tr = document.createElement("tr");
+    for (const name of FLAG_COLUMNS) {
+      const td = document.createElement("td");
+      if (name === "value" || name === "baseline") td.className = "num";
+      td.textContent = String(flag[name]);
+      tr.append(td);
+    }
+    tbody.append(tr);
+  }
+  table.append(caption, thead, tbody);
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.append(table);
+  box.replaceChildren(wrap);
 }
 
 // ---- controls -------------------------------------------------------------------------------
@@ -635,6 +733,7 @@ async function renderNow() {
     $("views").hidden = true;
     kpi.rows = [];
     kpi.funnel = [];
+    kpi.flags = [];
     if ($("funnel-table")) fillFunnelTable(funnelNumbers(file, [], [], i0, i1));
   } else {
     say("empty", "");
@@ -643,6 +742,7 @@ async function renderNow() {
     else await drawSeries(file, series, items, i0, i1, present);
   }
   fillDataTable();
+  await fillFlagList();
   kpi.renders += 1;
 }
 

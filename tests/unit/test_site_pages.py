@@ -25,7 +25,7 @@ def _layers(spec: dict) -> list[dict]:
 def test_series_chart_reads_named_data_and_colours_from_rows():
     spec = charts.spec(charts.series_chart("Success rate", percent=True, ratio=True))
     assert "$schema" not in spec
-    data, rules, labels = _layers(spec)
+    data, rules, labels, flags = _layers(spec)
     assert data["data"] == {"name": "rows"}
     assert data["mark"]["type"] == "line"
     assert data["encoding"]["color"] == {"field": "color", "type": "nominal", "legend": None,
@@ -37,6 +37,23 @@ def test_series_chart_reads_named_data_and_colours_from_rows():
     assert rules["data"] == labels["data"] == {"name": "milestones"}
     assert labels["mark"]["type"] == "text" and labels["encoding"]["text"]["field"] == "milestone"
     assert spec["width"] == "container"
+    assert flags["data"] == {"name": "flags"}
+
+
+def test_flagged_days_are_triangles_on_the_value_axis_with_their_text_as_tooltip():
+    for chart in (charts.series_chart("Blobs", False, False),
+                  charts.series_chart("Blobs", False, False, area=True),
+                  charts.sparkline_chart(percent=True)):
+        flags = _layers(charts.spec(chart))[-1]
+        assert flags["data"] == {"name": "flags"} and flags["name"] == "flags"
+        assert flags["mark"]["type"] == "point" and flags["mark"]["filled"] is True
+        assert flags["encoding"]["y"]["field"] == "value"
+        assert flags["encoding"]["y"].get("stack") is None  # at its value, never stacked again
+        assert flags["encoding"]["shape"]["scale"] == {
+            "domain": ["low", "high"], "range": ["triangle-down", "triangle-up"]}
+        assert flags["encoding"]["tooltip"] == {"field": "text", "type": "nominal"}
+    lines = charts.spec(charts.series_chart("Rate", percent=True, ratio=True))
+    assert _layers(lines)[-1]["encoding"]["y"]["axis"]["format"] == ".0%"  # the chart's units
 
 
 def test_count_chart_has_no_ratio_tooltips_and_areas_stack():
@@ -74,7 +91,7 @@ def test_every_chart_template_is_valid_vega_lite():
 
 def test_an_invalid_template_is_caught_by_the_schema_check():
     broken = charts.sparkline_chart(percent=True)
-    broken.mark = "no-such-mark"
+    broken.layer[0].mark = "no-such-mark"
     with pytest.raises(Exception, match="no-such-mark"):
         charts.spec(broken, validate=True)
     assert charts.spec(broken)  # what a build would do: no check
@@ -154,6 +171,23 @@ def test_published_data_files_are_unchanged_by_the_view_files(site):
     assert (target / "data" / "view" / "assertions" / "Locale" / "2026.json").is_file()
 
 
+def test_a_build_without_flags_publishes_none(site):
+    """Pages read data/anomalies.json, so a build always has it: [] and a header-only CSV."""
+    target, _ = site
+    assert json.loads((target / "data" / "anomalies.json").read_text()) == []
+    assert (target / "data" / "anomalies.csv").read_text() == (
+        "date,report,segmentation,segment,measure,value,baseline,direction\n")
+
+
+def test_the_data_quality_page_has_a_list_of_flagged_days(site):
+    target, _ = site
+    soup = BeautifulSoup((target / "data_quality.html").read_text(), "html.parser")
+    assert soup.find(id="flag-list") is not None
+    assert soup.find("a", href="data/anomalies.csv") is not None
+    other = BeautifulSoup((target / "assertions.html").read_text(), "html.parser")
+    assert other.find(id="flag-list") is None
+
+
 def test_pages_use_relative_links_only(site):
     target, _ = site
     for path in target.glob("*.html"):
@@ -205,6 +239,10 @@ def test_overview_has_a_tile_per_headline(site):
     assert tiles[4].select_one(".tile-value").get_text(" ", strip=True) == "1 on 2026-10-03"
     assert "Not enough history" in tiles[4].get_text()
     assert soup.find(id="freshness") is not None and soup.select("table.summary tr")
+    config = json.loads(soup.find(id="overview-config").string)
+    assert [(t["report"], t["measure"]) for t in config["tiles"]][:2] == [
+        ("new_user_per_day", "value"), ("new_user_success", "value")]
+    assert len(soup.select(".tile .tile-flags[hidden]")) == 6  # marked by the page's script
 
 
 def test_scripts_and_styles_carry_the_asset_version(site):
