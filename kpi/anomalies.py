@@ -120,6 +120,16 @@ def _code_points(column: pd.Series) -> pd.Series:
     return column.astype(str).map(lambda text: text.encode("utf-32-be"))
 
 
+def _column_medians(rows: np.ndarray) -> np.ndarray:
+    """The median of each column's non-NaN values (NaN when none): `np.nanmedian` of a few
+    rows, without its masked-array cost."""
+    ordered = np.sort(rows, axis=0)  # NaN last
+    count = (~np.isnan(rows)).sum(axis=0)
+    low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None, :] // 2, axis=0)[0]
+    high = np.take_along_axis(ordered, (count // 2)[None, :], axis=0)[0]
+    return np.where(count > 0, (low + high) / 2, np.nan)
+
+
 def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: AnomalyRules,
                  ratio: bool, zero_fill: bool) -> pd.DataFrame:
     """The flagged days of one measure's daily series (date, value, baseline, direction),
@@ -145,9 +155,9 @@ def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: Anomal
     points = (~np.isnan(earlier)).sum(axis=0)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no baseline
-        baseline = np.nanmedian(earlier, axis=0)
-        spread = 1.4826 * np.nanmedian(np.abs(earlier - baseline), axis=0)
-        base_volume = np.nanmedian(np.where(np.isnan(earlier), np.nan, earlier_volume), axis=0)
+        baseline = _column_medians(earlier)
+        spread = 1.4826 * _column_medians(np.abs(earlier - baseline))
+        base_volume = _column_medians(np.where(np.isnan(earlier), np.nan, earlier_volume))
     history = (grid - grid[0]).days.to_numpy() >= rules.min_history_days
     # too few same weekdays yet (the first weeks, a segment with gaps): the previous days
     for n in np.flatnonzero(history & (points < WEEKDAY_POINTS) & ~np.isnan(values)):
