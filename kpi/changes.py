@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
@@ -67,8 +68,8 @@ class Changes:
     new_days: frozenset[str]
 
 
-def _report_lines(data_dir: Path) -> dict[str, list[str]]:
-    """Each report CSV of `data_dir` (header `REPORT_COLUMNS`) as its lines, header dropped."""
+def _report_texts(data_dir: Path) -> dict[str, str]:
+    """Each report CSV of `data_dir` (header `REPORT_COLUMNS`) as its text, header dropped."""
     reports = {}
     if not data_dir.is_dir():
         return reports
@@ -80,8 +81,20 @@ def _report_lines(data_dir: Path) -> dict[str, list[str]]:
             continue
         header, _, body = text.partition("\n")
         if header == _HEADER:
-            reports[path.stem] = body.splitlines()
+            reports[path.stem] = body
     return reports
+
+
+def _days(data_dir: Path, texts: dict[str, str]) -> frozenset[str]:
+    """The days a build published: its manifest's day ranges, else the days of its files."""
+    try:
+        ranges = orjson.loads((data_dir / "manifest.json").read_bytes())["days"]
+        return frozenset(str(first + timedelta(n))
+                         for first, last in ((date.fromisoformat(a), date.fromisoformat(b))
+                                             for a, b in ranges)
+                         for n in range((last - first).days + 1))
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return frozenset(line[:10] for text in texts.values() for line in text.splitlines())
 
 
 def _rows(lines: set[str]) -> dict[tuple[str, str, str, str], str]:
@@ -101,15 +114,18 @@ def compare(previous: Path | None, target: Path) -> Changes:
     """The changes between the report files of the build `previous` (None: no previous build)
     and those of `target`, both site folders. Only the lines that differ are parsed, so an
     unchanged history costs a set difference."""
-    new = _report_lines(target / "data")
-    new_days = frozenset(line[:10] for lines in new.values() for line in lines)
+    new = _report_texts(target / "data")
+    new_days = _days(target / "data", new)
     if previous is None or not (previous / "data").is_dir():
         return Changes([], None, frozenset(), new_days)
-    old = _report_lines(previous / "data")
-    old_days = frozenset(line[:10] for lines in old.values() for line in lines)
+    old = _report_texts(previous / "data")
+    old_days = _days(previous / "data", old)
     rows = []
     for report in sorted(set(old) | set(new)):
-        old_lines, new_lines = set(old.get(report, ())), set(new.get(report, ()))
+        if old.get(report) == new.get(report):  # the usual case: nothing to parse
+            continue
+        old_lines = set(old.get(report, "").splitlines())
+        new_lines = set(new.get(report, "").splitlines())
         before, after = _rows(old_lines - new_lines), _rows(new_lines - old_lines)
         for key in before.keys() | after.keys():
             old_value, new_value = before.get(key, ""), after.get(key, "")
