@@ -526,7 +526,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
         The published site folder.
     """
     from kpi import buildcache
-    from kpi.site import publish, publish_lock, render_site
+    from kpi.site import publish, publish_lock, published_build, render_site
 
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
@@ -560,9 +560,10 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
                    "KPI_COUCHDB_URL and KPI_DB_PREFIX; `kpi build-site --allow-empty` forces it)")
             raise PipelineError(msg)
         built_at = now or datetime.now(UTC)
+        shown = published_build(settings.site_dir)  # what changes.csv compares with
         site = publish(
             lambda target: render_site(target, built.aggregates, built.reports, config,
-                                       built_at, files=built.files()),
+                                       built_at, files=built.files(), previous=shown),
             settings.site_dir,
         )
         if whole:

@@ -31,7 +31,7 @@ import orjson
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from kpi import __version__, charts
+from kpi import __version__, changes, charts
 from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies
 from kpi.config import Config
 from kpi.reports import Aggregates, to_csv, to_json
@@ -319,7 +319,8 @@ def _write_json(path: Path, content: object) -> None:
 
 def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.DataFrame],
                 config: Config, built_at: datetime,
-                files: dict[str, tuple[str, bytes]] | None = None) -> None:
+                files: dict[str, tuple[str, bytes]] | None = None,
+                previous: Path | None = None) -> None:
     """Write the whole site (data files, view files, pages, assets) into the folder `target`.
 
     Args:
@@ -333,6 +334,9 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         built_at: the build time written to the manifest and pages.
         files: each report's CSV and JSON contents, when already made (`kpi.buildcache`);
             default: written from `reports`.
+        previous: the build published before this one (`published_build`), if any: the
+            changes since it (`data/changes.csv`, the Changes page) and the archive of the
+            last builds' data files (`archive/`) are made from it (`kpi.changes`).
     """
     days = aggregates.days
     data_dir = target / "data"
@@ -355,6 +359,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
                              {"password_reset": config.steps("password_reset")[-1]})
     (data_dir / "anomalies.csv").write_text(anomalies_csv(flags), encoding="utf-8", newline="")
     (data_dir / "anomalies.json").write_bytes(anomalies_json(flags))
+    changed = changes.compare(previous, target)
+    changes.write_changes(data_dir, changed)
     for path, content in view_files(reports, days):
         _write_json(data_dir / path, {**content, "build": manifest["build_id"]})
     (target / "vendor").mkdir()
@@ -391,6 +397,12 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]), **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
+    changes_page = env.get_template("changes.html").render(
+        title="Changes", current="changes",
+        changes=changes.page_context(changed, {page.id: page.tab for page in PAGES}), **common,
+    )
+    (target / "changes.html").write_text(changes_page, encoding="utf-8")
+    changes.archive(target, previous)  # last: every data file of this build is written
 
 
 KEEP_SECONDS = 600  # builds published this recently stay, for readers half-way through them
@@ -432,6 +444,17 @@ def publish_lock(site_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+def published_build(site_dir: Path) -> Path | None:
+    """The build folder `site_dir` shows now (the folder it links to, or the folder itself
+    when a site published by an older version is a real folder), or None. Ask holding
+    `publish_lock(site_dir)`: the next `publish` replaces exactly this build."""
+    site_dir = site_path(site_dir)
+    if site_dir.is_symlink():
+        target = site_dir.resolve()
+        return target if target.is_dir() else None
+    return site_dir if site_dir.is_dir() else None
 
 
 def publish(build: Callable[[Path], None], site_dir: Path) -> Path:

@@ -183,7 +183,7 @@ def published_day(settings) -> tuple[dict[str, str], dict[str, bytes]]:
     result = CliRunner().invoke(main, ["backfill", "--start", "2026-10-01", "--end",
                                        "2026-10-01", "--no-progress"], env=env)
     assert result.exit_code == 0, result.output
-    return env, files(settings.site_dir)
+    return env, files(settings.site_dir, history=True)
 
 
 def test_a_mistyped_prefix_neither_creates_databases_nor_touches_the_site(settings):
@@ -199,7 +199,7 @@ def test_a_mistyped_prefix_neither_creates_databases_nor_touches_the_site(settin
     assert "KPI_DB_PREFIX" in result.output
     assert not [n for n in httpx.get(f"{settings.couchdb_url}/_all_dbs", timeout=10).json()
                 if n.startswith("typo")]
-    assert files(settings.site_dir) == before
+    assert files(settings.site_dir, history=True) == before
 
 
 def test_an_empty_build_does_not_replace_a_site_with_days_unless_asked(settings):
@@ -210,7 +210,7 @@ def test_an_empty_build_does_not_replace_a_site_with_days_unless_asked(settings)
     empty_range = ["build-site", "--start", "2026-09-01", "--end", "2026-09-02"]
     result = runner.invoke(main, empty_range, env=env)
     assert result.exit_code == 1 and "not replaced by an empty site" in result.output
-    assert files(settings.site_dir) == before
+    assert files(settings.site_dir, history=True) == before
     result = runner.invoke(main, [*empty_range, "--allow-empty"], env=env)
     assert result.exit_code == 0, result.output
     manifest = json.loads((settings.site_dir / "data" / "manifest.json").read_text())

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from datetime import UTC, date, datetime
 
 import pytest
 
 from kpi import buildcache
 from kpi.pipeline import backfill, build_site, days_between, extract_and_store
+from kpi.site import builds_dir
 from kpi.store import AGGREGATES, CouchStore, content_of
 from tests.integration.test_restatement import CHANGED_DAY, changed_source
 from tests.integration.test_windows import files
@@ -24,6 +26,19 @@ def scratch(settings, tmp_path):
     """The same databases, another site folder (so no cache): a build from scratch."""
     return build_site(dataclasses.replace(settings, site_dir=tmp_path / "scratch" / "site"),
                       now=BUILT)
+
+
+def twin(settings, tmp_path):
+    """Another site folder showing the same previous build (a copy of the builds), without
+    the cache: its next build is from scratch but has the same previous build, so the files
+    made from the previous build (changes.csv, the Changes page, archive/) can be compared
+    too. `files` leaves those out when sites have different histories (`scratch`)."""
+    folder = tmp_path / "twin"
+    folder.mkdir()
+    shutil.copytree(builds_dir(settings.site_dir), folder / builds_dir(settings.site_dir).name,
+                    symlinks=True)
+    shutil.copy(settings.site_dir, folder / settings.site_dir.name, follow_symlinks=False)
+    return dataclasses.replace(settings, site_dir=folder / settings.site_dir.name)
 
 
 def recomputed(caplog) -> list[str]:
@@ -44,11 +59,18 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
     store.delete(AGGREGATES, ["2026-10-03"])
     store.upsert(AGGREGATES, [{**moved, "_id": "2026-10-07", "day": "2026-10-07"}])
 
+    same_previous = twin(settings, tmp_path)
     caplog.clear()  # only this build's record (Airflow's logging setup may let others in)
     with caplog.at_level(logging.INFO, logger="kpi.pipeline"):
         site = build_site(settings, now=BUILT)
     assert recomputed(caplog) == ["4 days, 2 recomputed)"]
     assert files(site) == files(scratch(settings, tmp_path))
+    assert not buildcache.cache_path(same_previous.site_dir).exists()  # so: from scratch
+    from_scratch = build_site(same_previous, now=BUILT)
+    assert files(site, history=True) == files(from_scratch, history=True)
+    changes = (site / "data" / "changes.csv").read_text()
+    assert f"\n{CHANGED_DAY}," in changes and "\n2026-10-03," in changes  # restated, gone
+    assert "\n2026-10-07," in changes  # new
     assert '"last_day": "2026-10-07"' in (site / "data" / "manifest.json").read_text()
 
     caplog.clear()  # nothing changed: nothing recomputed, same files

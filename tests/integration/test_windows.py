@@ -68,9 +68,17 @@ def documents(settings):
             for kind in DATABASES}
 
 
-def files(site: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(site)): path.read_bytes()
-            for path in sorted(site.rglob("*")) if path.is_file()}
+HISTORY = ("archive/", "data/changes.csv", "data/changes.json", "changes.html")
+
+
+def files(site: Path, history: bool = False) -> dict[str, bytes]:
+    """The site's files by path. Without `history`, not those made from the site folder's
+    previous build (`kpi.changes`: the changes since it and the archive of the last builds),
+    so sites built from the same data through different histories compare equal."""
+    found = {str(path.relative_to(site)): path for path in sorted(site.rglob("*"))
+             if path.is_file()}
+    return {name: path.read_bytes() for name, path in found.items()
+            if history or not name.startswith(HISTORY)}
 
 
 def assert_same(windowed_settings, one_pass_settings):

@@ -1,0 +1,174 @@
+"""What changed since the last build (data/changes.csv, the Changes page) and the archive of the
+last builds' data files, from rendered sites (no CouchDB)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+
+from kpi import changes
+from kpi.changes import ARCHIVE_BUILDS, CHANGE_COLUMNS
+from kpi.reports import build_reports
+from kpi.site import render_site
+from tests.unit.kpi_helpers import CONFIG, aggregates_of, blob
+
+HOSTILE = '<b>x</b><script>alert(1)</script>"&'
+BUILT = datetime(2026, 10, 4, 6, tzinfo=UTC)
+
+
+def blobs(extra_on_day_2: int = 0, lang: str = "en") -> list[dict]:
+    events = ["screen.rp_info", "screen.pick_email"]
+    return [blob(events, f"2026-10-0{d}T10:00:00", lang=lang) for d in (1, 2, 3)] + [
+        blob(events, "2026-10-02T11:00:00", lang=lang) for _ in range(extra_on_day_2)]
+
+
+def render(target: Path, source: list[dict], built_at: datetime,
+           previous: Path | None = None) -> Path:
+    aggregates = aggregates_of(source)
+    render_site(target, aggregates, build_reports(aggregates, CONFIG), CONFIG, built_at,
+                previous=previous)
+    return target
+
+
+def read_changes(site: Path) -> list[dict]:
+    with open(site / "data" / "changes.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == CHANGE_COLUMNS
+        return list(reader)
+
+
+def build_id(site: Path) -> str:
+    return json.loads((site / "data" / "manifest.json").read_text())["build_id"]
+
+
+@pytest.fixture(scope="module")
+def two_builds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("changes")
+    first = render(root / "first", blobs(), BUILT)
+    second = render(root / "second", blobs(extra_on_day_2=2), BUILT + timedelta(days=1),
+                    previous=first)
+    return first, second
+
+
+def test_no_previous_build_publishes_a_header_only_changes_file(two_builds):
+    first, _ = two_builds
+    assert (first / "data" / "changes.csv").read_text() == ",".join(CHANGE_COLUMNS) + "\n"
+    assert json.loads((first / "data" / "changes.json").read_text()) == []
+    assert "no change since the previous build" in (first / "changes.html").read_text()
+    index = json.loads((first / "archive" / "index.json").read_text())
+    assert [entry["build_id"] for entry in index] == [build_id(first)]
+
+
+def test_a_restated_day_appears_with_old_and_new_values(two_builds):
+    first, second = two_builds
+    rows = read_changes(second)
+    assert rows and {row["date"] for row in rows} == {"2026-10-02"}
+    assertions = [r for r in rows if (r["report"], r["segmentation"], r["measure"])
+                  == ("assertions", "Total", "value")]
+    assert [(r["old_value"], r["new_value"]) for r in assertions] == [("1", "3")]
+    keys = [tuple(r[c] for c in CHANGE_COLUMNS[:5]) for r in rows]
+    assert keys == sorted(keys)
+    # every row names a value of the previous and of the new files, as they were written
+    def values(site, report):
+        with open(site / "data" / f"{report}.csv", newline="") as handle:
+            return {(r["date"], r["segmentation"], r["segment"], r["measure"]): r["value"]
+                    for r in csv.DictReader(handle)}
+    for row in rows:
+        key = (row["date"], row["segmentation"], row["segment"], row["measure"])
+        assert values(first, row["report"]).get(key, "") == row["old_value"]
+        assert values(second, row["report"]).get(key, "") == row["new_value"]
+    as_json = json.loads((second / "data" / "changes.json").read_text())
+    assert len(as_json) == len(rows) and as_json[0]["date"] == "2026-10-02"
+    page = BeautifulSoup((second / "changes.html").read_text(), "html.parser")
+    assert page.select_one("#restated-days a[href='#day-2026-10-02']")
+    assert page.find(id="no-changes") is None
+
+
+def test_the_previous_build_stays_readable_in_the_archive(two_builds):
+    first, second = two_builds
+    index = json.loads((second / "archive" / "index.json").read_text())
+    assert [entry["build_id"] for entry in index] == [build_id(second), build_id(first)]
+    old = second / "archive" / build_id(first) / "data"
+    assert (old / "assertions.csv").read_bytes() == (first / "data" / "assertions.csv").read_bytes()
+    assert (old / "manifest.json").read_bytes() == (first / "data" / "manifest.json").read_bytes()
+    assert (old / "changes.csv").is_file()
+    assert not (old / "view").exists()  # data files only
+    assert not list((second / "archive").rglob("*.html"))
+    # hard links, not copies
+    assert (old / "assertions.csv").stat().st_ino == (
+        first / "archive" / build_id(first) / "data" / "assertions.csv").stat().st_ino
+
+
+def test_the_same_data_again_is_no_change(two_builds, tmp_path):
+    _, second = two_builds
+    again = render(tmp_path / "again", blobs(extra_on_day_2=2), BUILT + timedelta(days=2),
+                   previous=second)
+    assert read_changes(again) == []
+    assert "No change since the previous build." in (again / "changes.html").read_text()
+
+
+def test_the_changes_page_is_linked_and_escapes_values(two_builds, tmp_path):
+    first, _ = two_builds
+    # a previous build whose file held a hostile segment name and value (read as text)
+    previous = tmp_path / "previous"
+    shutil.copytree(first, previous)
+    with open(previous / "data" / "assertions.csv", "a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerow(
+            ["2026-10-02", "Locale", HOSTILE, "value", HOSTILE, "", ""])
+    site = render(tmp_path / "site", blobs(), BUILT + timedelta(days=1), previous=previous)
+    assert read_changes(site) == [{"date": "2026-10-02", "report": "assertions",
+                                   "segmentation": "Locale", "segment": HOSTILE,
+                                   "measure": "value", "old_value": HOSTILE, "new_value": ""}]
+    html = (site / "changes.html").read_text()
+    assert "<script>alert" not in html and "<b>x</b>" not in html
+    soup = BeautifulSoup(html, "html.parser")
+    cells = [td.get_text() for td in soup.select("table.changes td")]
+    assert cells == ["Sign-in attempts", "Locale", HOSTILE, "value", HOSTILE, "—"]
+    assert soup.select_one("a[href='data/changes.csv']")
+    assert soup.select_one("a[href='archive/index.json']")
+    for page in site.glob("*.html"):
+        nav = BeautifulSoup(page.read_text(), "html.parser").select_one("nav")
+        assert nav.select_one("a[href='changes.html']"), page.name
+
+
+def test_a_long_list_of_changes_is_capped_and_points_to_the_file():
+    rows = [changes.Change("2026-10-02", "assertions", "Locale", f"s{n:04}", "value", "1", "2")
+            for n in range(700)]
+    context = changes.page_context(
+        changes.Changes(rows, "previous", frozenset({"2026-10-02"}), frozenset({"2026-10-02"})),
+        {"assertions": "Sign-in attempts"}, limit=500)
+    assert context["hidden"] == 200 and len(context["restated"][0]["rows"]) == 500
+    assert context["restated"][0]["reports"] == ["Sign-in attempts"]
+
+
+def fake_build(folder: Path, n: int, previous: Path | None) -> Path:
+    """A build folder with only data files (what `archive` reads), its id `n`."""
+    data = folder / "data"
+    data.mkdir(parents=True)
+    built_at = (BUILT + timedelta(hours=n)).isoformat().replace("+00:00", "Z")
+    (data / "manifest.json").write_text(json.dumps({"build_id": f"build{n:02}",
+                                                    "built_at": built_at}))
+    (data / "assertions.csv").write_text(f"night {n}\n")
+    (data / "view").mkdir()
+    (data / "view" / "x.json").write_text("{}")
+    changes.archive(folder, previous)
+    return folder
+
+
+def test_archives_rotate(tmp_path):
+    previous = None
+    for n in range(16):
+        previous = fake_build(tmp_path / f"b{n}", n, previous)
+    index = json.loads((previous / "archive" / "index.json").read_text())
+    assert [entry["build_id"] for entry in index] == [f"build{n:02}" for n in range(15, 1, -1)]
+    assert len(index) == ARCHIVE_BUILDS == 14
+    kept = sorted(p.name for p in (previous / "archive").iterdir() if p.is_dir())
+    assert kept == [f"build{n:02}" for n in range(2, 16)]  # the oldest two are gone
+    assert (previous / "archive" / "build05" / "data" / "assertions.csv").read_text() == "night 5\n"
+    assert not (previous / "archive" / "build05" / "data" / "view").exists()
