@@ -2,9 +2,9 @@
 
 For each headline measure (the `HEADLINES` below), Total and each segment with enough volume,
 each day is compared with the same measure on the same weekday in the previous weeks (KPIs
-follow a weekly rhythm: weekends are quieter; while fewer than 3 such days exist, with every
-day of those weeks): the baseline is the median of those values and their spread 1.4826 ×
-their median absolute deviation (a robust standard deviation). A day is
+follow a weekly rhythm: weekends are quieter): the baseline is the median of those values and
+their spread 1.4826 × their median absolute deviation (a robust standard deviation); while
+fewer than 3 such days exist (the first weeks), a day must lie beyond all of them. A day is
 flagged when it differs from the baseline by more than `spread_factor` spreads, more than
 `spread_factor` times its sampling noise (Poisson for a count, binomial for a rate: small
 segments are noisy) and more than `min_change` × the baseline; `low` below it, `high` above.
@@ -29,7 +29,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-WEEKDAY_POINTS = 3  # same-weekday values a baseline needs; fewer: the previous days instead
+WEEKDAY_POINTS = 3  # same-weekday values for a robust median; fewer: beyond all of them
+OVERDISPERSION = 2.0  # daily KPIs vary more than pure sampling noise: variance × 2
 COLUMNS = ["date", "report", "segmentation", "segment", "measure", "value", "baseline",
            "direction"]
 
@@ -48,8 +49,8 @@ class AnomalyRules:
         """The rule in words, for the Definitions page."""
         return (
             f"A day is flagged when a headline measure differs from its baseline (the median "
-            f"of the same measure on the same weekday in the previous {self.weeks} weeks, or "
-            "of every day of those weeks while fewer than 3 such weekdays exist) by "
+            f"of the same measure on the same weekday in the previous {self.weeks} weeks; "
+            "while fewer than 3 such days exist, beyond all of them) by "
             f"more than {self.spread_factor:g} robust standard deviations (1.4826 × the median "
             f"absolute deviation of those days), more than {self.spread_factor:g} times its "
             "sampling noise (√(baseline) for a count, √(baseline × (1 − baseline) / "
@@ -159,30 +160,26 @@ def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: Anomal
         spread = 1.4826 * _column_medians(np.abs(earlier - baseline))
         base_volume = _column_medians(np.where(np.isnan(earlier), np.nan, earlier_volume))
     history = (grid - grid[0]).days.to_numpy() >= rules.min_history_days
-    # too few same weekdays yet (the first weeks, a segment with gaps): the previous days
-    for n in np.flatnonzero(history & (points < WEEKDAY_POINTS) & ~np.isnan(values)):
-        window = slice(max(0, n - 7 * rules.weeks), n)
-        known = ~np.isnan(values[window])
-        if known.sum() < rules.min_history_days:
-            baseline[n] = np.nan
-            continue
-        before, before_volume = values[window][known], volumes[window][known]
-        baseline[n] = np.median(before)
-        spread[n] = 1.4826 * np.median(np.abs(before - baseline[n]))
-        base_volume[n] = np.median(before_volume)
     has_base = ~np.isnan(baseline)
     enough = base_volume >= rules.min_volume
     if ratio:
         enough &= volumes >= rules.min_volume
+    # with fewer than WEEKDAY_POINTS same weekdays (the first weeks) a median is not robust yet:
+    # a day must then lie beyond all of them (one of two may be an outage itself)
+    few = points < WEEKDAY_POINTS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lowest, highest = np.nanmin(earlier, axis=0), np.nanmax(earlier, axis=0)
     change = values - baseline
     with np.errstate(all="ignore"):  # sampling noise: binomial for a rate, Poisson for a count,
         level = np.fmax(np.abs(baseline), np.abs(values))  # at the larger of day and baseline
-        noise = np.sqrt(level * (1 - level) / volumes) if ratio else np.sqrt(level)
+        noise = np.sqrt(OVERDISPERSION * (level * (1 - level) / volumes if ratio else level))
         noise = np.nan_to_num(noise, nan=0.0, posinf=0.0)
     limit = np.maximum.reduce([rules.spread_factor * spread, rules.spread_factor * noise,
                                rules.min_change * np.abs(baseline)])
-    flagged = (~np.isnan(values) & has_base & history & enough & (limit > 0)
-               & (np.abs(change) > limit))
+    beyond = np.where(few, np.where(change < 0, lowest - values, values - highest),
+                      np.abs(change))
+    flagged = (~np.isnan(values) & has_base & history & enough & (limit > 0) & (beyond > limit))
     where = np.flatnonzero(flagged)
     return pd.DataFrame({
         "date": grid[where].strftime("%Y-%m-%d"),

@@ -94,7 +94,13 @@ def _days(data_dir: Path, texts: dict[str, str]) -> frozenset[str]:
                                              for a, b in ranges)
                          for n in range((last - first).days + 1))
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return frozenset(line[:10] for text in texts.values() for line in text.splitlines())
+        return frozenset(line[:10] for text in texts.values() for line in _lines(text))
+
+
+def _lines(text: str) -> list[str]:
+    """The CSV's lines: split on its `\n` line ends only (`str.splitlines` would also split a
+    segment name at characters such as U+2028 or U+0085)."""
+    return [line for line in text.split("\n") if line]
 
 
 def _rows(lines: set[str]) -> dict[tuple[str, str, str, str], str]:
@@ -124,8 +130,8 @@ def compare(previous: Path | None, target: Path) -> Changes:
     for report in sorted(set(old) | set(new)):
         if old.get(report) == new.get(report):  # the usual case: nothing to parse
             continue
-        old_lines = set(old.get(report, "").splitlines())
-        new_lines = set(new.get(report, "").splitlines())
+        old_lines = set(_lines(old.get(report, "")))
+        new_lines = set(_lines(new.get(report, "")))
         before, after = _rows(old_lines - new_lines), _rows(new_lines - old_lines)
         for key in before.keys() | after.keys():
             old_value, new_value = before.get(key, ""), after.get(key, "")
@@ -220,7 +226,7 @@ def archive(target: Path, previous: Path | None, keep: int = ARCHIVE_BUILDS) -> 
     index, seen = [], set()
     for entry, data_dir in sources:
         build_id = entry["build_id"]
-        if build_id in seen or not _SAFE_ID.match(build_id) or not data_dir.is_dir():
+        if build_id in seen or not _SAFE_ID.fullmatch(build_id) or not data_dir.is_dir():
             continue
         seen.add(build_id)
         folder = target / ARCHIVE / build_id / "data"

@@ -63,9 +63,13 @@ def test_a_success_rate_that_halves_is_flagged_low_and_the_first_week_gets_no_ve
     rates[early] = (30, 500)  # far off, but with 3 days of history: no verdict
     flags = detect_anomalies({"new_user_success": _ratio_report(rates)},
                              [d.isoformat() for d in days], AnomalyRules(), LAST_STEPS)
+    # the early day gets no verdict; a week later it is the only same weekday before, so that
+    # day, normal, lies above all of its baseline (the one echo the rule allows); two weeks
+    # later the normal week outweighs it
     assert flags[["date", "report", "measure", "direction"]].values.tolist() == [
+        [days[10].isoformat(), "new_user_success", "value", "high"],
         [halved.isoformat(), "new_user_success", "value", "low"]]
-    assert flags.baseline[0] == pytest.approx(0.6, abs=0.03)
+    assert flags.baseline[1] == pytest.approx(0.6, abs=0.03)
 
 
 def test_a_segment_under_the_volume_threshold_gets_no_verdict():
@@ -111,3 +115,48 @@ def test_an_outage_in_the_second_week_is_flagged_against_every_day_before_it():
     flags = detect_anomalies({"assertions": report}, [d.isoformat() for d in days],
                              AnomalyRules(), LAST_STEPS)
     assert flags[["date", "direction"]].values.tolist() == [[outage.isoformat(), "low"]]
+
+
+def _weekly(start: date, per_day: int, seed: int, share: float = 1.0,
+            outage: int | None = None) -> pd.DataFrame:
+    """Counts over six weeks with the fake source's weekday rhythm and noise (a segment:
+    `share` of them, binomially), one day losing nine tenths when `outage` is given."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rhythm = (1.0, 1.05, 1.05, 1.0, 0.95, 0.7, 0.65)
+    rows = []
+    for n in range(42):
+        day = start + timedelta(days=n)
+        total = round(per_day * rhythm[day.weekday()] * rng.uniform(0.95, 1.05))
+        if n == outage:
+            total //= 10
+        value = rng.binomial(total, share) if share < 1 else total
+        rows.append({"date": day.isoformat(), "segmentation": "Total", "segment": "Total",
+                     "measure": "value", "value": float(value), "numerator": None,
+                     "denominator": None})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("per_day", [300, 2000])
+def test_no_weekday_start_or_volume_makes_normal_weekends_flagged(per_day):
+    for weekday in range(7):
+        start = date(2026, 9, 7) + timedelta(days=weekday)
+        days = [(start + timedelta(days=n)).isoformat() for n in range(42)]
+        for seed in range(6):
+            for share in (1.0, 0.3, 0.12):
+                flags = detect_anomalies({"assertions": _weekly(start, per_day, seed, share)},
+                                         days, AnomalyRules(), LAST_STEPS)
+                assert flags.empty, (weekday, seed, share, flags)
+
+
+def test_an_outage_in_any_week_after_the_first_is_flagged_whatever_the_weekday():
+    for weekday in range(7):
+        start = date(2026, 9, 7) + timedelta(days=weekday)
+        days = [(start + timedelta(days=n)).isoformat() for n in range(42)]
+        for outage in (8, 13, 19, 30):
+            flags = detect_anomalies({"assertions": _weekly(start, 1000, outage, 1.0, outage)},
+                                     days, AnomalyRules(), LAST_STEPS)
+            lost = (start + timedelta(days=outage)).isoformat()
+            assert [(f.date, f.direction) for f in flags.itertuples()][:1] == [(lost, "low")]
+            assert len(set(flags.date) - {lost}) <= 1, (weekday, outage, flags)
