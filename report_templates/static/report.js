@@ -436,14 +436,12 @@ function tableRows() {
   return { header, rows };
 }
 
-function fillDataTable() {
-  const details = $("data-table");
-  if (!details.open) return;
-  const { header, rows } = tableRows();
+/** A table of `rows` under `header`, its cells as text; `numeric(name)` right-aligns a column. */
+function dataTable(className, captionText, header, rows, numeric) {
   const table = document.createElement("table");
-  table.className = "data";
+  table.className = className;
   const caption = document.createElement("caption");
-  caption.textContent = `${rows.length} rows, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`;
+  caption.textContent = captionText;
   const head = document.createElement("tr");
   for (const name of header) {
     const th = document.createElement("th");
@@ -458,13 +456,22 @@ function fillDataTable() {
     const tr = document.createElement("tr");
     row.forEach((cell, k) => {
       const td = document.createElement("td");
-      if (NUMERIC.has(header[k])) td.className = "num";
+      if (numeric(header[k])) td.className = "num";
       td.textContent = cell;
       tr.append(td);
     });
     tbody.append(tr);
   }
   table.append(caption, thead, tbody);
+  return table;
+}
+
+function fillDataTable() {
+  const details = $("data-table");
+  if (!details.open) return;
+  const { header, rows } = tableRows();
+  const table = dataTable("data", `${rows.length} rows, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
+    header, rows, (name) => NUMERIC.has(name));
   details.querySelector(".table-wrap").replaceChildren(table);
 }
 
@@ -505,31 +512,10 @@ async function fillFlagList() {
     box.replaceChildren(none);
     return;
   }
-  const table = document.createElement("table");
-  table.className = "data flags";
-  const caption = document.createElement("caption");
-  caption.textContent = `${flags.length} flagged ${flags.length === 1 ? "day" : "days"}`;
-  const head = document.createElement("tr");
-  for (const name of FLAG_COLUMNS) {
-    const th = document.createElement("th");
-    th.scope = "col";
-    th.textContent = name;
-    head.append(th);
-  }
-  const thead = document.createElement("thead");
-  thead.append(head);
-  const tbody = document.createElement("tbody");
-  for (const flag of flags) {
-    const tr = document.createElement("tr");
-    for (const name of FLAG_COLUMNS) {
-      const td = document.createElement("td");
-      if (name === "value" || name === "baseline") td.className = "num";
-      td.textContent = String(flag[name]);
-      tr.append(td);
-    }
-    tbody.append(tr);
-  }
-  table.append(caption, thead, tbody);
+  const table = dataTable("data flags",
+    `${flags.length} flagged ${flags.length === 1 ? "day" : "days"}`, FLAG_COLUMNS,
+    flags.map((flag) => FLAG_COLUMNS.map((name) => String(flag[name]))),
+    (name) => name === "value" || name === "baseline");
   const wrap = document.createElement("div");
   wrap.className = "table-wrap";
   wrap.append(table);
