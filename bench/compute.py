@@ -203,11 +203,12 @@ def main() -> None:
 
 
 def couchdb_figures(view_blobs, path, groups, histogram, quality, config, n_blobs, pandas_s):
+    from kpi.aggregate_docs import aggregates_document
+    from kpi.couch import AGGREGATES, RAW, CouchStore
     from kpi.devserver import free_port, start_dev_couchdb
     from kpi.pipeline import load_aggregates
     from kpi.reports import build_reports
     from kpi.settings import Settings
-    from kpi.store import AGGREGATES, RAW, CouchStore, aggregates_document
 
     port = free_port()
     server = start_dev_couchdb(port)

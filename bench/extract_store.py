@@ -18,7 +18,7 @@ from tempfile import mkdtemp
 from fake_source import create_app
 from fake_source.server import running_in_thread
 from kpi.devserver import free_port, start_dev_couchdb
-from kpi.pipeline import aggregate_day, build_site, extract_and_store
+from kpi.pipeline import build_site, extract_and_store, reaggregate_day
 from kpi.settings import Settings
 
 DAY = date(2026, 10, 7)
@@ -49,7 +49,7 @@ def main() -> None:
             stored = time.perf_counter() - start
 
             start = time.perf_counter()
-            quality = aggregate_day(DAY, settings)
+            quality = reaggregate_day(DAY, settings)
             aggregated = time.perf_counter() - start
 
             start = time.perf_counter()

@@ -46,10 +46,10 @@ def main() -> None:
     parser.add_argument("--bulk-size", type=int, default=5000)
     args = parser.parse_args()
 
+    from kpi.couch import RAW, CouchStore
     from kpi.devserver import free_port, start_dev_couchdb, wait_for_http
     from kpi.pipeline import extract_and_store
     from kpi.settings import Settings
-    from kpi.store import RAW, CouchStore
 
     couch = None
     url = args.couchdb_url

@@ -36,10 +36,10 @@ def main() -> None:
 
     from fake_source import create_app
     from fake_source.server import running_in_thread
+    from kpi.couch import AGGREGATES, CouchStore, content_of
     from kpi.devserver import free_port, start_dev_couchdb
     from kpi.pipeline import build_site, extract_and_store, nightly_days
     from kpi.settings import Settings
-    from kpi.store import AGGREGATES, CouchStore, content_of
 
     port = free_port()
     couch = start_dev_couchdb(port)

@@ -4,7 +4,10 @@ days before it. Publishing the site is `kpi_publish`, scheduled on the aggregate
 Tasks: `plan` lists the fetch windows of the run's days (KPI_FETCH_CHUNK_HOURS each);
 `extract_and_store` is mapped over them, so an executor with several workers spreads a large
 day over them (at most KPI_EXTRACT_PARALLEL at once per run); `aggregate` combines each day's
-windows (counts are additive, so the sum is exact), restates it and updates the Asset.
+windows (counts are additive, so the sum is exact), restates it and updates the Asset. A
+restatement that would remove too many stored rows is refused (the day is left as it was) and
+fails `aggregate` once the other days are closed; trigger the DAG with `allow_removals` to apply
+it.
 
 Which days a run processes: the run with logical date D (at KPI_NIGHTLY_AT, UTC, daily)
 processes the UTC day D − 1 (`kpi.pipeline.processing_day`) and restates the KPI_RESTATE_DAYS
@@ -18,7 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from kpi.settings import Settings  # these two: standard library only, cheap at parse time
@@ -39,6 +42,12 @@ AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS
     default_args=default_args(SETTINGS),
     tags=["kpi", "persona"],
     doc_md=__doc__,
+    params={"allow_removals": Param(
+        False, type="boolean",
+        description="Let this run's restatements remove any number of stored rows (a "
+                    "restatement removing more than KPI_RESTATE_MAX_REMOVED of a day, or all "
+                    "of it, is refused otherwise).",
+    )},
 )
 def kpi_nightly():
     @task
@@ -54,10 +63,10 @@ def kpi_nightly():
         return nightly_extract_window(window)
 
     @task(outlets=[AGGREGATES])
-    def aggregate(windows: list[dict]) -> list[dict]:
+    def aggregate(windows: list[dict], params=None) -> list[dict]:
         from kpi.pipeline import nightly_aggregate
 
-        return nightly_aggregate(windows)
+        return nightly_aggregate(windows, bool(params["allow_removals"]))
 
     @task
     def check_anomalies(results: list[dict], **context) -> list[dict]:

@@ -1,4 +1,9 @@
-"""The `kpi` command: backfill, run-day, build-site, serve, fake-source, couchdb."""
+"""The `kpi` command: backfill, run-day, reaggregate, restore-removed, build-site, serve,
+fake-source, couchdb.
+
+Exit status: 0 done; 1 an error (the message names it); 2 a usage error; 3 some days'
+restatements were refused (each is named on stderr with its counts; the other days are done).
+"""
 
 from __future__ import annotations
 
@@ -66,10 +71,15 @@ def main(verbose: bool) -> None:
     )
 
 
+REFUSED_STATUS = 3
+ALLOW_REMOVALS = ("Let restatements remove any number of stored rows in this run (removed rows "
+                  "go to <prefix>_removed).")
+
+
 def _fail_cleanly(call, *args):
+    from kpi.couch import StoreError
     from kpi.pipeline import PipelineError
     from kpi.source import SourceError
-    from kpi.store import StoreError
 
     try:
         return call(*args)
@@ -86,8 +96,9 @@ def _fail_cleanly(call, *args):
               help="Days processed at once.")
 @click.option("--skip-done", is_flag=True,
               help="Leave out days already extracted and aggregated (default: restate them).")
+@click.option("--allow-removals", is_flag=True, help=ALLOW_REMOVALS)
 def backfill(start: date, end: date, no_progress: bool, parallel: int,
-             skip_done: bool) -> None:
+             skip_done: bool, allow_removals: bool) -> None:
     """Extract, store and aggregate every day of [START, END], then build the site."""
     from kpi.pipeline import backfill as run_backfill
 
@@ -95,19 +106,77 @@ def backfill(start: date, end: date, no_progress: bool, parallel: int,
         raise click.BadParameter("--end is before --start")
     settings = _settings()
     results = _fail_cleanly(run_backfill, start, end, settings, not no_progress,
-                            parallel, skip_done)
+                            parallel, skip_done, allow_removals)
     aggregated = sum(r["aggregated"] for r in results)
     click.echo(f"{len(results)} days, {aggregated} blobs aggregated; site: {settings.site_dir}")
+    _exit_if_refused(results)
+
+
+def _exit_if_refused(results: list[dict]) -> None:
+    """Name each refused restatement on stderr and exit with REFUSED_STATUS, if any."""
+    refused = [result["message"] for result in results if "refused" in result]
+    for message in refused:
+        click.echo(f"refused: {message}", err=True)
+    if refused:
+        sys.exit(REFUSED_STATUS)
 
 
 @main.command("run-day")
 @click.argument("day", type=DAY)
-def run_day(day: date) -> None:
+@click.option("--allow-removals", is_flag=True, help=ALLOW_REMOVALS)
+def run_day(day: date, allow_removals: bool) -> None:
     """Extract, store and aggregate one UTC DAY (does not rebuild the site)."""
     from kpi.pipeline import run_day as run_one
 
-    quality = _fail_cleanly(run_one, day, _settings())
-    click.echo(" ".join(f"{key}={value}" for key, value in quality.items()))
+    quality = _fail_cleanly(run_one, day, _settings(), None, allow_removals)
+    click.echo(" ".join(f"{key}={value}" for key, value in quality.items()
+                        if key not in ("refused", "message")))
+    _exit_if_refused([quality])
+
+
+@main.command()
+@click.option("--start", required=True, type=DAY, help="First UTC day (YYYY-MM-DD).")
+@click.option("--end", required=True, type=DAY, help="Last UTC day, included.")
+def reaggregate(start: date, end: date) -> None:
+    """Recompute the aggregates and manifest counts of [START, END] from CouchDB alone (no
+    request to KPIggybank); then `kpi build-site` publishes them."""
+    from kpi.pipeline import days_between, reaggregate_day
+
+    if end < start:
+        raise click.BadParameter("--end is before --start")
+    settings = _settings()
+
+    def run() -> list:
+        from kpi.couch import AGGREGATES, MANIFESTS, RAW, CouchStore
+
+        CouchStore(settings).require_databases((RAW, MANIFESTS, AGGREGATES))
+        return [reaggregate_day(day, settings) for day in days_between(start, end)]
+
+    done = [quality for quality in _fail_cleanly(run) if quality is not None]
+    click.echo(f"{len(done)} days re-aggregated from CouchDB "
+               f"({sum(q['aggregated'] for q in done)} blobs)")
+
+
+@main.command("restore-removed")
+@click.option("--start", required=True, type=DAY, help="First UTC day (YYYY-MM-DD).")
+@click.option("--end", required=True, type=DAY, help="Last UTC day, included.")
+def restore_removed(start: date, end: date) -> None:
+    """Put the rows restatements removed from [START, END] back from <prefix>_removed, and
+    re-aggregate those days."""
+    from kpi.pipeline import days_between, restore_removed_day
+
+    if end < start:
+        raise click.BadParameter("--end is before --start")
+    settings = _settings()
+    results = _fail_cleanly(lambda: [restore_removed_day(day, settings)
+                                     for day in days_between(start, end)])
+    for result in results:
+        if result["restored"] or result["kept"]:
+            click.echo(f"{result['day']}: {result['restored']} rows restored"
+                       + (f", {result['kept']} kept in _removed (a newer row of the same id is "
+                          "stored)" if result["kept"] else ""))
+    click.echo(f"{sum(r['restored'] for r in results)} rows restored; run `kpi build-site` to "
+               "publish")
 
 
 @main.command("build-site")

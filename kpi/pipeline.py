@@ -7,70 +7,37 @@ logical date is D (00:00 UTC) processes the UTC day that just ended, D − 1 day
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from kpi.aggregate import DayAggregator, combine, count_columns, daily_aggregates, sites_histogram
+from kpi.aggregate import count_columns
+from kpi.aggregate_docs import with_histograms
 from kpi.config import Config, load_config
+from kpi.couch import AGGREGATES, MANIFESTS, CouchStore
+from kpi.ingest import (  # noqa: F401 (the pipeline's API: its entry points import these)
+    PipelineError,
+    close_day,
+    close_days,
+    confirm_aggregated,
+    day_is_done,
+    extract_and_store,
+    extract_window,
+    is_done,
+    made_with,
+    plan_windows,
+    reaggregate_day,
+    refusal_text,
+    require_ended,
+    restore_removed_day,
+)
 from kpi.reports import QUALITY_MEASURES, Aggregates
 from kpi.settings import Settings
-from kpi.source import KpiggybankClient, SourceError, day_windows, fetch_rows, iter_day
-from kpi.stage import stage
-from kpi.store import (
-    AGGREGATES,
-    HIGH_KEY,
-    MANIFESTS,
-    QUARANTINE,
-    RAW,
-    CouchStore,
-    IncompleteMark,
-    Snapshot,
-    StoreError,
-    aggregates_document,
-    decode_frames,
-    delete_parts,
-    encode_frames,
-    finish_day,
-    put_aggregates,
-    read_parts,
-    store_day,
-    store_rows,
-    with_histograms,
-    write_part,
-)
 
 log = logging.getLogger(__name__)
-
-
-class PipelineError(RuntimeError):
-    """A day cannot be processed (e.g. aggregating a day that was never extracted)."""
-
-
-def names_the_day(function: Callable) -> Callable:
-    """Make a failure of `function(day or window, ...)` name the day, as a KPIggybank failure
-    does: the operator must know which day to re-run (a CouchDB error, or any unexpected
-    one, re-raised as a StoreError naming the day)."""
-
-    @functools.wraps(function)
-    def wrapper(day: date | dict, *args, **kwargs):
-        try:
-            return function(day, *args, **kwargs)
-        except (PipelineError, SourceError):  # these name the day themselves
-            raise
-        except Exception as exc:
-            name = day["day"] if isinstance(day, dict) else day.isoformat()
-            msg = f"processing {name} failed: "
-            if str(exc).startswith(msg):  # named already (a job calling another)
-                raise
-            msg += str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
-            raise StoreError(msg) from exc
-
-    return wrapper
 
 
 def processing_day(logical_date: datetime | date | str | None,
@@ -91,30 +58,6 @@ def processing_day(logical_date: datetime | date | str | None,
     return logical_date - timedelta(days=1)
 
 
-EPOCH_DAY = date(1970, 1, 1)
-
-
-def require_ended(days: list[date], now: datetime | None = None) -> None:
-    """Refuse days that have not ended yet in UTC: their data is incomplete, and a stored
-    future day would stretch the site's range past today; and days before the Unix epoch,
-    which no blob can fall on.
-
-    Raises:
-        PipelineError: naming the first such day and the last day that has ended.
-    """
-    before_epoch = [day for day in days if day < EPOCH_DAY]
-    if before_epoch:  # no blob can lie there (timestamps are ms after the epoch)
-        msg = (f"day {before_epoch[0]} is before {EPOCH_DAY}: blob timestamps are milliseconds "
-               "after the Unix epoch, so no day before it can hold data")
-        raise PipelineError(msg)
-    today = (now or datetime.now(UTC)).astimezone(UTC).date()
-    early = [day for day in days if day >= today]
-    if early:
-        msg = (f"day {early[0]} has not ended yet (UTC): the last day that can be processed "
-               f"is {today - timedelta(days=1)}")
-        raise PipelineError(msg)
-
-
 def days_between(start: date, end: date) -> list[date]:
     """Every UTC day from `start` to `end`, both included."""
     if end < start:
@@ -123,93 +66,47 @@ def days_between(start: date, end: date) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-@names_the_day
-def extract_and_store(day: date, settings: Settings, config: Config | None = None) -> dict:
-    """Fetch UTC `day` from KPIggybank, store (restate) it and write its aggregates.
-
-    The aggregates are computed from the blobs as they are stored, batch by batch, so the day is
-    read once (from KPIggybank), never back from CouchDB.
-
-    Returns:
-        The day's manifest with `written` and `removed` (see `store_day`) and `aggregated`.
-    """
-    require_ended([day])
-    config = config or load_config(settings.config_path)
-    store = CouchStore(settings)
-    aggregator = DayAggregator(config)
-
-    def write_aggregates(manifest: dict) -> int:  # before the complete manifest
-        quality = day_quality(manifest, aggregator.skipped_empty_stream, aggregator.aggregated)
-        doc = aggregates_document(day, *aggregator.result(), config, quality)
-        return put_aggregates(store, doc)
-
-    def restage(blobs: Iterable[dict]) -> None:  # an id's later delivery replaced its blob
-        nonlocal aggregator
-        aggregator = DayAggregator(config)
-        batch: list[dict] = []
-        for blob in blobs:
-            batch.append(blob)
-            if len(batch) == settings.bulk_size:
-                aggregator.add(batch)
-                batch = []
-        aggregator.add(batch)
-
-    manifest = store_day(store, day, iter_day(settings, day), on_stored=aggregator.add,
-                         before_manifest=write_aggregates, restage=restage)
-    if not manifest["fetched"]:
-        log.warning("KPIggybank returned no row for %s: before its history, or was it down?",
-                    day)
-    log.info("stored and aggregated %s: %s", day, manifest)
-    return {**manifest, "aggregated": aggregator.aggregated}
-
-
-def day_quality(manifest: dict, skipped_empty_stream: int, aggregated: int) -> dict:
-    """A day's data-quality counts: the manifest's extract counts and the staging's."""
-    quality = {key: int(manifest.get(key, 0)) for key in QUALITY_MEASURES[:-1]}
-    quality["skipped_empty_stream"] = skipped_empty_stream
-    quality["aggregated"] = aggregated
-    return quality
-
-
-@names_the_day
-def aggregate_day(day: date, settings: Settings, config: Config | None = None) -> dict:
-    """Stage and aggregate the stored blobs of UTC `day`; writes its aggregates document.
-
-    Returns:
-        The day's data-quality counts (SPEC D12).
-    """
-    config = config or load_config(settings.config_path)
-    store = CouchStore(settings)
-    manifest = store.get(MANIFESTS, day.isoformat())
-    if manifest is None:
-        msg = f"day {day} has no manifest in {store.name(MANIFESTS)}: extract it first"
-        raise PipelineError(msg)
-    blobs = (doc["blob"] for doc in store.day_docs(RAW, day))
-    staged, counts = stage(blobs, config)
-    quality = day_quality(manifest, counts.skipped_empty_stream, len(staged))
-    doc = aggregates_document(
-        day, daily_aggregates(staged, config), sites_histogram(staged), config, quality
-    )
-    put_aggregates(store, doc)
-    log.info("aggregated %s: %s", day, doc["quality"])
-    return doc["quality"]
-
-
 def load_aggregates(settings: Settings, start: date | None = None, end: date | None = None,
                     config: Config | None = None) -> Aggregates:
-    """The stored daily aggregates of [start, end] (all days when None) as frames."""
+    """The stored daily aggregates of [start, end] (all days when None) as frames; days
+    aggregated under another configuration are re-aggregated from CouchDB first."""
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     store.require_databases((AGGREGATES,))
-    low = start.isoformat() if start else ""
-    high = end.isoformat() if end else HIGH_KEY
-    days = [doc_id for doc_id in store.iter_range(AGGREGATES, low, high, include_docs=False)
+    days = [doc_id for doc_id in store.iter_range(AGGREGATES, *_day_keys(start, end),
+                                                  include_docs=False)
             if ":" not in doc_id]  # the days' documents, not their histogram chunks
-    size = settings.bulk_size
-    docs = (doc for first in range(0, len(days), size)
-            for doc in with_histograms(store, store.get_many(AGGREGATES,
-                                                             days[first:first + size]).values()))
-    return aggregates_of_docs(docs, config)
+    return aggregates_of_docs(current_aggregates(store, days, settings, config), config)
+
+
+def _day_keys(start: date | None, end: date | None) -> tuple[str, str | None]:
+    """The `_all_docs` key range [start, end + 1 day) of the day documents of [start, end]."""
+    return (start.isoformat() if start else "",
+            (end + timedelta(days=1)).isoformat() if end else None)
+
+
+def current_aggregates(store: CouchStore, days: list[str], settings: Settings,
+                       config: Config) -> list[dict]:
+    """The aggregates documents of `days` (ascending), with histograms joined; days
+    aggregated under another configuration (segments, aliases, flows) are re-aggregated from
+    their raw documents in CouchDB first, never fetched again from KPIggybank."""
+    def fetch(wanted: list[str]) -> list[dict]:
+        size = settings.bulk_size
+        return [doc for first in range(0, len(wanted), size)
+                for doc in with_histograms(
+                    store, store.get_many(AGGREGATES, wanted[first:first + size]).values())]
+
+    docs = fetch(days)
+    columns = count_columns(config)
+    stale = [doc["day"] for doc in docs if not made_with(doc, config, columns)]
+    if stale:
+        log.warning("re-aggregating %d days from CouchDB (aggregated under another "
+                    "configuration): %s", len(stale), ", ".join(stale))
+        for day in stale:
+            reaggregate_day(date.fromisoformat(day), settings, config)
+        redone = {doc["day"]: doc for doc in fetch(stale)}
+        docs = [redone.get(doc["day"], doc) for doc in docs]
+    return docs
 
 
 def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:
@@ -217,7 +114,8 @@ def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:
     integers, `sites_sum` and `sites` floats, whatever the documents hold.
 
     Raises:
-        PipelineError: some documents were made with another configuration (restate them).
+        PipelineError: some documents were made with another configuration
+            (`current_aggregates` re-aggregates them first).
     """
     columns = count_columns(config)
     groups, histogram, quality = [], [], []
@@ -236,9 +134,8 @@ def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:
         spans = ", ".join(a if a == b else f"{a} to {b}" for a, b in day_ranges(stale))
         msg = (
             f"the aggregates of {len(stale)} days ({spans}) were computed with another "
-            "configuration (segments, aliases or flows); restate them with "
-            f"`kpi backfill --start {stale[0]} --end {stale[-1]} --skip-done` (only those days "
-            "are redone)"
+            "configuration (segments, aliases or flows); rebuild them from CouchDB with "
+            f"`kpi reaggregate --start {stale[0]} --end {stale[-1]}`"
         )
         raise PipelineError(msg)
     counts = {column: "int64" for column in columns} | {"sites_sum": "float64"}
@@ -254,203 +151,22 @@ def aggregates_of_docs(docs: Iterable[dict], config: Config) -> Aggregates:
 
 
 
-def plan_windows(days: list[date], settings: Settings, run: str,
-                 now: datetime | None = None) -> list[dict]:
-    """The fetch windows of `days`, in order: one mapped extract task each (`extract_window`).
-
-    Args:
-        days: the UTC days to extract.
-        settings: `fetch_chunk_hours` sets the windows (24 / it per day).
-        run: a token naming this run (e.g. the Airflow run id); `close_day` only combines
-            parts written with it.
-
-    Each window says whether its day has nothing stored yet (`fresh`), so its task writes
-    without looking up existing documents first.
-    """
-    require_ended(days, now)
-    store = CouchStore(settings)
-    store.ensure_databases()
-    plan = []
-    for day in days:
-        fresh = not (store.has_day(RAW, day) or store.has_day(QUARANTINE, day))
-        plan += [{"day": day.isoformat(), "start_ms": low, "end_ms": high, "fresh": fresh,
-                  "run": run} for low, high in day_windows(settings, day)]
-    return plan
-
-
-@names_the_day
-def extract_window(window: dict, settings: Settings, config: Config | None = None) -> dict:
-    """Fetch and store one window of a day (a `plan_windows` item) and aggregate its rows;
-    leaves the window's part (ids, counts, partial aggregates) for `close_day`.
-
-    Windows of a day can run at once, on any worker: each writes only its own rows and part.
-    Returns the window's extract counts.
-    """
-    config = config or load_config(settings.config_path)
-    day = date.fromisoformat(window["day"])
-    bounds = (window["start_ms"], window["end_ms"])
-    store = CouchStore(settings)
-    present = set() if window["fresh"] else None  # None: look every batch up
-    aggregator = DayAggregator(config)
-    with KpiggybankClient(settings) as client:
-        rows = fetch_rows(client, day, bounds)
-    snapshot = store_rows(store, day, [rows], present, present, IncompleteMark(store, day),
-                          aggregator.add)
-    aggregates = {
-        **encode_frames(*aggregator.result(), count_columns(config)),
-        "skipped_empty_stream": aggregator.skipped_empty_stream,
-        "aggregated": aggregator.aggregated,
-    }
-    write_part(store, day, bounds, window["run"], snapshot, aggregates)
-    return {"day": window["day"], "start_ms": bounds[0], "end_ms": bounds[1],
-            **dict(snapshot.counts), "written": snapshot.written}
-
-
-@names_the_day
-def close_day(day: date, windows: list[dict], settings: Settings,
-              config: Config | None = None) -> dict:
-    """Combine the parts `extract_window` left for `day` into the day's snapshot: delete rows
-    the source no longer returns, write the aggregates (the window parts' sum, exact because
-    counts are additive), then the complete manifest. The parts stay (`close_days` drops
-    them), so closing again, e.g. on a retry, gives the same result.
-
-    Identical to `extract_and_store` of the whole day. When the parts cannot say it exactly,
-    the day is extracted again in one pass instead: a window's part is missing (e.g. the day was
-    stored again since, by a one-pass store or another run's windows, which drop older parts),
-    a row a part stored is gone (another writer restated the day meanwhile), or an id came in
-    two windows (only one pass over the day can settle which copy is kept).
-
-    Returns:
-        The day's manifest, as `extract_and_store` returns it, plus `from_windows`.
-    """
-    config = config or load_config(settings.config_path)
-    store = CouchStore(settings)
-    bounds = [(window["start_ms"], window["end_ms"]) for window in windows]
-    parts = read_parts(store, day, bounds, windows[0]["run"]) if windows else None
-    present_raw, present_quarantined = store.day_ids(RAW, day), store.day_ids(QUARANTINE, day)
-    problem = ("a window's part is missing" if parts is None
-               else _overlap(parts) or _gone(parts, present_raw, present_quarantined))
-    if problem:
-        log.warning("%s: %s; extracting the day in one pass", day, problem)
-        return {**extract_and_store(day, settings, config), "from_windows": False}
-    snapshot = Snapshot()
-    for part, _ in parts:
-        snapshot.raw_ids |= part.raw_ids
-        snapshot.quarantine_ids |= part.quarantine_ids
-        snapshot.counts.update(part.counts)
-        snapshot.reasons.update(part.reasons)
-        snapshot.written += part.written
-    columns = count_columns(config)
-    aggregated = sum(a["aggregated"] for _, a in parts)
-
-    def write_aggregates(manifest: dict) -> int:  # before the complete manifest
-        groups, histogram = combine(
-            [decode_frames(day.isoformat(), aggregates, columns) for _, aggregates in parts]
-        )
-        quality = day_quality(manifest, sum(a["skipped_empty_stream"] for _, a in parts),
-                              aggregated)
-        doc = aggregates_document(day, groups, histogram, config, quality)
-        return put_aggregates(store, doc)
-
-    manifest = finish_day(store, day, snapshot, present_raw, present_quarantined,
-                          IncompleteMark(store, day), write_aggregates)
-    manifest["aggregated"] = aggregated
-    log.info("closed %s from %d windows: %s", day, len(parts), manifest)
-    return {**manifest, "from_windows": True}
-
-
-def close_days(windows: list[dict], settings: Settings,
-               config: Config | None = None) -> list[dict]:
-    """Close every day of a plan (`close_day`), then drop their parts; the days' manifests.
-
-    Parts are dropped only once every day is closed, so a retry after a failure half-way closes
-    the days already done again from their parts, cheaply, instead of re-extracting them.
-    """
-    config = config or load_config(settings.config_path)
-    days = sorted({window["day"] for window in windows})
-    manifests = [close_day(date.fromisoformat(day), [w for w in windows if w["day"] == day],
-                           settings, config) for day in days]
-    store = CouchStore(settings)
-    for day in days:
-        delete_parts(store, date.fromisoformat(day))
-    return manifests
-
-
-def _gone(parts: list[tuple[Snapshot, dict]], present_raw: set[str],
-          present_quarantined: set[str]) -> str:
-    """Why the parts no longer describe the stored day ('' when they do): a row they stored
-    is gone, so someone else (a one-pass store) restated the day after them."""
-    for part, _ in parts:
-        if not (part.raw_ids <= present_raw and part.quarantine_ids <= present_quarantined):
-            return "the stored day changed after its windows were stored"
-    return ""
-
-
-def _overlap(parts: list[tuple[Snapshot, dict]]) -> str:
-    """Why the window parts cannot be combined as they are ('' when they can)."""
-    sets = [part.raw_ids | part.quarantine_ids for part, _ in parts]  # an id may change class
-    if sum(map(len, sets)) != len(set().union(*sets)):
-        return "an id came in two windows"
-    return ""
-
-
-def run_day(day: date, settings: Settings, config: Config | None = None) -> dict:
-    """Extract, store and aggregate one UTC day; returns its data-quality counts."""
-    manifest = extract_and_store(day, settings, config)
-    return {key: manifest[key] for key in QUALITY_MEASURES}
-
-
-def confirm_aggregated(day: date, settings: Settings, config: Config | None = None) -> dict:
-    """The day's data-quality counts, re-aggregating from CouchDB only if its aggregates are
-    missing or do not account for the stored blobs."""
-    config = config or load_config(settings.config_path)
-    manifest, aggregates = _day_docs(day, settings)
-    if is_done(manifest, aggregates, config):
-        return aggregates["quality"]
-    if manifest is not None and not manifest.get("complete", True):
-        msg = f"storing {day} was interrupted half-way: extract it again (retry the run)"
-        raise PipelineError(msg)
-    log.warning("aggregates of %s missing or stale: aggregating from CouchDB", day)
-    return aggregate_day(day, settings, config)
-
-
-def made_with(aggregates: dict, config: Config, columns: list[str] | None = None) -> bool:
-    """Whether an aggregates document was computed with this configuration.
-
-    Documents from before fingerprints existed (no `config_fingerprint`) are judged by their
-    columns alone, so an upgrade does not refuse every stored day. `columns`: the
-    configuration's `count_columns`, when the caller has them already.
-    """
-    if aggregates.get("columns") != (columns or count_columns(config)):
-        return False
-    fingerprint = aggregates.get("config_fingerprint")
-    return fingerprint is None or fingerprint == config.fingerprint
-
-
-def _day_docs(day: date, settings: Settings) -> tuple[dict | None, dict | None]:
-    """The day's manifest and aggregates documents (None when missing)."""
-    store = CouchStore(settings)
-    return store.get(MANIFESTS, day.isoformat()), store.get(AGGREGATES, day.isoformat())
-
-
-def is_done(manifest: dict | None, aggregates: dict | None, config: Config) -> bool:
-    """A complete manifest and aggregates, made with this configuration, that account for every
-    stored blob (manifests from before the `complete` flag existed count as complete)."""
-    if manifest is None or aggregates is None or not manifest.get("complete", True):
-        return False
-    if not made_with(aggregates, config):
-        return False
-    expected = manifest["stored"] - manifest["skipped_empty_stream"]
-    return aggregates["quality"].get("aggregated") == expected
-
-
-def day_is_done(day: date, settings: Settings, config: Config | None = None) -> bool:
-    """Whether the stored day is done (`is_done`): nothing to redo."""
-    return is_done(*_day_docs(day, settings), config or load_config(settings.config_path))
+def run_day(day: date, settings: Settings, config: Config | None = None,
+            allow_removals: bool = False) -> dict:
+    """Extract, store and aggregate one UTC day; returns its data-quality counts, or, when
+    its restatement was refused, `refused` and the counts it kept."""
+    manifest = extract_and_store(day, settings, config, allow_removals)
+    result = {key: manifest.get(key, 0) for key in QUALITY_MEASURES}
+    if "refused" in manifest:
+        result["aggregated"] = 0  # nothing was aggregated by this run
+        result["refused"] = manifest["refused"]
+        result["message"] = refusal_text(manifest)
+    return result
 
 
 def backfill(start: date, end: date, settings: Settings, progress: bool = True,
-             parallel: int = 1, skip_done: bool = False) -> list[dict]:
+             parallel: int = 1, skip_done: bool = False,
+             allow_removals: bool = False) -> list[dict]:
     """Run every day of [start, end] (inclusive), then publish the site once.
 
     Args:
@@ -459,10 +175,14 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
         progress: show a progress bar.
         parallel: days processed at once (threads; each day is mostly waiting on the network).
         skip_done: leave out days already extracted and aggregated (`day_is_done`); without
-            it every day is restated.
+            it every day is restated. A day extracted completely whose aggregates were made
+            under another configuration is re-aggregated from CouchDB, not fetched again.
+        allow_removals: let restatements remove any number of stored rows (otherwise a day
+            whose restatement would remove too many is refused and left as it was).
 
     Returns:
-        The data-quality counts of each day processed, oldest first.
+        The data-quality counts of each day processed, oldest first; a refused day has
+        `refused` and `message` (the run goes on with the other days).
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -476,12 +196,13 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
     require_ended(days)
     CouchStore(settings).ensure_databases()
     if skip_done:
-        days = [day for day in days if not day_is_done(day, settings, config)]
+        days = [day for day in days if not _done_or_reaggregated(day, settings, config)]
     results = []
     pool = ThreadPoolExecutor(parallel)
     try:
         with tqdm(total=len(days), desc="days", unit="day", disable=not progress) as bar:
-            futures = {pool.submit(run_day, day, settings, config): day for day in days}
+            futures = {pool.submit(run_day, day, settings, config, allow_removals): day
+                       for day in days}
             for future in as_completed(futures):
                 results.append({"day": futures[future].isoformat(), **future.result()})
                 bar.update()
@@ -489,6 +210,18 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
         pool.shutdown(wait=True, cancel_futures=True)
     build_site(settings, config)
     return sorted(results, key=lambda result: result["day"])
+
+
+def _done_or_reaggregated(day: date, settings: Settings, config: Config) -> bool:
+    """Whether `day` needs no extract: it is done, or was extracted completely and only its
+    aggregates are stale (then re-aggregated here, from CouchDB)."""
+    if day_is_done(day, settings, config):
+        return True
+    manifest = CouchStore(settings).get(MANIFESTS, day.isoformat())
+    if manifest is None or not manifest.get("complete", True) or "refused" in manifest:
+        return False
+    reaggregate_day(day, settings, config)
+    return day_is_done(day, settings, config)
 
 
 def _published_days(site_dir: Path) -> bool:
@@ -531,24 +264,20 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     store.require_databases((AGGREGATES,))
-    low = start.isoformat() if start else ""
-    high = end.isoformat() if end else HIGH_KEY
     cache = buildcache.cache_path(settings.site_dir)
     key = buildcache.cache_key(config, f"{settings.couchdb_url_redacted} {store.name(AGGREGATES)}",
                                settings.min_segment_count)
     whole = start is None and end is None  # a partial site is built from scratch, not cached
 
     def fetch(days: list[str]) -> list[dict]:
-        size = settings.bulk_size
-        return [doc for first in range(0, len(days), size)
-                for doc in with_histograms(
-                    store, store.get_many(AGGREGATES, days[first:first + size]).values())]
+        return current_aggregates(store, days, settings, config)
 
     # the data is read and the build time stamped under the lock: builds publish in the order
     # they read, so an older build never replaces a newer one
     with publish_lock(settings.site_dir):
         previous = buildcache.read(cache, key) if whole else None
-        revs = {day: rev for day, rev in store.revisions(AGGREGATES, low, high).items()
+        revs = {day: rev for day, rev in store.revisions(AGGREGATES,
+                                                         *_day_keys(start, end)).items()
                 if ":" not in day}  # not the histogram chunks: a day's document names its own
         built, changed = buildcache.update(
             previous, revs, fetch, lambda docs: aggregates_of_docs(docs, config), config,
@@ -614,20 +343,48 @@ def nightly_extract_window(window: dict) -> dict:
     return extract_window(window, airflow_settings())
 
 
-def nightly_aggregate(windows: list[dict]) -> list[dict]:
+def nightly_aggregate(windows: list[dict], allow_removals: bool = False) -> list[dict]:
     """Airflow task: close the planned days from their windows' parts (`close_days`) and
     confirm their aggregates; per day its data-quality counts, the documents written and
-    removed, and whether it was closed from the windows (else in one pass)."""
+    removed, and whether it was closed from the windows (else in one pass).
+
+    Raises:
+        RestatementRefused: after every day is closed, when some restatements were refused
+            (the task then fails without retrying: the failure callback fires at once).
+    """
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
     config = load_config(settings.config_path)
-    results = []
-    for manifest in close_days(windows, settings, config):
+    results, refused = [], []
+    for manifest in close_days(windows, settings, config, allow_removals):
         day = date.fromisoformat(manifest["day"])
+        if "refused" in manifest:
+            refused.append(refusal_text(manifest))
+            continue
         results.append({"day": manifest["day"], **confirm_aggregated(day, settings, config),
                         **{key: manifest[key] for key in ("written", "removed", "from_windows")}})
+    if refused:
+        fail_task("\n".join(refused))
     return results
+
+
+class RestatementRefused(PipelineError):
+    """Some days' restatements were refused (SPEC D13); the other days are done."""
+
+
+def fail_task(message: str) -> None:
+    """Fail the running Airflow task at once, without its retries (a retry would be refused
+    again): Airflow's AirflowFailException when Airflow is there, else RestatementRefused."""
+    try:
+        from airflow.exceptions import AirflowFailException
+    except ImportError:  # not inside Airflow
+        raise RestatementRefused(message) from None
+
+    class Refused(AirflowFailException, RestatementRefused):
+        """Both: Airflow fails the task for good, callers can catch RestatementRefused."""
+
+    raise Refused(message)
 
 
 def check_anomalies(days: list[date], settings: Settings, config: Config | None = None,

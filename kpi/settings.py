@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -73,6 +74,16 @@ class Settings:
     bulk_size: int = _setting(
         "KPI_BULK_SIZE", 5000, "Documents per CouchDB _bulk_docs / _all_docs request."
     )
+    restate_max_removed: float = _setting(
+        "KPI_RESTATE_MAX_REMOVED", 0.1,
+        "Largest share (0-1) of a stored day's rows a restatement may remove; a restatement "
+        "removing more, or every row, is refused unless the run allows removals.",
+    )
+    max_document_bytes: int = _setting(
+        "KPI_MAX_DOCUMENT_BYTES", 8_000_000,
+        "Largest CouchDB document written (the server's max_document_size; Apache CouchDB's "
+        "default is 8,000,000): a larger row is quarantined, kept whole as an attachment.",
+    )
     restate_days: int = _setting(
         "KPI_RESTATE_DAYS", 2,
         "Days before its own that each nightly run re-extracts and restates (late or corrected "
@@ -121,10 +132,10 @@ class Settings:
         "empty = log only. A failing callback is logged, never fails the run.",
     )
 
-    @property
-    def tls_verify(self) -> str | bool:
-        """What HTTP clients verify certificates against: the CA bundle, or the system's."""
-        return self.ca_bundle or True
+    def tls_context(self) -> ssl.SSLContext | bool:
+        """What HTTP clients verify certificates against: the CA bundle, or the system's
+        (`True`). Certificates are always verified."""
+        return ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else True
 
     def __post_init__(self) -> None:
         if not DB_PREFIX_PATTERN.match(self.db_prefix):
@@ -141,6 +152,13 @@ class Settings:
             raise ValueError(msg)
         if self.extract_parallel < 1:
             msg = f"KPI_EXTRACT_PARALLEL={self.extract_parallel} must be 1 or more"
+            raise ValueError(msg)
+        if not 0 <= self.restate_max_removed <= 1:
+            msg = (f"KPI_RESTATE_MAX_REMOVED={self.restate_max_removed} must be a share "
+                   "between 0 and 1")
+            raise ValueError(msg)
+        if self.max_document_bytes < 4096:
+            msg = f"KPI_MAX_DOCUMENT_BYTES={self.max_document_bytes} must be at least 4096"
             raise ValueError(msg)
         if self.restate_days < 0:
             msg = f"KPI_RESTATE_DAYS={self.restate_days} must be 0 or more"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import ssl
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -144,10 +143,8 @@ class KpiggybankClient:
         self.settings = settings
         # credentials travel as basic auth, never in the URL httpx logs and puts in errors
         self.url, credentials = split_credentials(settings.source_url)
-        verify = (ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle
-                  else True)  # certificates are always verified
         self._http = httpx.Client(timeout=settings.http_timeout, transport=transport,
-                                  verify=verify, auth=credentials)
+                                  verify=settings.tls_context(), auth=credentials)
 
     def __enter__(self) -> KpiggybankClient:
         return self
@@ -202,7 +199,7 @@ def decode_rows(body: bytes) -> object:
     """A JSON body: orjson, and where it refuses valid JSON the standard library. A number
     beyond a double (1e400) is then kept as its text, a string, as a browser would have sent a
     numeric string (so it degrades by the same rules, and stores and reads back the same); an
-    unpaired surrogate escape (`"\\ud800"`) stays, for `kpi.store.storable` to replace.
+    unpaired surrogate escape (`"\\ud800"`) stays, for `kpi.snapshot.storable` to replace.
 
     Raises:
         ValueError: the body is not JSON (truncated, garbage).

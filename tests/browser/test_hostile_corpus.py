@@ -25,10 +25,10 @@ import pytest
 
 from fake_source.generator import day_start_ms
 from kpi.config import PRODUCTION_CONFIG
+from kpi.couch import MANIFESTS, QUARANTINE, RAW, CouchStore
 from kpi.pipeline import backfill
 from kpi.serve import make_server
 from kpi.source import BAD_TIMESTAMP, usable_id
-from kpi.store import MANIFESTS, QUARANTINE, RAW, CouchStore
 from kpi.views import SEGMENTED
 from tests.browser.test_site import CHROMIUM, CHROMIUM_ARGS, PAGE_FILES, close, open_page
 

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pendulum
 import pytest
 
-from kpi.store import AGGREGATES, MANIFESTS, CouchStore
+from kpi.couch import AGGREGATES, MANIFESTS, CouchStore
 from tests.dags.conftest import DAGS_FOLDER
 
 pytestmark = pytest.mark.dags
@@ -27,8 +27,8 @@ def test_dag_files_import_nothing_heavy():
         "import sys, runpy\n"
         f"for name in ('kpi_nightly', 'kpi_publish'): runpy.run_path('{DAGS_FOLDER}/' + name"
         " + '.py')\n"
-        "heavy = {'pandas', 'numpy', 'altair', 'vl_convert', 'pycouchdb',"
-        " 'kpi.store', 'kpi.site'}\n"
+        "heavy = {'pandas', 'numpy', 'altair', 'vl_convert',"
+        " 'kpi.couch', 'kpi.ingest', 'kpi.site'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

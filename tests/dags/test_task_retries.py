@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pendulum
 import pytest
 
-from kpi.store import MANIFESTS, CouchStore
+from kpi.couch import MANIFESTS, CouchStore
 from tests.integration.exactness import assert_exact
 
 pytestmark = pytest.mark.dags

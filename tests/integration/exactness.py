@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from kpi.couch import AGGREGATES, MANIFESTS, PARTS, QUARANTINE, RAW, CouchStore
 from kpi.pipeline import day_is_done
 from kpi.reports import QUALITY_MEASURES
 from kpi.source import day_window_ms
-from kpi.store import AGGREGATES, MANIFESTS, PARTS, QUARANTINE, RAW, CouchStore
 
 
 def _day_of(timestamp: object) -> date | None:

@@ -11,9 +11,9 @@ import pytest
 
 from fake_source.generator import blobs_for_day
 from kpi import site as site_module
+from kpi.couch import DATABASES, CouchStore
 from kpi.pipeline import backfill, build_site
 from kpi.site import builds_dir
-from kpi.store import DATABASES, CouchStore
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
 
 pytestmark = pytest.mark.integration

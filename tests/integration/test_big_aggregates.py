@@ -12,21 +12,18 @@ import numpy as np
 import pytest
 
 from kpi.aggregate import DayAggregator
-from kpi.config import load_config
-from kpi.pipeline import load_aggregates
-from kpi.reports import QUALITY_MEASURES, build_reports
-from kpi.store import (
-    AGGREGATES,
+from kpi.aggregate_docs import (
     CHUNK_GRACE_SECONDS,
-    PARTS,
-    CouchStore,
-    Snapshot,
     aggregates_document,
     encode_frames,
     put_aggregates,
-    read_parts,
-    write_part,
 )
+from kpi.config import load_config
+from kpi.couch import AGGREGATES, PARTS, CouchStore
+from kpi.parts import read_parts, write_part
+from kpi.pipeline import load_aggregates
+from kpi.reports import QUALITY_MEASURES, build_reports
+from kpi.snapshot import Snapshot
 
 MAX_DOCUMENT_SIZE = 8_000_000  # Apache CouchDB 3's default max_document_size, in bytes
 DAY = date(2026, 10, 2)
@@ -126,8 +123,8 @@ def doc_columns(config):
 def test_two_writers_of_a_day_never_leave_it_naming_deleted_chunks(settings, monkeypatch):
     """Writer B has written its chunks but not yet the day's document when writer A finishes
     and collects garbage: B's fresh chunks stay, so B's document names chunks that exist."""
-    from kpi import store as store_module
-    from kpi.store import split_histogram, with_histograms
+    from kpi import aggregate_docs as store_module
+    from kpi.aggregate_docs import split_histogram, with_histograms
 
     monkeypatch.setattr(store_module, "INLINE_BYTES", 200)  # small histograms split too
     monkeypatch.setattr(store_module, "CHUNK_BYTES", 400)

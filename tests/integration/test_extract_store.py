@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from fake_source.generator import blobs_for_day
+from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError
 from kpi.devserver import free_port
-from kpi.pipeline import aggregate_day, extract_and_store
+from kpi.pipeline import extract_and_store, reaggregate_day
 from kpi.source import SourceError, check_row, fetch_day
-from kpi.store import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
 
 pytestmark = pytest.mark.integration
@@ -100,9 +100,9 @@ def test_a_duplicate_row_is_counted_not_stored_twice(settings, fake_app):
 def test_aggregating_twice_leaves_the_same_document(settings):
     extract_and_store(DAY, settings)
     store = CouchStore(settings)
-    aggregate_day(DAY, settings)
+    reaggregate_day(DAY, settings)
     first = store.get(AGGREGATES, DAY.isoformat())
-    quality = aggregate_day(DAY, settings)
+    quality = reaggregate_day(DAY, settings)
     assert store.get(AGGREGATES, DAY.isoformat()) == first  # same _rev too
     manifest = store.get(MANIFESTS, DAY.isoformat())
     assert quality["aggregated"] == manifest["stored"] - manifest["skipped_empty_stream"]
@@ -113,7 +113,8 @@ def test_database_names_start_with_the_prefix(settings, couchdb_url):
     names = [n for n in httpx.get(f"{couchdb_url}/_all_dbs").json()
              if n.startswith(settings.db_prefix)]
     assert sorted(names) == sorted(f"{settings.db_prefix}_{k}" for k in
-                                   ("raw", "quarantine", "manifests", "aggregates", "parts"))
+                                   ("raw", "quarantine", "manifests", "aggregates", "parts",
+                                        "removed"))
 
 
 def test_unreachable_couchdb_fails_clearly_without_the_password(settings):
@@ -154,7 +155,7 @@ def test_aggregates_written_while_storing_equal_a_full_read(settings):
     store = CouchStore(settings)
     one_pass = store.get(AGGREGATES, DAY.isoformat())
     assert one_pass["quality"]["aggregated"] == manifest["aggregated"] > 0
-    aggregate_day(DAY, settings)  # stage the stored documents again, read back from CouchDB
+    reaggregate_day(DAY, settings)  # stage the stored documents again, read back from CouchDB
     assert store.get(AGGREGATES, DAY.isoformat()) == one_pass  # same content, same _rev
 
 

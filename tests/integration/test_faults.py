@@ -23,11 +23,11 @@ import pytest
 
 from fake_source import create_app
 from fake_source.server import running_in_thread
+from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, content_of
 from kpi.devserver import free_port, start_dev_couchdb, stop_process
 from kpi.pipeline import backfill, build_site, day_is_done, extract_and_store, run_day
 from kpi.reports import QUALITY_MEASURES
 from kpi.source import day_window_ms
-from kpi.store import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, content_of
 from tests.conftest import FAKE_BAD_RATE, FAKE_DAYS, FAKE_LAST_DAY, FAKE_PER_DAY, FAKE_SEED
 from tests.integration.exactness import assert_exact, expected_day
 from tests.integration.faultproxy import DROP, FORWARD, RESET, FaultProxy
@@ -313,13 +313,13 @@ def _via(proxy: FaultProxy, settings) -> str:
 
 
 def test_every_job_of_a_day_names_the_day_when_couchdb_is_unreachable(settings):
-    from kpi.pipeline import aggregate_day, close_day, extract_window
+    from kpi.pipeline import close_day, extract_window, reaggregate_day
 
     dead = replace(settings, couchdb_url=f"http://127.0.0.1:{free_port()}", retry_attempts=1)
     low, high = day_window_ms(DAY)
     window = {"day": DAY.isoformat(), "start_ms": low, "end_ms": high, "fresh": True,
               "run": "r"}
     for job in (lambda: extract_and_store(DAY, dead), lambda: extract_window(window, dead),
-                lambda: close_day(DAY, [window], dead), lambda: aggregate_day(DAY, dead)):
+                lambda: close_day(DAY, [window], dead), lambda: reaggregate_day(DAY, dead)):
         with pytest.raises(RuntimeError, match=f"processing {DAY.isoformat()} failed: CouchDB"):
             job()

@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from kpi import buildcache
+from kpi.couch import AGGREGATES, CouchStore, content_of
 from kpi.pipeline import backfill, build_site, days_between, extract_and_store
 from kpi.site import builds_dir
-from kpi.store import AGGREGATES, CouchStore, content_of
 from tests.integration.test_restatement import CHANGED_DAY, changed_source
 from tests.integration.test_windows import files
 

@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from kpi.couch import PARTS
 from kpi.pipeline import backfill, build_site
-from kpi.store import PARTS
 from tests.integration.test_windows import documents, files, windowed
 
 pytestmark = pytest.mark.integration

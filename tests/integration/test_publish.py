@@ -15,10 +15,11 @@ import httpx
 import orjson
 import pytest
 
+from kpi.aggregate_docs import put_aggregates
+from kpi.couch import AGGREGATES, CouchStore, content_of
 from kpi.pipeline import backfill, build_site
 from kpi.serve import make_server
 from kpi.site import PublishError, build_id, builds_dir, publish_lock
-from kpi.store import AGGREGATES, CouchStore, content_of, put_aggregates
 
 pytestmark = pytest.mark.integration
 START, END = date(2026, 10, 2), date(2026, 10, 3)

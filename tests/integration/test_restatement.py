@@ -8,10 +8,10 @@ from datetime import date
 
 import pytest
 
+from kpi.couch import MANIFESTS, QUARANTINE, RAW, CouchStore
 from kpi.pipeline import backfill
 from kpi.reports import REPORTS
 from kpi.source import blob_of, check_row, utc_day_of
-from kpi.store import MANIFESTS, QUARANTINE, RAW, CouchStore
 from tests.integration import oracle
 from tests.integration.test_oracle import close, number
 

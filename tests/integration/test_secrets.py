@@ -24,9 +24,9 @@ from click.testing import CliRunner
 
 from kpi import pipeline
 from kpi.cli import main
+from kpi.couch import StoreError
 from kpi.devserver import free_port
 from kpi.source import SourceError
-from kpi.store import StoreError
 from tests.integration.test_cli import environment
 from tests.unit.test_tls import https_server, self_signed
 

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from kpi.aggregate import daily_aggregates, sites_histogram
+from kpi.aggregate_docs import aggregates_document
 from kpi.reports import REPORTS
 from kpi.stage import stage
-from kpi.store import aggregates_document
 from tests.unit.kpi_helpers import CONFIG, blob, reports_of, row, staged_column
 
 NU = CONFIG.steps("new_user")

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kpi.couch import AGGREGATES, CouchStore, StoreError
 from kpi.devserver import free_port
 from kpi.settings import Settings
 from kpi.source import KpiggybankClient, SourceError
-from kpi.store import AGGREGATES, CouchStore, StoreError
 
 
 def self_signed(folder) -> tuple[str, str]:

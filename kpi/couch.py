@@ -1,0 +1,440 @@
+"""The CouchDB client: the pipeline's databases over CouchDB's documented HTTP API, on httpx.
+
+Databases (every name starts with `KPI_DB_PREFIX`):
+
+| database              | one document per            | id                        |
+|-----------------------|-----------------------------|---------------------------|
+| `<prefix>_raw`        | KPIggybank row (valid blob) | `YYYY-MM-DD:<kpiggybank id>` |
+| `<prefix>_quarantine` | row that failed validation  | `YYYY-MM-DD:<id or sha1 of row>` |
+| `<prefix>_manifests`  | UTC day extracted           | `YYYY-MM-DD`              |
+| `<prefix>_aggregates` | UTC day aggregated          | `YYYY-MM-DD` (and its histogram chunks) |
+| `<prefix>_parts`      | window of a day in progress | `YYYY-MM-DD:<run>:<start>-<end>:<n>` |
+| `<prefix>_removed`    | row a restatement removed   | `YYYY-MM-DD:<raw or quarantine>:<id>` |
+
+Only documented CouchDB 3 API is used: database HEAD/PUT/GET, `_bulk_docs` (per-document
+results are checked) and `_all_docs` (key ranges and `keys`). It is a small client of our own
+rather than a library's: the candidates either reach CouchDB through private calls (pycouchdb
+verifies TLS certificates only through its private request helper) or add a layer of their
+own per request (see the README's "CouchDB client" for the measured comparison).
+
+A day's documents are found by the byte-safe key range `["YYYY-MM-DD:", "YYYY-MM-DD;")`:
+Apache CouchDB orders `_all_docs` by the ids' UTF-8 bytes and pouchdb-server by their code
+units, and in both orders every id starting with `YYYY-MM-DD:` lies in that range (an upper
+bound such as `YYYY-MM-DD:\\ufff0` misses ids starting with an emoji on Apache CouchDB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from urllib.parse import quote
+
+import httpx
+import orjson
+from tenacity import RetryError
+
+from kpi.retry import retrying
+from kpi.settings import Settings, split_credentials
+
+RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggregates"
+PARTS, REMOVED = "parts", "removed"
+DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES, PARTS, REMOVED)
+CONFLICT_ROUNDS = 5  # re-reads of conflicting documents before giving up
+
+
+class StoreError(RuntimeError):
+    """CouchDB refused or failed a request after every retry."""
+
+
+class TransientStoreError(Exception):
+    """A failure worth retrying (a 5xx answer, a broken connection, a cut or garbled body)."""
+
+
+class DocumentTooLarge(StoreError):
+    """CouchDB refused a document as larger than its `max_document_size` (HTTP 413)."""
+
+    def __init__(self, doc_id: str, message: str) -> None:
+        super().__init__(message)
+        self.doc_id = doc_id
+
+
+@dataclass
+class UpsertResult:
+    """How many documents were written and how many already held the same content."""
+
+    written: int = 0
+    unchanged: int = 0
+
+
+def content_of(doc: dict) -> dict:
+    """A document without CouchDB's `_rev` and attachment stubs (what "same content"
+    compares; a document with an attachment names its content in a field of its own)."""
+    return {k: v for k, v in doc.items() if k not in ("_rev", "_attachments")}
+
+
+def content_hash(value: object) -> str:
+    """A stable digest of a JSON value (key order does not matter)."""
+    return hashlib.sha1(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The key range [start, end) of every id that starts with `prefix` (which must end with
+    an ASCII character below `~`): the end is the prefix with its last character incremented,
+    an upper bound both in UTF-8 byte order (Apache CouchDB) and in code-unit order."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def day_prefix(day: date) -> str:
+    """The prefix of every document id of UTC `day`."""
+    return f"{day.isoformat()}:"
+
+
+class CouchStore:
+    """The pipeline's CouchDB databases. Thread-safe; `close()` (or `with`) frees the
+    connections."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        url, credentials = split_credentials(settings.couchdb_url)
+        # credentials travel as basic auth, never in a URL httpx logs or puts in errors;
+        # certificates are always verified (against KPI_CA_BUNDLE when set)
+        self._http = httpx.Client(base_url=url.rstrip("/") + "/", auth=credentials,
+                                  timeout=settings.http_timeout, verify=settings.tls_context(),
+                                  transport=transport,
+                                  headers={"Accept": "application/json"})
+
+    def __enter__(self) -> CouchStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def name(self, kind: str) -> str:
+        """Database name of `kind` (`raw`, `quarantine`, `manifests`, ...)."""
+        return f"{self.settings.db_prefix}_{kind}"
+
+    def _retry(self, what: str, call: Callable, *args, **kwargs):
+        try:
+            return retrying(self.settings, (TransientStoreError,))(call, *args, **kwargs)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            msg = (
+                f"CouchDB {self.settings.couchdb_url_redacted} failed to {what} after "
+                f"{self.settings.retry_attempts} attempts: {cause}"
+            )
+            raise StoreError(self.settings.redact(msg)) from None  # the cause may quote a URL
+
+    def ensure_databases(self) -> None:
+        """Create the pipeline's databases if they are missing."""
+        for kind in DATABASES:
+            self._retry(f"create database {self.name(kind)}", self._ensure, self.name(kind))
+
+    def require_databases(self, kinds: tuple[str, ...] = DATABASES) -> None:
+        """Raise StoreError unless the databases of `kinds` exist (read paths never create
+        databases: a mistyped prefix or server must fail, not publish an empty site)."""
+        missing = [self.name(kind) for kind in kinds
+                   if not self._retry(f"look up database {self.name(kind)}",
+                                      self._exists, self.name(kind))]
+        if missing:
+            msg = (
+                f"CouchDB {self.settings.couchdb_url_redacted} has no database "
+                f"{', '.join(missing)}: check KPI_COUCHDB_URL and KPI_DB_PREFIX (extracting a "
+                "day creates them; reading never does)"
+            )
+            raise StoreError(msg)
+
+    def _send(self, method: str, path: str, body: object = None,
+              params: dict | None = None) -> tuple[int, object]:
+        """One HTTP request; (status, the decoded JSON answer or None).
+
+        Raises:
+            TransientStoreError: no answer, a 5xx answer, or a cut JSON body.
+            StoreError: an answer that is not JSON (e.g. a proxy's page: a wrong URL).
+        """
+        try:
+            response = self._http.request(
+                method, path, params=params,
+                content=None if body is None else orjson.dumps(body),
+                headers=None if body is None else {"Content-Type": "application/json"},
+            )
+        except httpx.TransportError as exc:  # refused, reset, timed out, cut short
+            msg = f"{type(exc).__name__}: {exc}"
+            raise TransientStoreError(msg) from exc
+        status = response.status_code
+        try:
+            result = orjson.loads(response.content) if response.content else None
+        except orjson.JSONDecodeError as exc:
+            kind = response.headers.get("content-type") or "no Content-Type"
+            if status >= 500:
+                msg = f"HTTP {status} with an unparseable body ({kind})"
+                raise TransientStoreError(msg) from exc
+            if status >= 400 or "json" not in kind:  # a proxy's or another server's page
+                msg = (f"{self._url(path)} answered HTTP {status} with {kind}, not CouchDB's "
+                       f"JSON: is KPI_COUCHDB_URL a CouchDB server? ({response.text[:120]!r})")
+                raise StoreError(msg) from None
+            msg = f"HTTP {status} with a cut or garbled body: {exc}"
+            raise TransientStoreError(msg) from exc
+        if status >= 500:
+            msg = f"HTTP {status}: {result}"
+            raise TransientStoreError(msg)
+        return status, result
+
+    def _url(self, path: str) -> str:
+        """The URL of `path` on the server, without its password."""
+        return self.settings.redact(f"{self.settings.couchdb_url_redacted.rstrip('/')}/{path}")
+
+    def _exists(self, name: str) -> bool:
+        status, result = self._send("HEAD", quote(name, safe=""))
+        if status not in (200, 404):
+            msg = f"CouchDB {name} answered {status} to a lookup: {result}"
+            raise StoreError(msg)
+        return status == 200
+
+    def _ensure(self, name: str) -> None:
+        status, result = self._send("PUT", quote(name, safe=""))
+        if status not in (201, 202, 412):  # 412: already there
+            msg = f"CouchDB refused to create {name} ({status}): {result}"
+            raise StoreError(msg)
+
+    def _request(self, kind: str, method: str, path: str, body: object = None,
+                 params: dict | None = None) -> object:
+        """One request to a database; the JSON answer. Per-document results (e.g. of
+        `_bulk_docs`) are returned unchecked: callers check them."""
+        database = quote(self.name(kind), safe="")
+        status, result = self._send(method, f"{database}/{path}" if path else database,
+                                    body, params)
+        if status == 413 and isinstance(result, dict):
+            msg = f"CouchDB {self.name(kind)} refused a document as too large: {result}"
+            raise DocumentTooLarge(str(result.get("reason", "")), msg)
+        if status >= 400:
+            where = f"{database}/{path}" if path else database
+            msg = f"CouchDB {self._url(where)} answered HTTP {status}: {result}"
+            raise StoreError(msg)
+        return result
+
+    def _post(self, kind: str, path: str, body: dict, params: dict | None = None) -> object:
+        return self._request(kind, "POST", path, body, params)
+
+    def get_many(self, kind: str, ids: list[str], attachments: bool = False) -> dict[str, dict]:
+        """Existing documents among `ids`, by id (with their attachments inline, base64, when
+        `attachments`)."""
+        if not ids:
+            return {}
+        params = {"include_docs": "true"} | ({"attachments": "true"} if attachments else {})
+        result = self._retry(
+            f"read {len(ids)} documents of {self.name(kind)}",
+            self._post, kind, "_all_docs", {"keys": ids}, params,
+        )
+        return {row["id"]: row["doc"] for row in result["rows"] if row.get("doc")}
+
+    def present(self, kind: str, ids: list[str]) -> set[str]:
+        """The ids among `ids` of documents that exist (no bodies are read)."""
+        if not ids:
+            return set()
+        result = self._retry(f"read {len(ids)} revisions of {self.name(kind)}",
+                             self._post, kind, "_all_docs", {"keys": ids})
+        return {row["id"] for row in result["rows"]
+                if "value" in row and not row["value"].get("deleted")}
+
+    def get(self, kind: str, doc_id: str) -> dict | None:
+        """One document, or None."""
+        return self.get_many(kind, [doc_id]).get(doc_id)
+
+    def upsert(self, kind: str, docs: list[dict], present: set[str] | None = None,
+               before_write: Callable[[], None] | None = None) -> UpsertResult:
+        """Write `docs` (each with an `_id`) unless an identical document is already stored.
+
+        Args:
+            kind: the database.
+            docs: the documents, without `_rev`.
+            present: when given, the ids known to exist; other ids are not looked up first
+                (a fresh day then costs one `_bulk_docs` per batch and no reads).
+            before_write: called before anything is actually written (not when every document
+                is already stored as is).
+
+        Raises:
+            DocumentTooLarge: CouchDB refused a document of `docs` as too large (nothing of
+                its batch was written; the error names the document).
+        """
+        outcome = UpsertResult()
+        size = self.settings.bulk_size
+        for first in range(0, len(docs), size):
+            batch = docs[first : first + size]
+            existing = self._existing(kind, batch, present)
+            to_write = []
+            for doc in batch:
+                old = existing.get(doc["_id"])
+                if old is not None and content_of(old) == content_of(doc):
+                    outcome.unchanged += 1
+                    continue
+                to_write.append({**doc, "_rev": old["_rev"]} if old is not None else doc)
+            if to_write and before_write is not None:
+                before_write()
+            written, unchanged = self._write_resolving_conflicts(kind, to_write)
+            outcome.written += written
+            outcome.unchanged += unchanged
+        return outcome
+
+    def _existing(self, kind: str, docs: list[dict], present: set[str] | None) -> dict:
+        """The stored documents among `docs`' ids (only those in `present`, when given)."""
+        ids = [doc["_id"] for doc in docs]
+        if present is not None:
+            ids = [doc_id for doc_id in ids if doc_id in present]
+        return self.get_many(kind, ids)
+
+    def differing(self, kind: str, docs: list[dict], present: set[str] | None) -> list[dict]:
+        """Those of `docs` that are not stored with the same content (new or changed);
+        `present` as for `upsert`."""
+        result = []
+        size = self.settings.bulk_size
+        for first in range(0, len(docs), size):
+            batch = docs[first : first + size]
+            existing = self._existing(kind, batch, present)
+            result += [doc for doc in batch if doc["_id"] not in existing
+                       or content_of(existing[doc["_id"]]) != content_of(doc)]
+        return result
+
+    def _write_resolving_conflicts(self, kind: str, docs: list[dict]) -> tuple[int, int]:
+        """Write `docs`; a conflict (another writer, or a lost answer to our own retried write)
+        is re-read: the same content counts as unchanged, other content is overwritten with the
+        current revision. Returns (written, unchanged)."""
+        written = unchanged = 0
+        for _ in range(CONFLICT_ROUNDS):
+            if not docs:
+                return written, unchanged
+            conflicts = {result["id"] for result in self._bulk_write(kind, docs)}
+            written += len(docs) - len(conflicts)
+            if not conflicts:
+                return written, unchanged
+            current = self.get_many(kind, sorted(conflicts))
+            retry = []
+            for doc in docs:
+                if doc["_id"] not in conflicts:
+                    continue
+                content = {k: v for k, v in doc.items() if k != "_rev"}
+                old = current.get(doc["_id"])
+                if old is not None and content_of(old) == content_of(content):
+                    unchanged += 1
+                else:
+                    retry.append({**content, "_rev": old["_rev"]} if old else content)
+            docs = retry
+        if docs:
+            msg = (f"CouchDB {self.name(kind)}: {len(docs)} documents kept conflicting with "
+                   f"another writer (e.g. {docs[0]['_id']})")
+            raise StoreError(msg)
+        return written, unchanged
+
+    def delete(self, kind: str, ids: list[str],
+               before_write: Callable[[], None] | None = None) -> int:
+        """Delete the documents `ids` (those still there); returns how many were deleted.
+
+        A document changed meanwhile (a conflict) has its new revision read and is deleted
+        again, a bounded number of times.
+        """
+        deleted = 0
+        size = self.settings.bulk_size
+        for first in range(0, len(ids), size):
+            batch = ids[first : first + size]
+            for _ in range(CONFLICT_ROUNDS):
+                result = self._retry(
+                    f"read {len(batch)} revisions of {self.name(kind)}",
+                    self._post, kind, "_all_docs", {"keys": batch},
+                )
+                tombstones = [
+                    {"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
+                    for row in result["rows"]
+                    if "value" in row and not row["value"].get("deleted")
+                ]
+                if tombstones and before_write is not None:
+                    before_write()
+                conflicted = ({r["id"] for r in self._bulk_write(kind, tombstones)}
+                              if tombstones else set())
+                deleted += len(tombstones) - len(conflicted)
+                batch = sorted(conflicted)
+                if not batch:
+                    break
+            else:
+                msg = (f"CouchDB {self.name(kind)}: {len(batch)} documents kept changing while "
+                       f"being deleted (e.g. {batch[0]})")
+                raise StoreError(msg)
+        return deleted
+
+    def _bulk_write(self, kind: str, docs: list[dict]) -> list[dict]:
+        """`_bulk_docs`; returns the per-document results that are conflicts, raises on others."""
+        results = self._retry(
+            f"write {len(docs)} documents to {self.name(kind)}",
+            self._post, kind, "_bulk_docs", {"docs": docs},
+        )
+        conflicts = [r for r in results if r.get("error") == "conflict"]
+        failed = [r for r in results if "error" in r and r.get("error") != "conflict"]
+        too_large = [r for r in failed if r.get("error") in ("document_too_large", "too_large")]
+        if too_large:  # a server that answers per document rather than with a 413
+            msg = f"CouchDB {self.name(kind)} refused a document as too large: {too_large[0]}"
+            raise DocumentTooLarge(too_large[0]["id"], msg)
+        if failed:
+            reasons = Counter(f"{r['error']}: {r.get('reason', '')}" for r in failed)
+            msg = (
+                f"CouchDB {self.name(kind)} refused {len(failed)} of {len(docs)} documents "
+                f"(e.g. {failed[0]['id']}): {dict(reasons)}"
+            )
+            raise StoreError(msg)
+        return conflicts
+
+    def iter_range(self, kind: str, startkey: str, endkey: str | None,
+                   include_docs: bool = True, attachments: bool = False) -> Iterator[dict | str]:
+        """Documents (or only their ids) whose ids lie in [startkey, endkey) (to the end of
+        the database when `endkey` is None), page by page; with their attachments inline
+        (base64) when `attachments`."""
+        for row in self._iter_rows(kind, startkey, endkey, include_docs, attachments=attachments):
+            yield row["doc"] if include_docs else row["id"]
+
+    def revisions(self, kind: str, startkey: str, endkey: str | None) -> dict[str, str]:
+        """The current revision of each document whose id lies in [startkey, endkey) (no
+        bodies are read: what changed since a revision was seen costs one small read)."""
+        return {row["id"]: row["value"]["rev"]
+                for row in self._iter_rows(kind, startkey, endkey, include_docs=False)}
+
+    def _iter_rows(self, kind: str, startkey: str, endkey: str | None,
+                   include_docs: bool, limit: int | None = None,
+                   attachments: bool = False) -> Iterator[dict]:
+        page = limit or self.settings.bulk_size
+        params = {"startkey": orjson.dumps(startkey).decode(), "limit": page + 1,
+                  "include_docs": "true" if include_docs else "false"}
+        if attachments:
+            params["attachments"] = "true"
+        if endkey is not None:
+            params |= {"endkey": orjson.dumps(endkey).decode(), "inclusive_end": "false"}
+        while True:
+            result = self._retry(f"read {self.name(kind)} range",
+                                 self._request, kind, "GET", "_all_docs", None, params)
+            rows = result["rows"]
+            yield from rows[:page]
+            if len(rows) <= page or limit:
+                return
+            params = {**params, "startkey": orjson.dumps(rows[page]["id"]).decode()}
+
+    def day_docs(self, kind: str, day: date) -> Iterator[dict]:
+        """The documents of `kind` for UTC `day` (ids `YYYY-MM-DD:...`)."""
+        return self.iter_range(kind, *prefix_range(day_prefix(day)))
+
+    def has_day(self, kind: str, day: date) -> bool:
+        """Whether `kind` holds any document of UTC `day` (one small read)."""
+        rows = self._iter_rows(kind, *prefix_range(day_prefix(day)), include_docs=False,
+                               limit=1)
+        return any(True for _ in rows)
+
+    def day_ids(self, kind: str, day: date) -> set[str]:
+        """The ids of `kind`'s documents for UTC `day` (no document bodies are read)."""
+        return set(self.iter_range(kind, *prefix_range(day_prefix(day)), include_docs=False))
+
+    def doc_count(self, kind: str) -> int:
+        """Number of documents in the database of `kind`."""
+        info = self._retry(f"read {self.name(kind)} info", self._request, kind, "GET", "")
+        return info["doc_count"]

@@ -1,0 +1,481 @@
+"""The restatement protocol: a day's raw snapshot in CouchDB becomes what KPIggybank returns.
+
+The raw snapshot is the system of record. Storing a day's rows keeps one document per row id:
+valid rows in `<prefix>_raw`, invalid ones in `<prefix>_quarantine` with their reason, and a
+document is written only when its content changed, so re-running an unchanged day writes
+nothing. Re-extracting a day that is already stored *restates* it: changed rows are replaced,
+new rows added, rows no longer returned removed. Removals are guarded (`RestatementGuard`): a
+restatement that would remove every stored row of the day, or more than
+`KPI_RESTATE_MAX_REMOVED` of them, is refused unless removals are allowed for the run, and then
+nothing of the day changes. Removed rows are moved to `<prefix>_removed`, never destroyed
+(`restore_removed` puts them back).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import orjson
+
+from kpi.couch import (
+    MANIFESTS,
+    PARTS,
+    QUARANTINE,
+    RAW,
+    REMOVED,
+    CouchStore,
+    DocumentTooLarge,
+    content_of,
+    day_prefix,
+    prefix_range,
+)
+from kpi.source import blob_of, check_row, usable_id
+
+
+class IncompleteMark:
+    """Before a day's snapshot first changes, flag its manifest as in progress, so a run that
+    dies half-way is never taken for a finished day (`close_snapshot` sets `complete`). Callable,
+    as the `before_write` of `CouchStore.upsert` and `CouchStore.delete`."""
+
+    def __init__(self, store: CouchStore, day: date) -> None:
+        self.store, self.day, self.marked = store, day, False
+
+    def __call__(self) -> None:
+        if self.marked:
+            return
+        self.marked = True
+        old = self.store.get(MANIFESTS, self.day.isoformat())
+        base = content_of(old) if old else {"_id": self.day.isoformat(),
+                                            "day": self.day.isoformat()}
+        self.store.upsert(MANIFESTS, [{**base, "complete": False}])
+
+
+
+
+@dataclass
+class Snapshot:
+    """What storing (or staging) some of a day's rows kept: the raw and quarantine ids, the
+    extract counts, the rejection reasons and how many documents were written."""
+
+    raw_ids: set[str] = field(default_factory=set)
+    quarantine_ids: set[str] = field(default_factory=set)
+    counts: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    written: int = 0
+    restage: bool = False  # a blob handed to `on_stored` was replaced or moved later
+    staged: bool = False  # new and changed rows went to a `Staging`, not their databases
+
+
+def run_key(run: str) -> str:
+    """A short, id-safe name of a run (run ids may hold `:` and `+`)."""
+    return hashlib.sha1(run.encode()).hexdigest()[:12]
+
+
+def inline_attachments(doc: dict) -> dict:
+    """The `_attachments` of a document read with `attachments=true`, as they are written
+    (content type and base64 data only); {} when it has none."""
+    return {name: {"content_type": item.get("content_type", "application/octet-stream"),
+                   "data": item["data"]}
+            for name, item in (doc.get("_attachments") or {}).items() if "data" in item}
+
+
+def staging_prefix(day: date, run: str) -> str:
+    """The id prefix of the rows `run` staged for UTC `day` (see `Staging`)."""
+    return f"{day.isoformat()}:s:{run_key(run)}:"
+
+
+class Staging:
+    """The new and changed rows of a restatement, held in `<prefix>_parts` until the day's
+    guard lets them in (`apply`), so a refused restatement changes nothing of the day.
+
+    One staging document per row, `YYYY-MM-DD:s:<run>:<document id>`, holding the database
+    and the document (its attachments as the staging document's own); a later delivery of
+    the same id replaces it.
+    """
+
+    def __init__(self, store: CouchStore, day: date, run: str) -> None:
+        self.store, self.day = store, day
+        self.prefix = staging_prefix(day, run)
+        self.staged: set[str] = set()  # ids staged by this object
+
+    def add(self, kind: str, docs: list[dict], present: set[str] | None) -> None:
+        """Stage those of `docs` (for database `kind`) that differ from what is stored; a
+        document this object staged before and that is now delivered as stored is unstaged."""
+        changed = self.store.differing(kind, docs, present)
+        ids = {doc["_id"] for doc in changed}
+        back = sorted(self.prefix + doc["_id"] for doc in docs
+                      if doc["_id"] in self.staged and doc["_id"] not in ids)
+        if back:
+            self.store.delete(PARTS, back)
+            self.staged -= {doc_id.removeprefix(self.prefix) for doc_id in back}
+        self.store.upsert(PARTS, [
+            {"_id": self.prefix + doc["_id"], "kind": kind, "doc": content_of(doc),
+             **({"_attachments": doc["_attachments"]} if doc.get("_attachments") else {})}
+            for doc in changed
+        ])
+        self.staged |= ids
+
+    def ids(self) -> list[str]:
+        """The ids of the staging documents."""
+        return list(self.store.iter_range(PARTS, *prefix_range(self.prefix),
+                                          include_docs=False))
+
+    def apply(self, before_write: Callable[[], None]) -> int:
+        """Write the staged rows into their databases; returns the documents written."""
+        written = 0
+        ids = self.ids()
+        size = self.store.settings.bulk_size
+        for first in range(0, len(ids), size):
+            staged = self.store.get_many(PARTS, ids[first:first + size], attachments=True)
+            by_kind: dict[str, list[dict]] = {RAW: [], QUARANTINE: []}
+            for item in staged.values():
+                attachments = inline_attachments(item)
+                by_kind[item["kind"]].append(
+                    {**item["doc"], **({"_attachments": attachments} if attachments else {})})
+            for kind, docs in by_kind.items():
+                written += self.store.upsert(kind, docs, before_write=before_write).written
+        return written
+
+    def drop(self) -> None:
+        """Delete the staging documents."""
+        self.store.delete(PARTS, self.ids())
+
+
+def store_rows(store: CouchStore, day: date, batches: Iterable[list],
+               present_raw: set[str] | None, present_quarantined: set[str] | None,
+               before_write: Callable[[], None] | None = None,
+               on_stored: Callable[[list[dict]], None] | None = None,
+               staging: Staging | None = None) -> Snapshot:
+    """Validate and store (or stage) rows of UTC `day` (all of it, or one window of it).
+
+    Valid rows go to the raw database, invalid ones to quarantine with their reason (SPEC D10),
+    as do rows too large for one CouchDB document (the row kept as an attachment).
+    An id delivered n times counts once in its class (stored, or rejected) and n − 1 times as
+    `duplicate`, whatever its validity, and its last delivery's content wins (SPEC D12): a row
+    an earlier batch stored is replaced, or moved between raw and quarantine, and the snapshot
+    says its earlier blob was handed to `on_stored` (`restage`). Rows without an id are told
+    apart by content. So `fetched = stored + rejected_invalid + duplicate`.
+
+    Args:
+        present_raw, present_quarantined: the day's stored ids (None: look each batch up).
+        before_write: called before the first write.
+        on_stored: called with each batch's valid blobs (e.g. to aggregate them).
+        staging: when given (a restatement), new and changed rows are staged there rather
+            than written, until `close_snapshot` lets them in.
+    """
+    final: dict[str, tuple[str, str, str]] = {}  # doc id → (database, digest, reason or status)
+    written_before: set[str] = set()  # doc ids an earlier batch wrote (or staged)
+    snapshot = Snapshot()
+    counts, reasons = snapshot.counts, snapshot.reasons
+    prefix = f"{day.isoformat()}:"
+    limit = store.settings.max_document_bytes
+    for rows in batches:
+        pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
+        moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
+        for row in rows:
+            counts["fetched"] += 1
+            check = check_row(row, day)
+            row_id = row.get("id") if isinstance(row, dict) else None
+            if check.status == "rejected" and not usable_id(row_id):
+                doc = _quarantine_doc(day, row, check.reason, final, limit)
+                if doc is None:
+                    counts["duplicate"] += 1
+                    continue
+                pending[QUARANTINE][doc["_id"]] = doc
+                _count(counts, reasons, QUARANTINE, final[doc["_id"]][2], +1)
+                continue
+            doc_id = prefix + row_id
+            if check.status == "rejected":
+                row, digest, size = storable(row)
+                kind, note = QUARANTINE, check.reason
+                doc = {"_id": doc_id, "day": day.isoformat(), "reason": note, "row": row}
+            else:
+                blob, digest, size = storable(blob_of(row))
+                kind, note = RAW, check.status
+                doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": blob}
+            if size + len(doc_id) + DOC_MARGIN > limit:
+                kind, note = QUARANTINE, TOO_LARGE
+                doc = too_large_doc(doc_id, day, row)
+            earlier = final.get(doc_id)
+            if earlier is not None:
+                counts["duplicate"] += 1
+                if earlier[1] == digest:
+                    continue
+                _count(counts, reasons, earlier[0], earlier[2], -1)
+                if doc_id in written_before:
+                    snapshot.restage |= earlier[0] == RAW
+                    if earlier[0] != kind and staging is None:
+                        moved[earlier[0]].append(doc_id)
+                pending[earlier[0]].pop(doc_id, None)
+            final[doc_id] = (kind, digest, note)
+            pending[kind][doc_id] = doc
+            _count(counts, reasons, kind, note, +1)
+        for kind in (RAW, QUARANTINE):
+            if moved[kind]:
+                store.delete(kind, moved[kind], before_write)
+        for kind, present in ((RAW, present_raw), (QUARANTINE, present_quarantined)):
+            while True:
+                docs = list(pending[kind].values())
+                try:
+                    if staging is not None:
+                        staging.add(kind, docs, present)
+                    else:
+                        snapshot.written += store.upsert(kind, docs, present,
+                                                         before_write).written
+                    break
+                except DocumentTooLarge as exc:  # a server whose limit is below ours
+                    doc_id = exc.doc_id.removeprefix(staging.prefix if staging else "")
+                    doc = pending[kind].pop(doc_id, None)
+                    if doc is None or "_attachments" in doc:
+                        raise
+                    row = doc["row"] if kind == QUARANTINE else {
+                        "id": doc["kpiggybank_id"], "value": doc["blob"]}
+                    _count(counts, reasons, kind, final[doc_id][2], -1)
+                    final[doc_id] = (QUARANTINE, final[doc_id][1], TOO_LARGE)
+                    pending[QUARANTINE][doc_id] = too_large_doc(doc_id, day, row)
+                    _count(counts, reasons, QUARANTINE, TOO_LARGE, +1)
+            written_before.update(pending[kind])
+        if on_stored is not None:
+            on_stored([doc["blob"] for doc in pending[RAW].values()])
+    snapshot.staged = staging is not None
+    snapshot.raw_ids = {doc_id for doc_id, (kind, _, _) in final.items() if kind == RAW}
+    snapshot.quarantine_ids = set(final) - snapshot.raw_ids
+    return snapshot
+
+
+DOC_MARGIN = 512  # bytes a stored document adds around its row (keys, id, revision)
+
+
+TOO_LARGE = "row too large for one CouchDB document"
+
+
+def too_large_doc(doc_id: str, day: date, row: object) -> dict:
+    """A quarantine document for a row too large to store as a document: the row is kept
+    whole as its attachment `row.json` (attachments are not bound by `max_document_size`)."""
+    data = orjson.dumps(storable(row)[0])
+    return {"_id": doc_id, "day": day.isoformat(), "reason": TOO_LARGE, "row": None,
+            "row_bytes": len(data), "row_sha1": hashlib.sha1(data).hexdigest(),
+            "_attachments": {"row.json": {"content_type": "application/json",
+                                          "data": base64.b64encode(data).decode()}}}
+
+
+def _count(counts: Counter, reasons: Counter, kind: str, note: str, step: int) -> None:
+    """Count (step 1) or uncount (step −1) one row in its class."""
+    if kind == QUARANTINE:
+        counts["rejected_invalid"] += step
+        reasons[note] += step
+        if not reasons[note]:
+            del reasons[note]
+    else:
+        counts["stored"] += step
+        counts["skipped_empty_stream"] += step * (note == "skipped")
+
+
+MAX_DEPTH = 64  # nesting kept in a stored value (orjson encodes no deeper than 254)
+
+
+def storable(value: object) -> tuple[object, str, int]:
+    """(`value`, its `content_hash`, the size of its JSON in bytes); when JSON cannot
+    encode it (nested deeper than orjson allows, an integer beyond 64 bits, an unpaired
+    surrogate in a string), a copy with containers deeper than `MAX_DEPTH` cut to null, such
+    integers as floats and such strings with `?` for the surrogate instead: any row the source
+    sends can be stored."""
+    try:
+        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        value = _cut(value, 0)
+        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return value, hashlib.sha1(encoded).hexdigest(), len(encoded)
+
+
+def _cut(value: object, depth: int) -> object:
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        return {_utf8(str(key)): _cut(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut(item, depth + 1) for item in value]
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    if isinstance(value, str):
+        return _utf8(value)
+    return value
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _quarantine_doc(day: date, row: object, reason: str, used: dict[str, tuple],
+                    limit: int) -> dict | None:
+    """A quarantine document for a row without a usable id, named by its content; None when
+    this very row is already quarantined in this extract (a repeat, counted as a duplicate).
+    `used`: the extract's doc ids so far, each with (database, digest, note)."""
+    row, digest, size = storable(row)
+    doc_id = f"{day.isoformat()}:sha1:{digest}"
+    if doc_id in used:
+        return None
+    if size + len(doc_id) + DOC_MARGIN > limit:
+        used[doc_id] = (QUARANTINE, digest, TOO_LARGE)
+        return too_large_doc(doc_id, day, row)
+    used[doc_id] = (QUARANTINE, digest, reason)
+    return {"_id": doc_id, "day": day.isoformat(), "reason": reason, "row": row}
+
+
+
+
+@dataclass(frozen=True)
+class RestatementGuard:
+    """When a restatement of a stored day may remove rows (SPEC D13).
+
+    Attributes:
+        max_removed: the largest share of the day's stored rows a restatement may remove
+            (`KPI_RESTATE_MAX_REMOVED`).
+        allow_removals: this run may remove any number (`--allow-removals`).
+    """
+
+    max_removed: float = 0.1
+    allow_removals: bool = False
+
+    def refuses(self, stored: int, kept: int, would_remove: int) -> bool:
+        """Whether to refuse a restatement of a day with `stored` rows that keeps `kept` of
+        them and would remove `would_remove`: when it keeps none of them, or removes more
+        than `max_removed` of them. A day with nothing stored is never refused."""
+        if self.allow_removals or stored == 0:
+            return False
+        return kept == 0 or would_remove > self.max_removed * stored
+
+
+def close_snapshot(store: CouchStore, day: date, snapshot: Snapshot, present_raw: set[str],
+                   present_quarantined: set[str], guard: RestatementGuard, run: str,
+                   staging: Staging | None = None,
+                   before_manifest: Callable[[dict], int] | None = None,
+                   now: datetime | None = None) -> dict:
+    """Close a day whose rows are stored (or staged): apply the restatement or refuse it.
+
+    Applied: the staged rows are written, rows the source no longer returns are moved to
+    `<prefix>_removed`, `before_manifest` is called with the manifest (e.g. to write the day's
+    aggregates; it returns the documents it wrote), then the complete manifest is written,
+    last: a day whose run dies before that is never taken for finished.
+
+    Refused (`guard`): nothing of the day changes but its manifest, which records the refusal
+    under `refused` (when, run, stored, fetched, would_remove, max_removed).
+
+    Args:
+        present_raw, present_quarantined: the day's stored ids before this extract.
+
+    Returns:
+        The manifest with `written` and `removed` (documents), and `refused` when refused.
+    """
+    before = present_raw | present_quarantined
+    kept = snapshot.raw_ids | snapshot.quarantine_ids
+    gone = before - kept
+    when = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    if guard.refuses(len(before), len(before & kept), len(gone)):
+        refusal = {"at": when, "run": run, "stored": len(before),
+                   "fetched": snapshot.counts["fetched"], "would_remove": len(gone),
+                   "max_removed": guard.max_removed}
+        old = store.get(MANIFESTS, day.isoformat())
+        manifest = {**(content_of(old) if old else {"_id": day.isoformat(),
+                                                     "day": day.isoformat()}),
+                    "refused": refusal}
+        if staging is not None:
+            staging.drop()
+        store.upsert(MANIFESTS, [manifest])
+        return {**content_of(manifest), "written": 0, "removed": 0}
+    mark = IncompleteMark(store, day)
+    written = snapshot.written
+    if staging is not None:
+        written += staging.apply(mark)
+    removed = 0
+    for kind, present, ids, other in ((RAW, present_raw, snapshot.raw_ids,
+                                       snapshot.quarantine_ids),
+                                      (QUARANTINE, present_quarantined,
+                                       snapshot.quarantine_ids, snapshot.raw_ids)):
+        leaving = sorted(present - ids)
+        reasons = {doc_id: (f"replaced by a {'valid' if kind == QUARANTINE else 'quarantined'}"
+                            " delivery of the same id") if doc_id in other else GONE
+                   for doc_id in leaving}
+        removed += move_to_removed(store, day, kind, reasons, run, when, mark)
+    manifest = {
+        "_id": day.isoformat(),
+        "day": day.isoformat(),
+        **{key: snapshot.counts[key] for key in (
+            "fetched", "stored", "duplicate", "skipped_empty_stream", "rejected_invalid"
+        )},
+        "rejected_reasons": dict(sorted(snapshot.reasons.items())),
+        "complete": True,
+    }
+    if before_manifest is not None:
+        written += before_manifest(manifest)
+    written += store.upsert(MANIFESTS, [manifest]).written
+    if staging is not None:
+        staging.drop()
+    return {**content_of(manifest), "written": written, "removed": removed}
+
+
+GONE = "no longer returned by KPIggybank"
+
+
+def removed_id(day: date, kind: str, doc_id: str) -> str:
+    """The `<prefix>_removed` id of document `doc_id` of database `kind`."""
+    return f"{day.isoformat()}:{kind}:{doc_id.removeprefix(day.isoformat() + ':')}"
+
+
+def move_to_removed(store: CouchStore, day: date, kind: str, reasons: dict[str, str],
+                    run: str, when: str, before_write: Callable[[], None] | None = None) -> int:
+    """Move the documents of `kind` named in `reasons` (id → why) to `<prefix>_removed`, with
+    their day, the time, the run and the reason; the copy is written before the original is
+    deleted, so a run that dies half-way leaves a row in both, never in neither. Returns how
+    many documents were deleted."""
+    ids = sorted(reasons)
+    deleted = 0
+    size = store.settings.bulk_size
+    for first in range(0, len(ids), size):
+        docs = store.get_many(kind, ids[first:first + size], attachments=True)
+        if not docs:
+            continue
+        store.upsert(REMOVED, [
+            {"_id": removed_id(day, kind, doc_id), "day": day.isoformat(), "kind": kind,
+             "doc": content_of(doc), "reason": reasons[doc_id], "run": run,
+             "removed_at": when,
+             **({"_attachments": inline_attachments(doc)} if inline_attachments(doc) else {})}
+            for doc_id, doc in docs.items()
+        ], before_write=before_write)
+        deleted += store.delete(kind, sorted(docs), before_write)
+    return deleted
+
+
+def restore_removed(store: CouchStore, day: date) -> tuple[int, int]:
+    """Put the rows `<prefix>_removed` holds for UTC `day` back into their databases, and
+    delete their copies there. A row whose id is stored again meanwhile (in either database)
+    is left where it is, its removed copy kept.
+
+    Returns:
+        (rows restored, removed copies kept because a newer row is stored).
+    """
+    records = list(store.iter_range(REMOVED, *prefix_range(day_prefix(day)), attachments=True))
+    stored = store.day_ids(RAW, day) | store.day_ids(QUARANTINE, day)
+    back: dict[str, list[dict]] = {RAW: [], QUARANTINE: []}
+    done, kept = [], 0
+    for record in records:
+        doc = record["doc"]
+        if doc["_id"] in stored:
+            kept += 1
+            continue
+        attachments = inline_attachments(record)
+        back[record["kind"]].append({**doc, **({"_attachments": attachments}
+                                               if attachments else {})})
+        done.append(record["_id"])
+    for kind, docs in back.items():
+        store.upsert(kind, docs)
+    store.delete(REMOVED, done)
+    return len(done), kept
