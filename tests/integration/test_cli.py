@@ -81,24 +81,40 @@ def test_parallel_backfill_then_skip_done_does_only_new_days(settings):
     assert (settings.site_dir / "data" / "assertions.csv").read_bytes() == first
 
 
-def test_a_configuration_change_is_detected_and_restated(settings, tmp_path):
+def test_a_configuration_change_is_rebuilt_from_couchdb_alone(settings, tmp_path, caplog):
+    """A new alias: `kpi build-site` re-aggregates the stored days from CouchDB (the source is
+    down) and publishes; `kpi reaggregate` does the same on demand; `--skip-done` fetches
+    nothing either."""
     runner = CliRunner()
     env = environment(settings)
-    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-02",
                                   "--no-progress"], env=env)
     assert result.exit_code == 0, result.output
     config = json.loads(PRODUCTION_CONFIG.read_text(encoding="utf-8"))
     config["aliases"]["Linux"] = "Macintosh"  # changes the OS segments of stored days
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     env["KPI_CONFIG"] = str(tmp_path / "config.json")
-    result = runner.invoke(main, ["build-site"], env=env)
-    assert result.exit_code == 1
-    assert "2026-10-01" in result.output and "another configuration" in result.output
-    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-01",
-                                  "--no-progress", "--skip-done"], env=env)
-    assert result.exit_code == 0 and "1 days" in result.output  # not done under the new config
+    env["KPI_SOURCE_URL"] = f"http://127.0.0.1:{free_port()}/wsapi/interaction_data"  # down
+    with caplog.at_level("WARNING", logger="kpi.pipeline"):
+        result = runner.invoke(main, ["build-site"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "re-aggregating 2 days from CouchDB" in caplog.text
+    assert "2026-10-01, 2026-10-02" in caplog.text
     rows = (settings.site_dir / "data" / "assertions.csv").read_text(encoding="utf-8")
     assert ",OS,Linux," not in rows and ",OS,Macintosh," in rows
+    assert "backfill" not in result.output + caplog.text  # nothing suggests fetching again
+
+    config["aliases"]["Windows"] = "Macintosh"  # another change, rebuilt on demand
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = runner.invoke(main, ["reaggregate", "--start", "2026-10-01", "--end", "2026-10-03"],
+                           env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 days re-aggregated from CouchDB" in result.output  # 10-03 has nothing stored
+    result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-02",
+                                  "--no-progress", "--skip-done"], env=env)
+    assert result.exit_code == 0 and "0 days" in result.output, result.output  # no fetch
+    rows = (settings.site_dir / "data" / "assertions.csv").read_text(encoding="utf-8")
+    assert ",OS,Windows," not in rows and ",OS,Macintosh," in rows
 
 
 @pytest.mark.parametrize("signum", [15, 1])  # TERM (a supervisor), HUP (a closed terminal)
