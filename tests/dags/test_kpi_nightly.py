@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pendulum
 import pytest
 
-from kpi.couch import AGGREGATES, MANIFESTS, CouchStore
+from kpi.couch import AGGREGATES, MANIFESTS, RAW, REMOVED, CouchStore
 from tests.dags.conftest import DAGS_FOLDER
 
 pytestmark = pytest.mark.dags
@@ -155,3 +155,57 @@ def test_a_run_whose_own_day_lost_most_of_its_blobs_flags_it_and_calls_the_notif
         assert any(f["report"] == "assertions" for f in notified)
     else:
         assert NOTIFIED == []
+
+
+FAILURES: list[dict] = []
+
+
+def record_failure(context: dict) -> None:
+    """A `KPI_FAILURE_CALLBACK`: which task failed, with which error."""
+    FAILURES.append({"task": context["task_instance"].task_id,
+                     "error": str(context.get("exception"))})
+
+
+def test_a_refused_restatement_fails_the_aggregate_task_after_the_other_days(
+    airflow_db, dagbag, settings, monkeypatch, fake_app
+):
+    """The source lost all of 2026-10-01 (stored before) and gained a row on 2026-10-02: the
+    run closes 2026-10-02, leaves 2026-10-01 as it was, and fails `aggregate` at once (no
+    retry), so the failure callback fires. Triggered with `allow_removals`, it applies it."""
+    from kpi.pipeline import backfill
+
+    backfill(date(2026, 10, 1), date(2026, 10, 2), settings, progress=False)
+    store = CouchStore(settings)
+    kept = {doc["_id"]: doc["_rev"] for doc in store.day_docs(RAW, date(2026, 10, 1))}
+    source = fake_app.state.store
+    whole = source.range
+    late = next(r for r in whole(None, None) if r["key"] >= 1790899200000)  # on 2026-10-02
+    late = {**late, "id": "late-arrival", "value": {**late["value"], "_id": "late-arrival"}}
+
+    def changed(start, end):
+        rows = [r for r in whole(start, end) if r["key"] >= 1790899200000]  # 10-01 lost
+        return rows + ([late] if start <= late["key"] <= end else [])
+
+    source.range = changed
+    _environment(monkeypatch, settings, KPI_RESTATE_DAYS="1",
+                 KPI_FAILURE_CALLBACK=f"{__name__}:record_failure")
+    FAILURES.clear()
+    dag = dagbag.dags["kpi_nightly"]
+    run = dag.test(logical_date=pendulum.datetime(2026, 10, 3, tz="UTC"))
+    assert run.state == "failed"
+    [aggregate] = [ti for ti in run.get_task_instances() if ti.task_id == "aggregate"]
+    assert aggregate.state == "failed" and aggregate.try_number == 1  # no retry
+    [failure] = FAILURES
+    assert failure["task"] == "aggregate"
+    assert "2026-10-01: restatement refused" in failure["error"]
+    assert "allow_removals" in failure["error"]
+    assert {d["_id"]: d["_rev"] for d in store.day_docs(RAW, date(2026, 10, 1))} == kept
+    assert store.get(RAW, "2026-10-02:late-arrival") is not None  # the other day is closed
+    assert store.get(MANIFESTS, "2026-10-02")["complete"] is True
+
+    FAILURES.clear()
+    run = dag.test(logical_date=pendulum.datetime(2026, 10, 3, tz="UTC"),
+                   run_conf={"allow_removals": True})
+    assert run.state == "success" and FAILURES == []
+    assert store.day_ids(RAW, date(2026, 10, 1)) == set()
+    assert len(store.day_ids(REMOVED, date(2026, 10, 1))) >= len(kept)
