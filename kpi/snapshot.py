@@ -113,11 +113,11 @@ class Staging:
         if back:
             self.store.delete(PARTS, back)
             self.staged -= {doc_id.removeprefix(self.prefix) for doc_id in back}
-        self.store.upsert(PARTS, [
+        self.store.upsert(PARTS, [  # only ids staged before are looked up
             {"_id": self.prefix + doc["_id"], "kind": kind, "doc": content_of(doc),
              **({"_attachments": doc["_attachments"]} if doc.get("_attachments") else {})}
             for doc in changed
-        ])
+        ], present={self.prefix + doc_id for doc_id in self.staged & ids})
         self.staged |= ids
 
     def ids(self) -> list[str]:
