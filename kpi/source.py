@@ -1,9 +1,15 @@
 """Extract: fetch one UTC day of interaction-data rows from KPIggybank, and validate them.
 
-A day is fetched in inclusive windows of `fetch_chunk_hours`, the next window starting 1 ms
-after the previous one ended (SPEC §3.1). Each request is retried with exponential backoff on
-5xx/429 answers, timeouts, connection errors and truncated or unparseable bodies; when the
-attempts run out, `SourceError` names the URL, the window and the day.
+A row belongs to the UTC day of floor(timestamp / 1000) s and, within it, to the fetch window
+whose integer range [low, high] (ms, inclusive) holds floor(timestamp). A day's windows end on
+its `fetch_chunk_hours` marks, the last on the day's last millisecond, each next one starting
+1 ms later (SPEC §3.1). KPIggybank compares `start <= timestamp <= end` numerically, so a window
+asks for [low, high + 1] and leaves the rows from high + 1 on to the next window: a fractional
+timestamp such as high + 0.5 is fetched exactly once, never lost between two windows.
+
+Each request is retried with exponential backoff on 5xx/429 answers, timeouts, connection
+errors and truncated or unparseable bodies; when the attempts run out, `SourceError` names the
+URL, the window and the day.
 """
 
 from __future__ import annotations
@@ -49,13 +55,24 @@ def day_window_ms(day: date) -> tuple[int, int]:
 
 
 def chunk_windows(start_ms: int, end_ms: int, chunk_ms: int) -> list[tuple[int, int]]:
-    """Inclusive windows covering [start_ms, end_ms]; each next one starts 1 ms later."""
+    """Inclusive integer windows covering [start_ms, end_ms]: the k-th ends on the mark
+    start_ms + k * chunk_ms (the last on end_ms), and each next one starts 1 ms later.
+
+    So a day's first window holds chunk_ms + 1 ms and its last one chunk_ms - 1 ms. Ending on
+    the marks rather than 1 ms before them matters because a window also asks KPIggybank for
+    the millisecond after its end (see `KpiggybankClient.fetch_window`): Persona floors
+    timestamps to 10 minutes, so many rows sit on the hour marks, and they would be fetched
+    twice if that extra millisecond fell on one.
+    """
+    if chunk_ms <= 0:
+        msg = f"chunk_ms must be positive, got {chunk_ms}"
+        raise ValueError(msg)
     windows = []
-    low = start_ms
+    low, mark = start_ms, start_ms + chunk_ms
     while low <= end_ms:
-        high = min(low + chunk_ms - 1, end_ms)
+        high = min(mark, end_ms)
         windows.append((low, high))
-        low = high + 1
+        low, mark = high + 1, mark + chunk_ms
     return windows
 
 
@@ -153,10 +170,15 @@ class KpiggybankClient:
         self._http.close()
 
     def fetch_window(self, start_ms: int, end_ms: int) -> list:
-        """Rows with start_ms <= timestamp <= end_ms, retried; raises SourceError at the end."""
+        """Rows of the window [start_ms, end_ms]: start_ms <= floor(timestamp) <= end_ms.
+
+        Asks KPIggybank for [start_ms, end_ms + 1] (it compares the timestamp numerically, so
+        [start_ms, end_ms] would miss end_ms + 0.5) and drops the rows from end_ms + 1 on, which
+        the next window fetches (`rows_before`). Retried; raises SourceError at the end.
+        """
         try:
-            return retrying(self.settings, (TransientSourceError,))(
-                self._get_window, start_ms, end_ms
+            rows = retrying(self.settings, (TransientSourceError,))(
+                self._get_window, start_ms, end_ms + 1
             )
         except RetryError as exc:
             cause = exc.last_attempt.exception()
@@ -168,6 +190,7 @@ class KpiggybankClient:
             # the cause's text is in the message, redacted; its chain (another library's
             # errors, which may quote a URL) is left out
             raise SourceError(self.settings.redact(msg)) from None
+        return rows_before(rows, end_ms + 1)
 
     def _get_window(self, start_ms: int, end_ms: int) -> list:
         try:
@@ -193,6 +216,19 @@ class KpiggybankClient:
             msg = f"body is a JSON {type(rows).__name__}, not an array of rows"
             raise TransientSourceError(msg)
         return rows
+
+
+def rows_before(rows: list, limit_ms: int) -> list:
+    """The rows whose key is below `limit_ms`, in order; a row without a numeric key is kept.
+
+    The key of a KPIggybank row is the blob's timestamp as the range query compared it, so
+    cutting on it splits a day's rows between windows exactly, whatever the blob holds. A row
+    with no numeric key (not an object, a missing, boolean or text key) is kept as it came:
+    validation quarantines it.
+    """
+    return [row for row in rows
+            if not (isinstance(row, dict) and type(row.get("key")) in (int, float))
+            or row["key"] < limit_ms]
 
 
 def decode_rows(body: bytes) -> object:
@@ -235,7 +271,8 @@ def _refuse_constant(name: str) -> None:
 
 
 def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = None) -> list:
-    """Every row KPIggybank holds for UTC `day`, ascending, fetched window by window.
+    """Every row KPIggybank holds for UTC `day` (floor(timestamp) in the day), ascending,
+    fetched window by window, each row once.
 
     Raises:
         SourceError: a window failed after every retry; the message names the URL and the day.
@@ -244,7 +281,9 @@ def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = N
 
 
 def day_windows(settings: Settings, day: date) -> list[tuple[int, int]]:
-    """The fetch windows of UTC `day` (`fetch_chunk_hours` each), in order."""
+    """The fetch windows of UTC `day`, in order: inclusive integer [low, high] ms ending on the
+    `fetch_chunk_hours` marks (see `chunk_windows`); a window's rows are those with
+    floor(timestamp) in it (`fetch_rows`)."""
     start, end = day_window_ms(day)
     return chunk_windows(start, end, settings.fetch_chunk_hours * HOUR_MS)
 
@@ -259,7 +298,8 @@ def iter_day(
 
 
 def fetch_rows(client: KpiggybankClient, day: date, window: tuple[int, int]) -> list:
-    """The rows of one fetch window of UTC `day`; a failure names the day."""
+    """The rows of one fetch window of UTC `day` (floor(timestamp) within it, see
+    `KpiggybankClient.fetch_window`); a failure names the day."""
     try:
         return client.fetch_window(*window)
     except SourceError as exc:

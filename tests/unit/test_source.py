@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import math
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kpi.pipeline import days_between, processing_day
 from kpi.source import (
@@ -155,3 +158,184 @@ def test_the_fake_source_accepts_what_a_javascript_json_parser_accepts():
         data = f'{{"timestamp": 1790899200000, "number_sites_signed_in": {number}}}'
         assert client.post("/wsapi/interaction_data", data={"data": data}).status_code == 201
     assert client.post("/wsapi/interaction_data", data={"data": "{NaN}"}).status_code == 400
+
+
+# Fetch windows by floor: a row belongs to the window holding floor(timestamp), so a fractional
+# timestamp between two windows' integer bounds is never lost.
+
+WINDOW_DAY = date(2026, 10, 7)
+SOURCE_URL = "http://kpiggybank.test/wsapi/interaction_data"
+
+
+def in_process_client(app, requests: list | None = None, **overrides):
+    """A `KpiggybankClient` whose requests `app` answers in process; each (start, end) asked
+    is appended to `requests`."""
+    import httpx
+    from starlette.testclient import TestClient
+
+    from kpi.settings import Settings
+    from kpi.source import KpiggybankClient
+
+    app_client = TestClient(app)
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        if requests is not None:
+            requests.append((int(params["start"]), int(params["end"])))
+        answer = app_client.get(request.url.path, params=params)
+        return httpx.Response(answer.status_code, content=answer.content,
+                              headers={"content-type": answer.headers["content-type"]})
+
+    settings = Settings(source_url=SOURCE_URL, retry_attempts=1, retry_backoff=0.01,
+                        **{"fetch_chunk_hours": 6, **overrides})
+    return KpiggybankClient(settings, transport=httpx.MockTransport(forward))
+
+
+def tagged(timestamp: float, tag: str) -> dict:
+    return {"timestamp": timestamp, "event_stream": [["screen.rp_info", 0]], "tag": tag}
+
+
+def tag_of(row: dict) -> str | None:
+    return row["value"].get("tag") if isinstance(row.get("value"), dict) else None
+
+
+def source_with_three_days(seed: int = 5):
+    """The fake source holding the day before, `WINDOW_DAY` and the day after."""
+    from fake_source import create_app
+
+    return create_app(seed=seed, per_day=80, days=3, bad_rate=0.0,
+                      last_day=WINDOW_DAY + timedelta(days=1))
+
+
+def test_inner_window_bounds_end_on_the_hour():
+    from kpi.settings import Settings
+    from kpi.source import HOUR_MS, day_windows
+
+    start, end = day_window_ms(WINDOW_DAY)
+    windows = day_windows(Settings(fetch_chunk_hours=6), WINDOW_DAY)
+    assert windows == [(start, start + 6 * HOUR_MS),
+                       (start + 6 * HOUR_MS + 1, start + 12 * HOUR_MS),
+                       (start + 12 * HOUR_MS + 1, start + 18 * HOUR_MS),
+                       (start + 18 * HOUR_MS + 1, end)]
+    for hours in range(1, 25):
+        windows = day_windows(Settings(fetch_chunk_hours=hours), WINDOW_DAY)
+        assert windows[0][0] == start and windows[-1][1] == end
+        assert all(b[0] == a[1] + 1 for a, b in zip(windows, windows[1:], strict=False))
+        assert [high for _, high in windows[:-1]] == [
+            start + k * hours * HOUR_MS for k in range(1, len(windows))]
+        assert len(windows) == -(-24 // hours)  # as `Settings` counts a night's windows
+
+
+def test_each_request_asks_for_one_ms_beyond_its_window():
+    from kpi.settings import Settings
+    from kpi.source import day_windows, fetch_day
+
+    requests: list = []
+    with in_process_client(source_with_three_days(), requests) as client:
+        fetch_day(client.settings, WINDOW_DAY, client)
+    windows = day_windows(Settings(fetch_chunk_hours=6), WINDOW_DAY)
+    assert requests == [(low, high + 1) for low, high in windows]
+
+
+def test_rows_between_integer_window_bounds_are_counted_once_in_the_right_window_and_day():
+    from kpi.source import day_windows, fetch_rows
+
+    app = source_with_three_days()
+    day_start, day_end = day_window_ms(WINDOW_DAY)
+    with in_process_client(app) as client:
+        windows = day_windows(client.settings, WINDOW_DAY)
+        inner_end = windows[1][1]  # 12:00, the end of the second window
+        expected = {  # tag: (timestamp, day, window index within that day)
+            "inner end + 0.5": (inner_end + 0.5, WINDOW_DAY, 1),
+            "inner end + 1": (inner_end + 1, WINDOW_DAY, 2),
+            "inner end + 1.5": (inner_end + 1.5, WINDOW_DAY, 2),
+            "first end + 0.5": (windows[0][1] + 0.5, WINDOW_DAY, 0),
+            "third end + 0.25": (windows[2][1] + 0.25, WINDOW_DAY, 2),
+            "day start": (day_start, WINDOW_DAY, 0),
+            "day end": (day_end, WINDOW_DAY, 3),
+            "day end + 0.5": (day_end + 0.5, WINDOW_DAY, 3),
+            "day start - 0.5": (day_start - 0.5, WINDOW_DAY - timedelta(days=1), 3),
+            "next midnight": (day_end + 1, WINDOW_DAY + timedelta(days=1), 0),
+        }
+        app.state.store.add([tagged(timestamp, tag)
+                             for tag, (timestamp, _, _) in expected.items()])
+        seen: dict[str, list] = {tag: [] for tag in expected}
+        ids = []
+        for day in (WINDOW_DAY - timedelta(days=1), WINDOW_DAY, WINDOW_DAY + timedelta(days=1)):
+            for index, window in enumerate(day_windows(client.settings, day)):
+                for fetched in fetch_rows(client, day, window):
+                    ids.append(fetched["id"])
+                    if tag_of(fetched) in seen:
+                        seen[tag_of(fetched)].append((day, index))
+    assert seen == {tag: [(day, index)] for tag, (_, day, index) in expected.items()}
+    assert {tag: utc_day_of(timestamp) for tag, (timestamp, _, _) in expected.items()} == {
+        tag: day for tag, (_, day, _) in expected.items()}
+    assert len(ids) == len(set(ids)) == len(app.state.store.range(None, None))
+
+
+def test_a_days_windows_together_return_exactly_the_rows_of_the_day_by_floor():
+    from kpi.source import day_windows, fetch_day, fetch_rows
+
+    app = source_with_three_days(seed=9)
+    day_start, day_end = day_window_ms(WINDOW_DAY)
+    with in_process_client(app, fetch_chunk_hours=5) as client:
+        bounds = [edge for window in day_windows(client.settings, WINDOW_DAY) for edge in window]
+        offsets = (-1, -0.5, -0.001, 0, 0.001, 0.5, 0.999, 1, 1.5)
+        app.state.store.add([tagged(edge + offset, f"{edge}{offset:+}")
+                             for edge in {*bounds, day_start, day_end + 1}
+                             for offset in offsets])
+        every_row = app.state.store.range(None, None)
+        of_the_day = [r for r in every_row if day_start <= math.floor(r["key"]) <= day_end]
+        assert any(not float(r["key"]).is_integer() for r in of_the_day)
+        by_window = [fetch_rows(client, WINDOW_DAY, window)
+                     for window in day_windows(client.settings, WINDOW_DAY)]
+        assert [row for rows in by_window for row in rows] == of_the_day
+        assert fetch_day(client.settings, WINDOW_DAY, client) == of_the_day
+    for (low, high), rows in zip(day_windows(client.settings, WINDOW_DAY), by_window,
+                                 strict=True):
+        assert all(low <= math.floor(row["key"]) <= high for row in rows)
+
+
+def test_the_cut_keeps_rows_below_the_limit_and_rows_without_a_numeric_key():
+    from kpi.source import rows_before
+
+    kept = [{"key": 5}, {"key": 5.999}, {"key": True}, {"key": "6"}, {"key": None},
+            {"value": {"timestamp": 7}}, "not a row", ["key", 9]]
+    assert rows_before([*kept[:2], {"key": 6}, {"key": 6.5}, *kept[2:]], 6) == kept
+
+
+def test_a_row_is_cut_on_its_key_so_it_comes_once_whatever_its_blob_holds():
+    """The key is the timestamp KPIggybank compared: a row keyed on a window's end + 1 whose
+    blob has no usable timestamp comes once (in the next window), and is quarantined there."""
+    from kpi.source import check_row, day_windows, fetch_rows
+
+    app = source_with_three_days()
+    with in_process_client(app) as client:
+        windows = day_windows(client.settings, WINDOW_DAY)
+        end = windows[1][1]
+        odd = [(end + 1, {"id": "text", "key": end + 1, "value": {"timestamp": "soon"}}),
+               (end + 0.5, {"id": "none", "key": end + 0.5, "value": {"event_stream": []}})]
+        app.state.store.add_rows(odd)
+        found = [(index, r["id"]) for index, window in enumerate(windows)
+                 for r in fetch_rows(client, WINDOW_DAY, window) if r["id"] in {"text", "none"}]
+    assert found == [(1, "none"), (2, "text")]
+    assert {check_row(r, WINDOW_DAY).reason for _, r in odd} == {BAD_TIMESTAMP}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 24),
+       st.lists(st.tuples(st.integers(-2, 26), st.sampled_from([-1, 0, 1]),
+                          st.sampled_from([0, 0.001, 0.25, 0.5, 0.999])), max_size=40))
+def test_windows_cut_by_floor_partition_any_timestamps(hours, places):
+    """Simulated range queries (start <= key <= end, as KPIggybank compares): whatever the chunk
+    size, every row near any hour mark lands in exactly one window of its floor's day."""
+    from kpi.source import HOUR_MS, chunk_windows, rows_before
+
+    day_start, day_end = day_window_ms(WINDOW_DAY)
+    keys = [day_start + hour * HOUR_MS + ms + fraction for hour, ms, fraction in places]
+    rows = [{"id": str(n), "key": key} for n, key in enumerate(keys)]
+    windows = chunk_windows(day_start, day_end, hours * HOUR_MS)
+    got = [r["id"] for low, high in windows
+           for r in rows_before([r for r in rows if low <= r["key"] <= high + 1], high + 1)]
+    assert sorted(got) == sorted(r["id"] for r in rows
+                                 if utc_day_of(r["key"]) == WINDOW_DAY)
