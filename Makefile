@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python bench/site.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/nightly.py
+	$(BIN)/python bench/couch_clients.py
 
 # Re-pin every transitive dependency (after changing requirements.txt): a fresh venv resolves
 # requirements.txt alone, and its versions become the constraints. Then run `make test`.

@@ -168,23 +168,33 @@ class CouchStore:
             msg = f"{type(exc).__name__}: {exc}"
             raise TransientStoreError(msg) from exc
         status = response.status_code
+        kind = response.headers.get("content-type") or "no Content-Type"
+        json_label = "json" in kind.lower()
+        if status < 500 and not (json_label or kind.lower().startswith("text/plain")):
+            # CouchDB labels every answer, HEAD's and empty ones included, application/json
+            # (text/plain when a proxy drops our Accept header): no label or another is a
+            # different server's answer (a proxy's 404, a web page), whatever its body holds
+            raise StoreError(self._not_couchdb(path, status, kind, response.text))
         try:
             result = orjson.loads(response.content) if response.content else None
         except orjson.JSONDecodeError as exc:
-            kind = response.headers.get("content-type") or "no Content-Type"
             if status >= 500:
                 msg = f"HTTP {status} with an unparseable body ({kind})"
                 raise TransientStoreError(msg) from exc
-            if status >= 400 or "json" not in kind:  # a proxy's or another server's page
-                msg = (f"{self._url(path)} answered HTTP {status} with {kind}, not CouchDB's "
-                       f"JSON: is KPI_COUCHDB_URL a CouchDB server? ({response.text[:120]!r})")
-                raise StoreError(msg) from None
+            if status >= 400 or not json_label:  # a text page: another server's
+                raise StoreError(self._not_couchdb(path, status, kind, response.text)) from None
             msg = f"HTTP {status} with a cut or garbled body: {exc}"
             raise TransientStoreError(msg) from exc
         if status >= 500:
             msg = f"HTTP {status}: {result}"
             raise TransientStoreError(msg)
         return status, result
+
+    def _not_couchdb(self, path: str, status: int, kind: str, text: str) -> str:
+        """The message for an answer that is not CouchDB's JSON, without any password."""
+        msg = (f"{self._url(path)} answered HTTP {status} with {kind}, not CouchDB's JSON: "
+               "is KPI_COUCHDB_URL a CouchDB server?" + (f" ({text[:120]!r})" if text else ""))
+        return self.settings.redact(msg)  # a page may echo the request
 
     def _url(self, path: str) -> str:
         """The URL of `path` on the server, without its password."""
