@@ -12,7 +12,8 @@ Databases (every name starts with `KPI_DB_PREFIX`):
 | `<prefix>_removed`    | row a restatement removed   | `YYYY-MM-DD:<raw or quarantine>:<id>` |
 
 Only documented CouchDB 3 API is used: database HEAD/PUT/GET, `_bulk_docs` (per-document
-results are checked) and `_all_docs` (key ranges and `keys`). It is a small client of our own
+results are checked), `_all_docs` (key ranges and `keys`) and `_find` (Mango selectors, without
+an index: for small answers such as the refused days' manifests). It is a small client of our own
 rather than a library's: the candidates either reach CouchDB through private calls (pycouchdb
 verifies TLS certificates only through its private request helper) or add a layer of their
 own per request (see the README's "CouchDB client" for the measured comparison).
@@ -429,6 +430,43 @@ class CouchStore:
             if len(rows) <= page or limit:
                 return
             params = {**params, "startkey": orjson.dumps(rows[page]["id"]).decode()}
+
+    def find(self, kind: str, selector: dict, fields: list[str] | None = None) -> list[dict]:
+        """The documents of `kind` that match the Mango `selector` (`_find`), in the server's
+        order, with only `fields` (and `_id`) when given.
+
+        Pages of `bulk_size` documents follow each other by the answer's `bookmark` (Apache
+        CouchDB) or, from a server that sends none (pouchdb-server 4 ignores bookmarks), by
+        `skip`, until a page is short. No index is needed: the server scans the database (Apache
+        CouchDB says so in a `warning`), so keep it for databases or answers that are small.
+
+        Raises:
+            StoreError: the server refused the query, or sent a document twice (it ignored
+                both `bookmark` and `skip`: paging would never end).
+        """
+        page = self.settings.bulk_size
+        body: dict = {"selector": selector, "limit": page}
+        if fields is not None:
+            body["fields"] = ["_id", *(field for field in fields if field != "_id")]
+        found: list[dict] = []
+        seen: set[str] = set()
+        while True:
+            answer = self._retry(f"query {self.name(kind)}", self._post, kind, "_find", body)
+            docs = answer["docs"]
+            repeated = [doc["_id"] for doc in docs if doc["_id"] in seen]
+            if repeated:
+                msg = (f"CouchDB {self.name(kind)} answered a `_find` page with documents it "
+                       f"had sent already (e.g. {repeated[0]}): it pages neither by bookmark "
+                       "nor by skip")
+                raise StoreError(msg)
+            seen.update(doc["_id"] for doc in docs)
+            found += docs
+            if len(docs) < page:
+                return found
+            if answer.get("bookmark"):
+                body = {**body, "bookmark": answer["bookmark"]}
+            else:
+                body = {**body, "skip": len(found)}
 
     def day_docs(self, kind: str, day: date) -> Iterator[dict]:
         """The documents of `kind` for UTC `day` (ids `YYYY-MM-DD:...`)."""

@@ -79,6 +79,19 @@ def load_aggregates(settings: Settings, start: date | None = None, end: date | N
     return aggregates_of_docs(current_aggregates(store, days, settings, config), config)
 
 
+def load_refusals(store: CouchStore, start: date | None = None,
+                  end: date | None = None) -> list[dict]:
+    """The refused restatements of [start, end] (every day when None) that the days'
+    manifests record now, newest day first (`kpi.refusals.refusals_of`): one `_find` on the
+    manifests database, one small document per day."""
+    from kpi.refusals import MANIFEST_FIELDS, refusals_of
+
+    first, after = _day_keys(start, end)
+    days = {"$gte": first} | ({"$lt": after} if after is not None else {})
+    return refusals_of(store.find(MANIFESTS, {"_id": days, "refused": {"$exists": True}},
+                                  MANIFEST_FIELDS))
+
+
 def _day_keys(start: date | None, end: date | None) -> tuple[str, str | None]:
     """The `_all_docs` key range [start, end + 1 day) of the day documents of [start, end]."""
     return (start.isoformat() if start else "",
@@ -241,7 +254,10 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     """Rebuild and publish the site from the stored daily aggregates of [start, end].
 
     Incremental (`kpi.buildcache`): only the days whose aggregates changed since the previous
-    build are read from CouchDB and recomputed; the result equals a build from scratch.
+    build are read from CouchDB and recomputed; the result equals a build from scratch. The
+    refused restatements (`load_refusals`) are read whole at every build, so a refusal made or
+    cleared shows at the next build even when no aggregates changed (a refusal changes
+    nothing of its day but the manifest).
 
     Args:
         settings: where the aggregates are and where the site goes.
@@ -252,7 +268,8 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
             (refused otherwise: it is almost always a wrong server or prefix).
 
     Raises:
-        StoreError: the aggregates database does not exist (it is never created here).
+        StoreError: the aggregates or manifests database does not exist (they are never
+            created here).
         PipelineError: the build has no day but the published site has some.
 
     Returns:
@@ -263,7 +280,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
 
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
-    store.require_databases((AGGREGATES,))
+    store.require_databases((AGGREGATES, MANIFESTS))
     cache = buildcache.cache_path(settings.site_dir)
     key = buildcache.cache_key(config, f"{settings.couchdb_url_redacted} {store.name(AGGREGATES)}",
                                settings.min_segment_count)
@@ -283,6 +300,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
             previous, revs, fetch, lambda docs: aggregates_of_docs(docs, config), config,
             min_segment_count=settings.min_segment_count,
         )
+        refusals = load_refusals(store, start, end)
         if not built.aggregates.days and not allow_empty and _published_days(settings.site_dir):
             msg = (f"no aggregates in {store.name(AGGREGATES)} (for the days asked), but the site "
                    f"at {settings.site_dir} shows days: not replaced by an empty site (check "
@@ -292,7 +310,8 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
         shown = published_build(settings.site_dir)  # what changes.csv compares with
         site = publish(
             lambda target: render_site(target, built.aggregates, built.reports, config,
-                                       built_at, files=built.files(), previous=shown),
+                                       built_at, files=built.files(), previous=shown,
+                                       refusals=refusals),
             settings.site_dir,
         )
         if whole:

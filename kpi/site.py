@@ -34,6 +34,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from kpi import __version__, changes, charts
 from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies
 from kpi.config import Config
+from kpi.refusals import refusals_csv, refusals_json
 from kpi.reports import Aggregates, to_csv, to_json
 from kpi.views import (
     COMPLEMENT,
@@ -320,7 +321,7 @@ def _write_json(path: Path, content: object) -> None:
 def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.DataFrame],
                 config: Config, built_at: datetime,
                 files: dict[str, tuple[str, bytes]] | None = None,
-                previous: Path | None = None) -> None:
+                previous: Path | None = None, refusals: list[dict] | None = None) -> None:
     """Write the whole site (data files, view files, pages, assets) into the folder `target`.
 
     Args:
@@ -337,7 +338,11 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         previous: the build published before this one (`published_build`), if any: the
             changes since it (`data/changes.csv`, the Changes page) and the archive of the
             last builds' data files (`archive/`) are made from it (`kpi.changes`).
+        refusals: the refused restatements the manifests record now
+            (`kpi.refusals.refusals_of`, newest day first): `data/refusals.csv` (and `.json`)
+            and the Data quality page's list; default none.
     """
+    refusals = refusals or []
     days = aggregates.days
     data_dir = target / "data"
     data_dir.mkdir(parents=True)
@@ -359,6 +364,9 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
                              {"password_reset": config.steps("password_reset")[-1]})
     (data_dir / "anomalies.csv").write_text(anomalies_csv(flags), encoding="utf-8", newline="")
     (data_dir / "anomalies.json").write_bytes(anomalies_json(flags))
+    (data_dir / "refusals.csv").write_text(refusals_csv(refusals), encoding="utf-8",
+                                           newline="")
+    (data_dir / "refusals.json").write_bytes(refusals_json(refusals))
     changed = changes.compare(previous, target)
     changes.write_changes(data_dir, changed)
     for path, content in view_files(reports, days):
@@ -394,7 +402,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
             page_config=page_config(page, config, days, reports, manifest["build_id"]),
-            segmentations=segmentations_of(page.id), row_count=len(reports[page.id]), **common,
+            segmentations=segmentations_of(page.id), row_count=len(reports[page.id]),
+            refusals=refusals, **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
     changes_page = env.get_template("changes.html").render(

@@ -1,9 +1,9 @@
 """The published site in a real headless Chromium (Debian's, driven by Playwright).
 
 The site is built from six weeks of fake-source blobs (staged and aggregated in memory, with two
-days missing and a milestone whose name is markup) and served under a sub-path, next to a site
-built from no data at all. Assertions read the views' data, the DOM and the published CSV files,
-never pixels.
+days missing, a milestone whose name is markup and a refused restatement whose run is markup)
+and served under a sub-path, next to a site built from no data at all. Assertions read the
+views' data, the DOM and the published CSV files, never pixels.
 """
 
 from __future__ import annotations
@@ -35,14 +35,18 @@ LAST_DAY = date(2026, 10, 30)
 GAP = (date(2026, 10, 12), date(2026, 10, 13))  # no blobs at all on these days
 MILESTONE = 'Train <b>42</b> & "co" <img src=x onerror=alert(1)>'
 MILESTONE_DAY = "2026-10-20"  # in the default 30 days, not in the last 7
+REFUSAL = {"day": "2026-10-28", "stored": 1500, "fetched": 0, "would_remove": 1500,
+           "max_removed": 0.1, "at": "2026-10-31T00:20:00+00:00",
+           "run": "manual__<img src=x onerror=alert(1)>-with-a-long-unbroken-run-id-suffix"}
 PAGE_FILES = ["index.html", "definitions.html", "changes.html",
               *(f"{page.id}.html" for page in PAGES)]
 
 
-def _build(target, blobs, config):
+def _build(target, blobs, config, refusals=None):
     aggregates = aggregates_of(blobs)
     reports = build_reports(aggregates, config)
-    publish(lambda t: render_site(t, aggregates, reports, config, datetime.now(UTC)), target)
+    publish(lambda t: render_site(t, aggregates, reports, config, datetime.now(UTC),
+                                  refusals=refusals), target)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,7 @@ def site(tmp_path_factory):
                                                      (MILESTONE, MILESTONE_DAY)))
     days = [d for d in history_days(LAST_DAY, 42) if d not in GAP]
     blobs = [b for day in days for _, b in blobs_for_day(5, day, 150, bad_rate=0.0)]
-    _build(root / "reports" / "full", blobs, config)
+    _build(root / "reports" / "full", blobs, config, refusals=[REFUSAL])
     _build(root / "reports" / "empty", [], config)
     server = make_server(root, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -361,6 +365,19 @@ def test_a_site_without_data_says_so(browser, site):
         assert "No day has been aggregated yet" in text or "No data yet" in text
         assert opened.problems == [] and opened.failures == []
         close(opened)
+
+
+def test_the_data_quality_page_lists_the_refused_restatement_as_text(browser, site):
+    base, _, empty_base = site
+    opened = open_page(browser, f"{base}/data_quality.html", width=360)
+    cells = opened.page.locator("#refusal-list tbody tr td").all_inner_texts()
+    assert cells == ["2026-10-28", "1,500", "0", "1,500", "2026-10-31T00:20:00+00:00",
+                     REFUSAL["run"]]
+    assert opened.page.locator("main img").count() == 0  # the run's markup stayed text
+    close(opened)
+    opened = open_page(browser, f"{empty_base}/data_quality.html")
+    assert opened.page.locator("#refusal-list").inner_text().startswith("None")
+    close(opened)
 
 
 # --- numbers, milestones, alternatives, theme ----------------------------------------------

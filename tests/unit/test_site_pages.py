@@ -279,3 +279,105 @@ def test_the_vega_bundle_is_kept_in_the_user_cache_and_a_bad_copy_is_remade(
     blocked.write_text("x")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     assert make() == bundle
+
+
+REFUSAL = {"day": "2026-10-02", "stored": 452, "fetched": 0, "would_remove": 452,
+           "max_removed": 0.1, "at": "2026-12-03T21:40:00+00:00",
+           "run": "manual__2026-12-03</script><script>alert(1)</script>"}
+
+
+def _refusal_section(target):
+    soup = BeautifulSoup((target / "data_quality.html").read_text(encoding="utf-8"),
+                         "html.parser")
+    title = soup.find("h2", string="Refused restatements")
+    return title.find_parent("section") if title else None
+
+
+def test_a_build_without_refusals_says_none_and_publishes_empty_files(site):
+    target, _ = site
+    section = _refusal_section(target)
+    assert section.find("table") is None
+    assert section.find(id="refusal-list").get_text(strip=True).startswith("None")
+    assert section.find("a", href="data/refusals.csv") is not None
+    assert (target / "data" / "refusals.csv").read_text() == (
+        "day,stored,fetched,would_remove,max_removed,at\n")
+    assert json.loads((target / "data" / "refusals.json").read_text()) == []
+    other = BeautifulSoup((target / "assertions.html").read_text(), "html.parser")
+    assert other.find("h2", string="Refused restatements") is None
+
+
+@pytest.fixture(scope="module")
+def refused_site(tmp_path_factory):
+    """A site whose manifests record two refusals, one with markup in its day and run."""
+    from kpi.refusals import refusals_of
+
+    aggregates = aggregates_of([blob(["screen.rp_info"], f"2026-10-0{d}T10:00:00")
+                                for d in (1, 2, 3)])
+    manifests = [
+        {"_id": "2026-10-01", "day": "2026-10-01", "stored": 3},  # not refused
+        {"_id": REFUSAL["day"], "day": REFUSAL["day"],
+         "refused": {key: value for key, value in REFUSAL.items() if key != "day"}},
+        {"_id": "2026-10-03<script>", "refused": {
+            "at": "<b>now</b>", "run": "<img src=x onerror=alert(2)>", "stored": 1200,
+            "fetched": 40, "would_remove": 1160, "max_removed": 0.25}},
+    ]
+    refusals = refusals_of(manifests)
+    target = tmp_path_factory.mktemp("refused") / "out"
+    render_site(target, aggregates, build_reports(aggregates, CONFIG), CONFIG,
+                datetime(2026, 12, 4, tzinfo=UTC), refusals=refusals)
+    return target
+
+
+def test_the_data_quality_page_lists_each_refused_day_newest_first(refused_site):
+    section = _refusal_section(refused_site)
+    headers = [th.get_text(strip=True) for th in section.select("thead th")]
+    assert headers == ["Day", "Rows stored", "Rows fetched", "Would remove", "Refused at", "Run"]
+    rows = [[td.get_text() for td in tr.find_all("td")] for tr in section.select("tbody tr")]
+    assert rows == [
+        ["2026-10-03<script>", "1,200", "40", "1,160", "<b>now</b>",
+         "<img src=x onerror=alert(2)>"],
+        ["2026-10-02", "452", "0", "452", "2026-12-03T21:40:00+00:00", REFUSAL["run"]],
+    ]
+    text = " ".join(section.get_text().split())
+    assert "nothing of them was changed" in text
+    assert "kpi backfill --start D --end D --allow-removals" in text
+    assert "kpi_nightly" in text and "allow_removals" in text
+    assert section.find(id="refusal-list").name == "table"
+
+
+def test_refusals_are_escaped_in_the_page(refused_site):
+    html = (refused_site / "data_quality.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in html and "<img" not in html and "<b>now" not in html
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    soup = BeautifulSoup(html, "html.parser")
+    assert not soup.find_all("img") and not soup.find_all("b")
+    inline = [s for s in soup.find_all("script") if not s.get("src")]
+    assert all("alert" not in (s.string or "") for s in inline)  # only the page's own scripts
+
+
+def test_refusals_are_published_as_csv_and_json(refused_site):
+    import csv
+
+    with open(refused_site / "data" / "refusals.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [
+        {"day": "2026-10-03<script>", "stored": "1200", "fetched": "40",
+         "would_remove": "1160", "max_removed": "0.25", "at": "<b>now</b>"},
+        {"day": "2026-10-02", "stored": "452", "fetched": "0", "would_remove": "452",
+         "max_removed": "0.1", "at": "2026-12-03T21:40:00+00:00"},
+    ]
+    records = json.loads((refused_site / "data" / "refusals.json").read_text())
+    assert records[1] == {key: value for key, value in REFUSAL.items() if key != "run"}
+    assert [list(record) for record in records] == [
+        ["day", "stored", "fetched", "would_remove", "max_removed", "at"]] * 2
+
+
+def test_an_odd_refusal_publishes_empty_values_not_made_up_ones():
+    from kpi.refusals import refusals_csv, refusals_of
+
+    refusals = refusals_of([{"_id": "2026-10-05", "refused": {
+        "stored": True, "fetched": 1e400, "would_remove": "12", "max_removed": None}}])
+    assert refusals == [{"day": "2026-10-05", "stored": None, "fetched": None,
+                         "would_remove": None, "max_removed": None, "at": None, "run": None}]
+    assert refusals_csv(refusals).splitlines()[1] == "2026-10-05,,,,,"
+    assert refusals_of([{"_id": "2026-10-06", "refused": None}]) == []
