@@ -5,9 +5,10 @@ Tasks: `plan` lists the fetch windows of the run's days (KPI_FETCH_CHUNK_HOURS e
 `extract_and_store` is mapped over them, so an executor with several workers spreads a large
 day over them (at most KPI_EXTRACT_PARALLEL at once per run); `aggregate` combines each day's
 windows (counts are additive, so the sum is exact), restates it and updates the Asset. A
-restatement that would remove too many stored rows is refused (the day is left as it was) and
-fails `aggregate` once the other days are closed; trigger the DAG with `allow_removals` to apply
-it.
+restatement that would remove too many stored rows is refused (the day is left as it was):
+`aggregate` closes the other days and updates the Asset (so the site shows them and the
+refusal), then `check_restatements` fails the run, naming each refused day; trigger the DAG with
+`allow_removals` to apply it.
 
 Which days a run processes: the run with logical date D (at KPI_NIGHTLY_AT, UTC, daily)
 processes the UTC day D − 1 (`kpi.pipeline.processing_day`) and restates the KPI_RESTATE_DAYS
@@ -74,10 +75,17 @@ def kpi_nightly():
 
         return nightly_check_anomalies(results, context)
 
+    @task
+    def check_restatements(results: list[dict]) -> list[str]:
+        from kpi.pipeline import nightly_check_restatements
+
+        return nightly_check_restatements(results)
+
     windows = plan()
     aggregated = aggregate(windows)
     extract_and_store.expand(window=windows) >> aggregated
     check_anomalies(aggregated)
+    check_restatements(aggregated)
 
 
 kpi_nightly()

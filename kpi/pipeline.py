@@ -365,27 +365,33 @@ def nightly_extract_window(window: dict) -> dict:
 def nightly_aggregate(windows: list[dict], allow_removals: bool = False) -> list[dict]:
     """Airflow task: close the planned days from their windows' parts (`close_days`) and
     confirm their aggregates; per day its data-quality counts, the documents written and
-    removed, and whether it was closed from the windows (else in one pass).
-
-    Raises:
-        RestatementRefused: after every day is closed, when some restatements were refused
-            (the task then fails without retrying: the failure callback fires at once).
-    """
+    removed, and whether it was closed from the windows (else in one pass). A refused day
+    gives `refused` and `message` instead: the task still succeeds, so the Asset publishes
+    the other days and the refusal, and `nightly_check_restatements` fails the run."""
     from kpi.connections import airflow_settings
 
     settings = airflow_settings()
     config = load_config(settings.config_path)
-    results, refused = [], []
+    results = []
     for manifest in close_days(windows, settings, config, allow_removals):
         day = date.fromisoformat(manifest["day"])
         if "refused" in manifest:
-            refused.append(refusal_text(manifest))
+            results.append({"day": manifest["day"], "refused": manifest["refused"],
+                            "message": refusal_text(manifest)})
             continue
         results.append({"day": manifest["day"], **confirm_aggregated(day, settings, config),
                         **{key: manifest[key] for key in ("written", "removed", "from_windows")}})
+    return results
+
+
+def nightly_check_restatements(results: list[dict]) -> list[str]:
+    """Airflow task: fail the run, without retrying (a retry would be refused again), when
+    `nightly_aggregate` refused some days' restatements, naming each with its counts and the
+    override; the failure callback then fires. Returns the days checked."""
+    refused = [result["message"] for result in results if "refused" in result]
     if refused:
         fail_task("\n".join(refused))
-    return results
+    return [result["day"] for result in results]
 
 
 class RestatementRefused(PipelineError):

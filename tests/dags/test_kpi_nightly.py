@@ -38,10 +38,12 @@ def test_dag_files_import_nothing_heavy():
 
 def test_nightly_graph_retries_timeouts_and_schedule(dagbag):
     dag = dagbag.dags["kpi_nightly"]
-    assert set(dag.task_dict) == {"plan", "extract_and_store", "aggregate", "check_anomalies"}
+    assert set(dag.task_dict) == {"plan", "extract_and_store", "aggregate", "check_anomalies",
+                                  "check_restatements"}
     assert dag.task_dict["plan"].downstream_task_ids == {"extract_and_store", "aggregate"}
     assert dag.task_dict["extract_and_store"].downstream_task_ids == {"aggregate"}
-    assert dag.task_dict["aggregate"].downstream_task_ids == {"check_anomalies"}
+    assert dag.task_dict["aggregate"].downstream_task_ids == {"check_anomalies",
+                                                              "check_restatements"}
     # extract_and_store is mapped over the plan's windows, a bounded number at once
     assert type(dag.task_dict["extract_and_store"]).__name__.endswith("MappedOperator")
     assert dag.task_dict["extract_and_store"].max_active_tis_per_dagrun == 4
@@ -166,12 +168,13 @@ def record_failure(context: dict) -> None:
                      "error": str(context.get("exception"))})
 
 
-def test_a_refused_restatement_fails_the_aggregate_task_after_the_other_days(
+def test_a_refused_restatement_fails_the_run_after_the_other_days_are_closed(
     airflow_db, dagbag, settings, monkeypatch, fake_app
 ):
     """The source lost all of 2026-10-01 (stored before) and gained a row on 2026-10-02: the
-    run closes 2026-10-02, leaves 2026-10-01 as it was, and fails `aggregate` at once (no
-    retry), so the failure callback fires. Triggered with `allow_removals`, it applies it."""
+    run closes 2026-10-02, leaves 2026-10-01 as it was, `aggregate` succeeds (the Asset
+    publishes both days and the refusal), and `check_restatements` fails at once (no retry),
+    so the failure callback fires. Triggered with `allow_removals`, it applies it."""
     from kpi.pipeline import backfill
 
     backfill(date(2026, 10, 1), date(2026, 10, 2), settings, progress=False)
@@ -193,15 +196,21 @@ def test_a_refused_restatement_fails_the_aggregate_task_after_the_other_days(
     dag = dagbag.dags["kpi_nightly"]
     run = dag.test(logical_date=pendulum.datetime(2026, 10, 3, tz="UTC"))
     assert run.state == "failed"
-    [aggregate] = [ti for ti in run.get_task_instances() if ti.task_id == "aggregate"]
-    assert aggregate.state == "failed" and aggregate.try_number == 1  # no retry
+    states = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert states["aggregate"].state == "success"
+    check = states["check_restatements"]
+    assert check.state == "failed" and check.try_number == 1  # no retry
     [failure] = FAILURES
-    assert failure["task"] == "aggregate"
+    assert failure["task"] == "check_restatements"
     assert "2026-10-01: restatement refused" in failure["error"]
     assert "allow_removals" in failure["error"]
     assert {d["_id"]: d["_rev"] for d in store.day_docs(RAW, date(2026, 10, 1))} == kept
     assert store.get(RAW, "2026-10-02:late-arrival") is not None  # the other day is closed
     assert store.get(MANIFESTS, "2026-10-02")["complete"] is True
+    published = dagbag.dags["kpi_publish"].test()  # what the Asset update triggers
+    assert published.state == "success"
+    refusals = (settings.site_dir / "data" / "refusals.csv").read_text()
+    assert refusals.splitlines()[1].startswith("2026-10-01,")
 
     FAILURES.clear()
     run = dag.test(logical_date=pendulum.datetime(2026, 10, 3, tz="UTC"),
