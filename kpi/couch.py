@@ -14,9 +14,10 @@ Databases (every name starts with `KPI_DB_PREFIX`):
 Only documented CouchDB 3 API is used: database HEAD/PUT/GET, `_bulk_docs` (per-document
 results are checked), `_all_docs` (key ranges and `keys`) and `_find` (Mango selectors, without
 an index: for small answers such as the refused days' manifests). It is a small client of our own
-rather than a library's: the candidates either reach CouchDB through private calls (pycouchdb
-verifies TLS certificates only through its private request helper) or add a layer of their
-own per request (see the README's "CouchDB client" for the measured comparison).
+rather than a library's: pycouchdb switches certificate checks off for the session of its
+database objects and calls its own private helpers; ibmcloudant pins dependencies below ours and
+costs several times the client CPU per request (see the README's "CouchDB client" for the
+measured comparison).
 
 A day's documents are found by the byte-safe key range `["YYYY-MM-DD:", "YYYY-MM-DD;")`:
 Apache CouchDB orders `_all_docs` by the ids' UTF-8 bytes and pouchdb-server by their code
@@ -27,6 +28,7 @@ bound such as `YYYY-MM-DD:\\ufff0` misses ids starting with an emoji on Apache C
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ RAW, QUARANTINE, MANIFESTS, AGGREGATES = "raw", "quarantine", "manifests", "aggr
 PARTS, REMOVED = "parts", "removed"
 DATABASES = (RAW, QUARANTINE, MANIFESTS, AGGREGATES, PARTS, REMOVED)
 CONFLICT_ROUNDS = 5  # re-reads of conflicting documents before giving up
+ACCESS_HINT = (": check the user and password in KPI_COUCHDB_URL (or the Airflow connection); "
+               "the user must be allowed to create and write the pipeline's databases")
 
 
 class StoreError(RuntimeError):
@@ -165,7 +169,14 @@ class CouchStore:
                 content=None if body is None else orjson.dumps(body),
                 headers=None if body is None else {"Content-Type": "application/json"},
             )
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # not worth retrying
+            msg = f"{self._url(path)}: {type(exc).__name__}: {exc}: check KPI_COUCHDB_URL"
+            raise StoreError(msg) from None
         except httpx.TransportError as exc:  # refused, reset, timed out, cut short
+            if isinstance(exc.__context__, ssl.SSLCertVerificationError):  # the same next time
+                msg = (f"{self._url(path)}: the server's TLS certificate is not trusted "
+                       f"({exc.__context__.verify_message}): set KPI_CA_BUNDLE to its CA")
+                raise StoreError(msg) from None
             msg = f"{type(exc).__name__}: {exc}"
             raise TransientStoreError(msg) from exc
         status = response.status_code
@@ -187,7 +198,7 @@ class CouchStore:
             msg = f"HTTP {status} with a cut or garbled body: {exc}"
             raise TransientStoreError(msg) from exc
         if status >= 500:
-            msg = f"HTTP {status}: {result}"
+            msg = f"{self._url(path)} answered HTTP {status}: {result}"
             raise TransientStoreError(msg)
         return status, result
 
@@ -204,14 +215,16 @@ class CouchStore:
     def _exists(self, name: str) -> bool:
         status, result = self._send("HEAD", quote(name, safe=""))
         if status not in (200, 404):
-            msg = f"CouchDB {name} answered {status} to a lookup: {result}"
+            msg = (f"CouchDB {self._url(quote(name, safe=''))} answered HTTP {status} to a "
+                   f"lookup{ACCESS_HINT if status in (401, 403) else f': {result}'}")
             raise StoreError(msg)
         return status == 200
 
     def _ensure(self, name: str) -> None:
         status, result = self._send("PUT", quote(name, safe=""))
         if status not in (201, 202, 412):  # 412: already there
-            msg = f"CouchDB refused to create {name} ({status}): {result}"
+            msg = (f"CouchDB {self._url(quote(name, safe=''))} refused to create the database "
+                   f"(HTTP {status}){ACCESS_HINT if status in (401, 403) else f': {result}'}")
             raise StoreError(msg)
 
     def _request(self, kind: str, method: str, path: str, body: object = None,
