@@ -77,9 +77,14 @@ def kpi_nightly():
 
     @task
     def check_restatements(results: list[dict]) -> list[str]:
-        from kpi.pipeline import nightly_check_restatements
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return nightly_check_restatements(results)
+        from kpi.pipeline import RestatementRefused, nightly_check_restatements
+
+        try:
+            return nightly_check_restatements(results)
+        except RestatementRefused as refused:  # fail for good: a retry would be refused again
+            raise AirflowFailException(str(refused)) from refused
 
     windows = plan()
     aggregated = aggregate(windows)

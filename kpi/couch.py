@@ -234,7 +234,8 @@ class CouchStore:
         database = quote(self.name(kind), safe="")
         status, result = self._send(method, f"{database}/{path}" if path else database,
                                     body, params)
-        if status == 413 and isinstance(result, dict):
+        too_large = isinstance(result, dict) and result.get("error") == "document_too_large"
+        if status == 413 and too_large:
             msg = f"CouchDB {self.name(kind)} refused a document as too large: {result}"
             raise DocumentTooLarge(str(result.get("reason", "")), msg)
         if status >= 400:
@@ -390,6 +391,18 @@ class CouchStore:
                 raise StoreError(msg)
         return deleted
 
+    def delete_revisions(self, kind: str, revisions: dict[str, str]) -> tuple[int, list[str]]:
+        """Delete these revisions (id → rev) of documents; (how many were deleted, the ids
+        whose document changed meanwhile, left as they are)."""
+        if not revisions:
+            return 0, []
+        tombstones = [{"_id": doc_id, "_rev": rev, "_deleted": True}
+                      for doc_id, rev in revisions.items()]
+        conflicted = sorted(r["id"] for r in self._bulk_write(kind, tombstones))
+        # a conflict may be our own deletion whose answer was lost: gone now is deleted
+        changed = sorted(self.present(kind, conflicted)) if conflicted else []
+        return len(revisions) - len(changed), changed
+
     def _bulk_write(self, kind: str, docs: list[dict]) -> list[dict]:
         """`_bulk_docs`; returns the per-document results that are conflicts, raises on others."""
         results = self._retry(
@@ -398,7 +411,7 @@ class CouchStore:
         )
         conflicts = [r for r in results if r.get("error") == "conflict"]
         failed = [r for r in results if "error" in r and r.get("error") != "conflict"]
-        too_large = [r for r in failed if r.get("error") in ("document_too_large", "too_large")]
+        too_large = [r for r in failed if r.get("error") == "document_too_large"]
         if too_large:  # a server that answers per document rather than with a 413
             msg = f"CouchDB {self.name(kind)} refused a document as too large: {too_large[0]}"
             raise DocumentTooLarge(too_large[0]["id"], msg)

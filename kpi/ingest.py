@@ -26,7 +26,7 @@ from kpi.aggregate import DayAggregator, combine, count_columns
 from kpi.aggregate_docs import aggregates_document, decode_frames, encode_frames, put_aggregates
 from kpi.config import Config, load_config
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError, content_of
-from kpi.parts import delete_parts, read_parts, write_part
+from kpi.parts import closed_by, delete_parts, mark_closed, read_parts, write_part
 from kpi.reports import QUALITY_MEASURES
 from kpi.settings import Settings
 from kpi.snapshot import (
@@ -35,6 +35,7 @@ from kpi.snapshot import (
     Snapshot,
     Staging,
     close_snapshot,
+    drop_staging,
     restore_removed,
     store_rows,
 )
@@ -150,7 +151,7 @@ def plan_windows(days: list[date], settings: Settings, run: str,
     plan = []
     for day in days:
         fresh = not (store.has_day(RAW, day) or store.has_day(QUARANTINE, day))
-        if fresh and store.get(MANIFESTS, day.isoformat()) is not None:
+        if fresh:  # its windows write directly: in progress until the close
             IncompleteMark(store, day)()
         plan += [{"day": day.isoformat(), "start_ms": low, "end_ms": high, "fresh": fresh,
                   "run": run} for low, high in day_windows(settings, day)]
@@ -170,21 +171,29 @@ def extract_window(window: dict, settings: Settings, config: Config | None = Non
     bounds = (window["start_ms"], window["end_ms"])
     store = CouchStore(settings)
     aggregator = DayAggregator(config)
+    attempt = uuid.uuid4().hex
     with KpiggybankClient(settings) as client:
         rows = fetch_rows(client, day, bounds)
-    if window["fresh"]:
+    if window["fresh"] and not _closed_since_plan(store, day):
         snapshot = store_rows(store, day, [rows], set(), set(), on_stored=aggregator.add)
     else:
         snapshot = store_rows(store, day, [rows], None, None, on_stored=aggregator.add,
-                              staging=Staging(store, day, window["run"]))
+                              staging=Staging(store, day, window["run"], attempt))
     aggregates = {
         **encode_frames(*aggregator.result(), count_columns(config)),
         "skipped_empty_stream": aggregator.skipped_empty_stream,
         "aggregated": aggregator.aggregated,
     }
-    write_part(store, day, bounds, window["run"], snapshot, aggregates)
+    write_part(store, day, bounds, window["run"], snapshot, aggregates, attempt)
     return {"day": window["day"], "start_ms": bounds[0], "end_ms": bounds[1],
             **dict(snapshot.counts), "written": snapshot.written}
+
+
+def _closed_since_plan(store: CouchStore, day: date) -> bool:
+    """Whether a day planned as fresh (its manifest marked in progress by the plan) was closed
+    by another run since: its windows must then stage their rows, as a restatement's."""
+    manifest = store.get(MANIFESTS, day.isoformat())
+    return bool(manifest and manifest.get("complete", True))
 
 
 @names_the_day
@@ -208,7 +217,7 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
     delete_parts(store, day)  # they describe an older snapshot than this one
     present_raw, present_quarantined = _stored_ids(store, day)
     fresh = not (present_raw or present_quarantined)
-    staging = None if fresh else Staging(store, day, run)
+    staging = None if fresh else Staging(store, day, run, "one-pass")
     aggregator = DayAggregator(config)
     with KpiggybankClient(settings) as client:
         windows = (fetch_rows(client, day, bounds) for bounds in day_windows(settings, day))
@@ -216,8 +225,12 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
                               IncompleteMark(store, day), aggregator.add, staging)
     part = Part(snapshot, *aggregator.result(), aggregator.skipped_empty_stream,
                 aggregator.aggregated)
-    manifest = _close(store, day, [part], present_raw, present_quarantined, staging,
-                      guard_of(settings, allow_removals), run, config)
+    try:
+        manifest = _close(store, day, [part], present_raw, present_quarantined,
+                          [staging] if staging else [], fresh,
+                          guard_of(settings, allow_removals), run, config)
+    finally:
+        drop_staging(store, day, run)
     if not manifest.get("fetched") and not manifest.get("refused"):
         log.warning("KPIggybank returned no row for %s: before its history, or was it down?",
                     day)
@@ -226,10 +239,10 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
 
 
 def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str],
-           present_quarantined: set[str], staging: Staging | None, guard: RestatementGuard,
-           run: str, config: Config) -> dict:
+           present_quarantined: set[str], stagings: list[Staging], fresh: bool,
+           guard: RestatementGuard, run: str, config: Config) -> dict:
     """Close `day` from its parts (every window's): the one close of both ingest paths."""
-    snapshot = Snapshot(staged=staging is not None)
+    snapshot = Snapshot()
     for part in parts:
         snapshot.raw_ids |= part.snapshot.raw_ids
         snapshot.quarantine_ids |= part.snapshot.quarantine_ids
@@ -242,7 +255,7 @@ def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str
     def write_aggregates(manifest: dict) -> int:  # before the complete manifest
         nonlocal aggregated
         if snapshot.restage:  # a blob aggregated early was replaced by a later delivery
-            groups, histogram, skipped, aggregated = stage_stored_day(store, day, config)
+            groups, histogram, skipped, aggregated = aggregate_stored_day(store, day, config)
         else:
             groups, histogram = combine([(part.groups, part.histogram) for part in parts])
             skipped = sum(part.skipped_empty_stream for part in parts)
@@ -251,14 +264,14 @@ def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str
                                                          quality))
 
     manifest = close_snapshot(store, day, snapshot, present_raw, present_quarantined, guard,
-                              run, staging, write_aggregates)
+                              run, stagings, write_aggregates, fresh)
     if "refused" in manifest:
         log.warning(refusal_text(manifest))
         return manifest
     return {**manifest, "aggregated": aggregated}
 
 
-def stage_stored_day(store: CouchStore, day: date,
+def aggregate_stored_day(store: CouchStore, day: date,
                      config: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     """The day's (daily_aggregates, sites_histogram, skipped_empty_stream, aggregated),
     computed from its raw documents in CouchDB, page by page."""
@@ -281,9 +294,9 @@ def close_day(day: date, windows: list[dict], settings: Settings,
     window parts' sum, exact because counts are additive), then the manifest. The parts stay
     (`close_days` drops them), so closing again, e.g. on a retry, gives the same result.
 
-    When the parts are gone but the day is done (closed by this run before a retry, or by a
-    later store), or its restatement was refused in this run, the day is left as it is: a
-    retry never fetches a closed day again. When the parts cannot say it exactly, the day is
+    When the parts are gone because this run closed the day already (a retry of the task), or
+    its restatement was refused in this run, the day is left as it is: a retry never fetches a
+    closed day again. When the parts cannot say it exactly, the day is
     extracted again in one pass instead: a window's part is missing, a row a part stored is
     gone (another writer restated the day meanwhile), or an id came in two windows (only one
     pass over the day can settle which copy is kept).
@@ -296,32 +309,33 @@ def close_day(day: date, windows: list[dict], settings: Settings,
     run = windows[0]["run"] if windows else ""
     bounds = [(window["start_ms"], window["end_ms"]) for window in windows]
     manifest, aggregates = _day_docs(store, day)
-    if run and (manifest or {}).get("refused", {}).get("run") == run:  # refused already
-        return {**content_of(manifest), "written": 0, "removed": 0, "from_windows": True}
     found = read_parts(store, day, bounds, run) if windows else None
-    if found is None:
+    if found is None and run and (manifest or {}).get("refused", {}).get("run") == run:
+        return {**content_of(manifest), "written": 0, "removed": 0, "from_windows": True}
+    if found is None and run and closed_by(store, day, run):  # a retry after the close
         if is_done(manifest, aggregates, config):
-            log.info("%s: already closed (its parts are gone); left as it is", day)
+            log.info("%s: already closed by this run (its parts are gone); left as it is", day)
             return {**content_of(manifest), "written": 0, "removed": 0,
                     "aggregated": aggregates["quality"]["aggregated"], "from_windows": True}
     parts = [Part(snapshot, *decode_frames(day.isoformat(), encoded, count_columns(config)),
                   encoded["skipped_empty_stream"], encoded["aggregated"])
              for snapshot, encoded in found or []]
     present_raw, present_quarantined = _stored_ids(store, day)
-    staged = any(part.snapshot.staged for part in parts)
+    stagings = [Staging(store, day, run, part.snapshot.staging, part.snapshot.staged_rows)
+                for part in parts if part.snapshot.staging]
+    fresh = not stagings
     problem = ("a window's part is missing" if found is None
-               else _overlap(parts) or ("" if staged else
-                                        _gone(parts, present_raw, present_quarantined)))
+               else _overlap(parts) or _mixed(parts, stagings)
+               or ("" if stagings else _gone(parts, present_raw, present_quarantined)))
     if problem:
         log.warning("%s: %s; extracting the day in one pass", day, problem)
         return {**extract_and_store(day, settings, config, allow_removals),
                 "from_windows": False}
-    if not staged:  # fresh: the windows wrote their rows, there was nothing before them
-        present_raw -= {i for part in parts for i in part.snapshot.raw_ids}
-        present_quarantined -= {i for part in parts for i in part.snapshot.quarantine_ids}
-    manifest = _close(store, day, parts, present_raw, present_quarantined,
-                      Staging(store, day, run) if staged else None,
+    manifest = _close(store, day, parts, present_raw, present_quarantined, stagings, fresh,
                       guard_of(settings, allow_removals), run, config)
+    if "refused" not in manifest:  # a refused day's staged rows stay for a retry of the close
+        drop_staging(store, day, run)
+        mark_closed(store, day, run)
     log.info("closed %s from %d windows: %s", day, len(parts), manifest)
     return {**manifest, "from_windows": True}
 
@@ -338,8 +352,9 @@ def close_days(windows: list[dict], settings: Settings, config: Config | None = 
     manifests = [close_day(date.fromisoformat(day), [w for w in windows if w["day"] == day],
                            settings, config, allow_removals) for day in days]
     store = CouchStore(settings)
+    run = windows[0]["run"] if windows else None
     for day in days:
-        delete_parts(store, date.fromisoformat(day))
+        delete_parts(store, date.fromisoformat(day), keep_closed=run)
     return manifests
 
 
@@ -350,6 +365,17 @@ def _gone(parts: list[Part], present_raw: set[str], present_quarantined: set[str
         if not (part.snapshot.raw_ids <= present_raw
                 and part.snapshot.quarantine_ids <= present_quarantined):
             return "the stored day changed after its windows were stored"
+    return ""
+
+
+def _mixed(parts: list[Part], stagings: list[Staging]) -> str:
+    """Why the parts cannot be closed as they are ('' when they can): some windows wrote
+    directly and others staged (another run closed the day while they ran), or rows a window
+    staged are gone (another run of the day dropped them)."""
+    if stagings and len(stagings) != len(parts):
+        return "the day was closed by another run while its windows ran"
+    if not all(staging.complete() for staging in stagings):
+        return "rows a window staged are gone"
     return ""
 
 
@@ -377,7 +403,7 @@ def reaggregate_day(day: date, settings: Settings, config: Config | None = None)
     store = CouchStore(settings)
     old = store.get(MANIFESTS, day.isoformat())
     quarantined = list(store.day_docs(QUARANTINE, day))
-    groups, histogram, skipped, aggregated = stage_stored_day(store, day, config)
+    groups, histogram, skipped, aggregated = aggregate_stored_day(store, day, config)
     stored = aggregated + skipped
     if old is None and not stored and not quarantined:
         return None
@@ -391,7 +417,7 @@ def reaggregate_day(day: date, settings: Settings, config: Config | None = None)
         "fetched": stored + len(quarantined) + duplicate, "stored": stored,
         "duplicate": duplicate, "skipped_empty_stream": skipped,
         "rejected_invalid": len(quarantined), "rejected_reasons": dict(sorted(reasons.items())),
-        "complete": bool((old or {}).get("complete", True)),
+        "complete": bool(old.get("complete", True)) if old else False,
     }
     quality = day_quality(manifest, skipped, aggregated)
     put_aggregates(store, aggregates_document(day, groups, histogram, config, quality))
@@ -434,11 +460,12 @@ def _day_docs(store: CouchStore, day: date) -> tuple[dict | None, dict | None]:
 def is_done(manifest: dict | None, aggregates: dict | None, config: Config) -> bool:
     """A complete manifest and aggregates, made with this configuration, that account for every
     stored blob (manifests from before the `complete` flag existed count as complete)."""
-    if manifest is None or aggregates is None or not manifest.get("complete", True):
+    if (manifest is None or aggregates is None or not manifest.get("complete", True)
+            or "stored" not in manifest):
         return False
     if not made_with(aggregates, config):
         return False
-    expected = manifest["stored"] - manifest["skipped_empty_stream"]
+    expected = manifest.get("stored", 0) - manifest.get("skipped_empty_stream", 0)
     return aggregates["quality"].get("aggregated") == expected
 
 

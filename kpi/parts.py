@@ -2,8 +2,10 @@
 
 When a day is extracted as several windows at once (the nightly DAG's mapped tasks), each window
 leaves a *part* in `<prefix>_parts`: its ids, counts and partial aggregates. Combining the parts
-closes the day (`kpi.ingest.close_day`) and deletes them. A window of a day being restated
-stages its new and changed rows beside its part (`kpi.snapshot.Staging`), under the same run.
+closes the day (`kpi.ingest.close_day`) and deletes them, but for a record that the run closed
+the day (`mark_closed`), so a retry of the close after the parts are gone fetches nothing again.
+A window of a day being restated stages its new and changed rows beside its part
+(`kpi.snapshot.Staging`), under its run and attempt.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _part_id(day: date, run: str, window: tuple[int, int], n: int) -> str:
 
 
 def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
-               snapshot: Snapshot, aggregates: dict) -> None:
+               snapshot: Snapshot, aggregates: dict, attempt: str | None = None) -> None:
     """Record what one window of `day` stored (its ids, counts and partial `aggregates`),
     for `read_parts`: the ids in documents of at most `PART_BYTES` of ids each (ids may be
     long), so every document stays far below CouchDB's size limit, then a head document that
@@ -39,7 +41,7 @@ def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
                     if not doc_id.startswith(mine))
     if others:
         store.delete(PARTS, others)
-    attempt = uuid.uuid4().hex
+    attempt = attempt or uuid.uuid4().hex
     chunks: list[dict] = []
     size = PART_BYTES
     for kind, ids in (("raw_ids", snapshot.raw_ids), ("quarantine_ids", snapshot.quarantine_ids)):
@@ -63,7 +65,8 @@ def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
         "_id": head_id, "day": day.isoformat(), "run": run,
         "attempt": attempt, "window": list(window), "chunks": len(chunks),
         "counts": dict(snapshot.counts), "reasons": dict(snapshot.reasons),
-        "written": snapshot.written, "staged": snapshot.staged, "aggregates": aggregates,
+        "written": snapshot.written, "staging": snapshot.staging,
+        "staged_rows": snapshot.staged_rows, "aggregates": aggregates,
     }])
 
 
@@ -88,7 +91,8 @@ def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
             raw_ids={prefix + i for doc in chunk_docs for i in doc["raw_ids"]},
             quarantine_ids={prefix + i for doc in chunk_docs for i in doc["quarantine_ids"]},
             counts=Counter(head["counts"]), reasons=Counter(head["reasons"]),
-            written=head["written"], staged=head.get("staged", False),
+            written=head["written"], staging=head.get("staging", ""),
+            staged_rows=head.get("staged_rows", 0),
         )
         try:
             aggregates = join_histogram(head["aggregates"], docs)
@@ -98,7 +102,23 @@ def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
     return parts
 
 
-def delete_parts(store: CouchStore, day: date) -> int:
-    """Delete every part of `day` (once the day is closed); returns how many."""
-    ids = sorted(store.day_ids(PARTS, day))
+def _closed_id(day: date, run: str) -> str:
+    return f"{day.isoformat()}:{run_key(run)}:closed"
+
+
+def mark_closed(store: CouchStore, day: date, run: str) -> None:
+    """Record that `run` closed `day` (kept when its parts are dropped: `closed_by`)."""
+    store.upsert(PARTS, [{"_id": _closed_id(day, run), "day": day.isoformat(), "run": run}])
+
+
+def closed_by(store: CouchStore, day: date, run: str) -> bool:
+    """Whether `run` closed `day` (and no later store of the day dropped the record since)."""
+    return bool(store.present(PARTS, [_closed_id(day, run)]))
+
+
+def delete_parts(store: CouchStore, day: date, keep_closed: str | None = None) -> int:
+    """Delete every part of `day` (once the day is closed), but the record that run
+    `keep_closed` closed it; returns how many."""
+    keep = _closed_id(day, keep_closed) if keep_closed else None
+    ids = sorted(doc_id for doc_id in store.day_ids(PARTS, day) if doc_id != keep)
     return store.delete(PARTS, ids) if ids else 0

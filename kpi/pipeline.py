@@ -385,31 +385,17 @@ def nightly_aggregate(windows: list[dict], allow_removals: bool = False) -> list
 
 
 def nightly_check_restatements(results: list[dict]) -> list[str]:
-    """Airflow task: fail the run, without retrying (a retry would be refused again), when
-    `nightly_aggregate` refused some days' restatements, naming each with its counts and the
-    override; the failure callback then fires. Returns the days checked."""
+    """Airflow task: the days checked; when `nightly_aggregate` refused some days'
+    restatements, raises RestatementRefused naming each with its counts and the override (the
+    DAG fails the task without retrying: a retry would be refused again)."""
     refused = [result["message"] for result in results if "refused" in result]
     if refused:
-        fail_task("\n".join(refused))
+        raise RestatementRefused("\n".join(refused))
     return [result["day"] for result in results]
 
 
 class RestatementRefused(PipelineError):
     """Some days' restatements were refused (SPEC D13); the other days are done."""
-
-
-def fail_task(message: str) -> None:
-    """Fail the running Airflow task at once, without its retries (a retry would be refused
-    again): Airflow's AirflowFailException when Airflow is there, else RestatementRefused."""
-    try:
-        from airflow.exceptions import AirflowFailException
-    except ImportError:  # not inside Airflow
-        raise RestatementRefused(message) from None
-
-    class Refused(AirflowFailException, RestatementRefused):
-        """Both: Airflow fails the task for good, callers can catch RestatementRefused."""
-
-    raise Refused(message)
 
 
 def check_anomalies(days: list[date], settings: Settings, config: Config | None = None,

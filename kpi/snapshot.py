@@ -19,10 +19,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from fractions import Fraction
 
 import orjson
 
 from kpi.couch import (
+    CONFLICT_ROUNDS,
     MANIFESTS,
     PARTS,
     QUARANTINE,
@@ -30,6 +32,7 @@ from kpi.couch import (
     REMOVED,
     CouchStore,
     DocumentTooLarge,
+    StoreError,
     content_of,
     day_prefix,
     prefix_range,
@@ -68,7 +71,8 @@ class Snapshot:
     reasons: Counter = field(default_factory=Counter)
     written: int = 0
     restage: bool = False  # a blob handed to `on_stored` was replaced or moved later
-    staged: bool = False  # new and changed rows went to a `Staging`, not their databases
+    staging: str = ""  # the attempt whose `Staging` holds the new and changed rows ("": none)
+    staged_rows: int = 0  # how many rows that attempt staged
 
 
 def run_key(run: str) -> str:
@@ -84,24 +88,35 @@ def inline_attachments(doc: dict) -> dict:
             for name, item in (doc.get("_attachments") or {}).items() if "data" in item}
 
 
-def staging_prefix(day: date, run: str) -> str:
-    """The id prefix of the rows `run` staged for UTC `day` (see `Staging`)."""
-    return f"{day.isoformat()}:s:{run_key(run)}:"
+def staging_prefix(day: date, run: str, attempt: str = "") -> str:
+    """The id prefix of the rows `run` (one `attempt` of it, when given) staged for UTC `day`
+    (see `Staging`)."""
+    return f"{day.isoformat()}:s:{run_key(run)}:" + (f"{attempt}:" if attempt else "")
+
+
+def drop_staging(store: CouchStore, day: date, run: str) -> None:
+    """Delete every row any attempt of `run` staged for `day`."""
+    store.delete(PARTS, list(store.iter_range(PARTS, *prefix_range(staging_prefix(day, run)),
+                                              include_docs=False)))
 
 
 class Staging:
     """The new and changed rows of a restatement, held in `<prefix>_parts` until the day's
     guard lets them in (`apply`), so a refused restatement changes nothing of the day.
 
-    One staging document per row, `YYYY-MM-DD:s:<run>:<document id>`, holding the database
-    and the document (its attachments as the staging document's own); a later delivery of
-    the same id replaces it.
+    One staging document per row, `YYYY-MM-DD:s:<run>:<attempt>:<document id>`, holding the
+    database and the document (its attachments as the staging document's own); a later
+    delivery of the same id replaces it. Each attempt (of a window task, or of a one-pass
+    store) stages under its own token and counts its rows, so the close applies exactly the
+    rows of the attempts it combines, and sees when some of them were deleted meanwhile.
     """
 
-    def __init__(self, store: CouchStore, day: date, run: str) -> None:
-        self.store, self.day = store, day
-        self.prefix = staging_prefix(day, run)
+    def __init__(self, store: CouchStore, day: date, run: str, attempt: str,
+                 staged_rows: int = 0) -> None:
+        self.store, self.day, self.attempt = store, day, attempt
+        self.prefix = staging_prefix(day, run, attempt)
         self.staged: set[str] = set()  # ids staged by this object
+        self.staged_rows = staged_rows  # for an attempt staged elsewhere: its count
 
     def add(self, kind: str, docs: list[dict], present: set[str] | None) -> None:
         """Stage those of `docs` (for database `kind`) that differ from what is stored; a
@@ -119,16 +134,29 @@ class Staging:
             for doc in changed
         ], present={self.prefix + doc_id for doc_id in self.staged & ids})
         self.staged |= ids
+        self.staged_rows = len(self.staged)
 
     def ids(self) -> list[str]:
         """The ids of the staging documents."""
         return list(self.store.iter_range(PARTS, *prefix_range(self.prefix),
                                           include_docs=False))
 
+    def complete(self) -> bool:
+        """Whether every row the attempt staged is still there."""
+        return len(self.ids()) == self.staged_rows
+
     def apply(self, before_write: Callable[[], None]) -> int:
-        """Write the staged rows into their databases; returns the documents written."""
+        """Write the staged rows into their databases; returns the documents written.
+
+        Raises:
+            StoreError: some staged rows are gone (another run dropped them): nothing written.
+        """
         written = 0
         ids = self.ids()
+        if len(ids) != self.staged_rows:
+            msg = (f"{self.day}: {self.staged_rows - len(ids)} of {self.staged_rows} rows staged "
+                   "by this run were deleted meanwhile (by another run of the day): run it again")
+            raise StoreError(msg)
         size = self.store.settings.bulk_size
         for first in range(0, len(ids), size):
             staged = self.store.get_many(PARTS, ids[first:first + size], attachments=True)
@@ -140,10 +168,6 @@ class Staging:
             for kind, docs in by_kind.items():
                 written += self.store.upsert(kind, docs, before_write=before_write).written
         return written
-
-    def drop(self) -> None:
-        """Delete the staging documents."""
-        self.store.delete(PARTS, self.ids())
 
 
 def store_rows(store: CouchStore, day: date, batches: Iterable[list],
@@ -198,7 +222,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                 blob, digest, size = storable(blob_of(row))
                 kind, note = RAW, check.status
                 doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": blob}
-            if size + len(doc_id) + DOC_MARGIN > limit:
+            if size + 2 * len(doc_id) + DOC_MARGIN > limit:
                 kind, note = QUARANTINE, TOO_LARGE
                 doc = too_large_doc(doc_id, day, row)
             earlier = final.get(doc_id)
@@ -242,13 +266,15 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             written_before.update(pending[kind])
         if on_stored is not None:
             on_stored([doc["blob"] for doc in pending[RAW].values()])
-    snapshot.staged = staging is not None
+    if staging is not None:
+        snapshot.staging, snapshot.staged_rows = staging.attempt, staging.staged_rows
     snapshot.raw_ids = {doc_id for doc_id, (kind, _, _) in final.items() if kind == RAW}
     snapshot.quarantine_ids = set(final) - snapshot.raw_ids
     return snapshot
 
 
-DOC_MARGIN = 512  # bytes a stored document adds around its row (keys, id, revision)
+DOC_MARGIN = 1024  # bytes around a row in its documents (keys, revision, the staging or
+# `_removed` copy's wrapper, which also holds the id twice)
 
 
 TOO_LARGE = "row too large for one CouchDB document"
@@ -323,7 +349,7 @@ def _quarantine_doc(day: date, row: object, reason: str, used: dict[str, tuple],
     doc_id = f"{day.isoformat()}:sha1:{digest}"
     if doc_id in used:
         return None
-    if size + len(doc_id) + DOC_MARGIN > limit:
+    if size + 2 * len(doc_id) + DOC_MARGIN > limit:
         used[doc_id] = (QUARANTINE, digest, TOO_LARGE)
         return too_large_doc(doc_id, day, row)
     used[doc_id] = (QUARANTINE, digest, reason)
@@ -350,18 +376,18 @@ class RestatementGuard:
         them and would remove `would_remove`: when it keeps none of them, or removes more
         than `max_removed` of them. A day with nothing stored is never refused."""
         if self.allow_removals or stored == 0:
-            return False
-        return kept == 0 or would_remove > self.max_removed * stored
+            return False  # exact: 29 of 100 with a limit of 0.29 is allowed
+        return kept == 0 or would_remove > Fraction(str(self.max_removed)) * stored
 
 
 def close_snapshot(store: CouchStore, day: date, snapshot: Snapshot, present_raw: set[str],
                    present_quarantined: set[str], guard: RestatementGuard, run: str,
-                   staging: Staging | None = None,
+                   stagings: Iterable[Staging] = (),
                    before_manifest: Callable[[dict], int] | None = None,
-                   now: datetime | None = None) -> dict:
+                   fresh: bool = False, now: datetime | None = None) -> dict:
     """Close a day whose rows are stored (or staged): apply the restatement or refuse it.
 
-    Applied: the staged rows are written, rows the source no longer returns are moved to
+    Applied: the staged rows are written, stored rows the extract did not keep are moved to
     `<prefix>_removed`, `before_manifest` is called with the manifest (e.g. to write the day's
     aggregates; it returns the documents it wrote), then the complete manifest is written,
     last: a day whose run dies before that is never taken for finished.
@@ -370,40 +396,39 @@ def close_snapshot(store: CouchStore, day: date, snapshot: Snapshot, present_raw
     under `refused` (when, run, stored, fetched, would_remove, max_removed).
 
     Args:
-        present_raw, present_quarantined: the day's stored ids before this extract.
+        present_raw, present_quarantined: the day's stored ids (before this extract, when it
+            staged its rows; else now).
+        stagings: where the extract staged its new and changed rows (a restatement).
+        fresh: the day had no stored row before this extract (never refused).
 
     Returns:
         The manifest with `written` and `removed` (documents), and `refused` when refused.
     """
-    before = present_raw | present_quarantined
+    present = present_raw | present_quarantined
     kept = snapshot.raw_ids | snapshot.quarantine_ids
-    gone = before - kept
+    gone = present - kept
     when = (now or datetime.now(UTC)).isoformat(timespec="seconds")
-    if guard.refuses(len(before), len(before & kept), len(gone)):
-        refusal = {"at": when, "run": run, "stored": len(before),
+    stored = 0 if fresh else len(present)
+    if guard.refuses(stored, len(present & kept), len(gone)):
+        refusal = {"at": when, "run": run, "stored": stored,
                    "fetched": snapshot.counts["fetched"], "would_remove": len(gone),
                    "max_removed": guard.max_removed}
         old = store.get(MANIFESTS, day.isoformat())
         manifest = {**(content_of(old) if old else {"_id": day.isoformat(),
-                                                     "day": day.isoformat()}),
+                                                     "day": day.isoformat(),
+                                                     "complete": False}),
                     "refused": refusal}
-        if staging is not None:
-            staging.drop()
         store.upsert(MANIFESTS, [manifest])
         return {**content_of(manifest), "written": 0, "removed": 0}
     mark = IncompleteMark(store, day)
     written = snapshot.written
-    if staging is not None:
+    for staging in stagings:
         written += staging.apply(mark)
     removed = 0
-    for kind, present, ids, other in ((RAW, present_raw, snapshot.raw_ids,
-                                       snapshot.quarantine_ids),
-                                      (QUARANTINE, present_quarantined,
-                                       snapshot.quarantine_ids, snapshot.raw_ids)):
-        leaving = sorted(present - ids)
-        reasons = {doc_id: (f"replaced by a {'valid' if kind == QUARANTINE else 'quarantined'}"
-                            " delivery of the same id") if doc_id in other else GONE
-                   for doc_id in leaving}
+    for kind, ids, other in ((RAW, snapshot.raw_ids, snapshot.quarantine_ids),
+                             (QUARANTINE, snapshot.quarantine_ids, snapshot.raw_ids)):
+        leaving = sorted((present_raw if kind == RAW else present_quarantined) - ids)
+        reasons = {doc_id: MOVED if doc_id in other else GONE for doc_id in leaving}
         removed += move_to_removed(store, day, kind, reasons, run, when, mark)
     manifest = {
         "_id": day.isoformat(),
@@ -417,12 +442,11 @@ def close_snapshot(store: CouchStore, day: date, snapshot: Snapshot, present_raw
     if before_manifest is not None:
         written += before_manifest(manifest)
     written += store.upsert(MANIFESTS, [manifest]).written
-    if staging is not None:
-        staging.drop()
     return {**content_of(manifest), "written": written, "removed": removed}
 
 
 GONE = "no longer returned by KPIggybank"
+MOVED = "replaced by a delivery of the same id in the other database"  # not a removed row
 
 
 def removed_id(day: date, kind: str, doc_id: str) -> str:
@@ -434,23 +458,33 @@ def move_to_removed(store: CouchStore, day: date, kind: str, reasons: dict[str, 
                     run: str, when: str, before_write: Callable[[], None] | None = None) -> int:
     """Move the documents of `kind` named in `reasons` (id → why) to `<prefix>_removed`, with
     their day, the time, the run and the reason; the copy is written before the original is
-    deleted, so a run that dies half-way leaves a row in both, never in neither. Returns how
+    deleted, so a run that dies half-way leaves a row in both, never in neither; and only the
+    revision copied is deleted (a document changed meanwhile is copied again). Returns how
     many documents were deleted."""
     ids = sorted(reasons)
     deleted = 0
-    size = store.settings.bulk_size
+    size = max(1, store.settings.bulk_size // 10)  # documents read with their attachments
     for first in range(0, len(ids), size):
-        docs = store.get_many(kind, ids[first:first + size], attachments=True)
-        if not docs:
-            continue
-        store.upsert(REMOVED, [
-            {"_id": removed_id(day, kind, doc_id), "day": day.isoformat(), "kind": kind,
-             "doc": content_of(doc), "reason": reasons[doc_id], "run": run,
-             "removed_at": when,
-             **({"_attachments": inline_attachments(doc)} if inline_attachments(doc) else {})}
-            for doc_id, doc in docs.items()
-        ], before_write=before_write)
-        deleted += store.delete(kind, sorted(docs), before_write)
+        batch = ids[first:first + size]
+        for _ in range(CONFLICT_ROUNDS):
+            docs = store.get_many(kind, batch, attachments=True)
+            if not docs:
+                break
+            store.upsert(REMOVED, [
+                {"_id": removed_id(day, kind, doc_id), "day": day.isoformat(), "kind": kind,
+                 "doc": content_of(doc), "reason": reasons[doc_id], "run": run,
+                 "removed_at": when,
+                 **({"_attachments": inline_attachments(doc)} if inline_attachments(doc)
+                    else {})}
+                for doc_id, doc in docs.items()
+            ], before_write=before_write)
+            done, batch = store.delete_revisions(kind, {i: d["_rev"] for i, d in docs.items()})
+            deleted += done
+            if not batch:
+                break
+        else:
+            msg = f"{day}: {len(batch)} rows of {kind} kept changing while being removed"
+            raise StoreError(msg)
     return deleted
 
 
@@ -458,6 +492,9 @@ def restore_removed(store: CouchStore, day: date) -> tuple[int, int]:
     """Put the rows `<prefix>_removed` holds for UTC `day` back into their databases, and
     delete their copies there. A row whose id is stored again meanwhile (in either database)
     is left where it is, its removed copy kept.
+
+    Only rows a restatement removed (reason `GONE`) come back: a copy of a row replaced by a
+    delivery of its id in the other database is history, never restored (the row is stored).
 
     Returns:
         (rows restored, removed copies kept because a newer row is stored).
@@ -468,6 +505,8 @@ def restore_removed(store: CouchStore, day: date) -> tuple[int, int]:
     done, kept = [], 0
     for record in records:
         doc = record["doc"]
+        if record["reason"] != GONE:
+            continue
         if doc["_id"] in stored:
             kept += 1
             continue

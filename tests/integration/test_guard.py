@@ -343,3 +343,122 @@ def test_reaggregate_rebuilds_the_same_documents_from_couchdb_alone(settings, fa
         reaggregate_day(day, settings)
     after = snapshot_of(settings, (AGGREGATES, MANIFESTS))
     assert after == before  # byte for byte: not even a new revision
+
+
+def test_a_fresh_day_whose_window_was_retried_closes_to_what_the_source_returns(
+    settings, fake_app
+):
+    """A window of a new day stored its rows, then its retry no longer got one of them: the
+    close is not a refusal (nothing was stored before the run); the row goes to _removed."""
+    source = fake_app.state.store
+    plan = plan_windows([DAY], settings, "run-1")
+    for window in plan:
+        extract_window(window, settings)
+    first = next(r for r in day_rows(source, DAY)
+                 if plan[0]["start_ms"] <= r["key"] <= plan[0]["end_ms"] and check_row(r).status
+                 == "ok")
+    source.range = without(source, {first["id"]})
+    extract_window(plan[0], settings)  # the retry of the first window
+    [manifest] = close_days(plan, settings)
+    assert "refused" not in manifest and manifest["removed"] == 1
+    store = CouchStore(settings)
+    assert f"{DAY}:{first['id']}" not in store.day_ids(RAW, DAY)
+    assert manifest["stored"] == len(store.day_ids(RAW, DAY))
+    [record] = store.day_docs(REMOVED, DAY)
+    assert record["doc"]["kpiggybank_id"] == first["id"]
+
+
+def test_only_the_staged_rows_of_the_attempt_a_part_names_are_applied(settings, fake_app):
+    """A window of a restated day staged an extra row, died before its part, and its retry no
+    longer got that row: the close applies the retry's rows only."""
+    backfill(DAY, DAY, settings, progress=False)
+    source = fake_app.state.store
+    original = source.range
+    extra = copy.deepcopy(day_rows(source, DAY)[0])
+    extra["id"] = extra["value"]["_id"] = "only-in-the-first-attempt"
+    source.range = lambda start, end: original(start, end) + (
+        [extra] if start <= extra["key"] <= end else [])
+    plan = plan_windows([DAY], settings, "run-1")
+    import kpi.ingest
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("worker lost")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kpi.ingest, "write_part", dies)
+        with pytest.raises(RuntimeError):
+            extract_window(plan[0], settings)  # staged the extra row, wrote no part
+    source.range = original
+    for window in plan:
+        extract_window(window, settings)
+    [manifest] = close_days(plan, settings)
+    store = CouchStore(settings)
+    assert f"{DAY}:only-in-the-first-attempt" not in store.day_ids(RAW, DAY)
+    assert manifest["stored"] == len(store.day_ids(RAW, DAY))
+    assert store.doc_count(PARTS) == 1  # only the record that run-1 closed the day
+
+
+def test_staged_rows_deleted_by_another_run_fail_the_close_and_change_nothing(
+    settings, fake_app, monkeypatch
+):
+    backfill(DAY, DAY, settings, progress=False)
+    source = fake_app.state.store
+    original = source.range
+    extra = copy.deepcopy(day_rows(source, DAY)[0])
+    extra["id"] = extra["value"]["_id"] = "late-arrival"
+    source.range = lambda start, end: original(start, end) + (
+        [extra] if start <= extra["key"] <= end else [])
+    before = snapshot_of(settings, (RAW, QUARANTINE, AGGREGATES))
+    import kpi.ingest
+
+    real = kpi.ingest._close
+
+    def another_run_drops_the_staging(store, day, *args, **kwargs):
+        store.delete(PARTS, sorted(i for i in store.day_ids(PARTS, day) if ":s:" in i))
+        return real(store, day, *args, **kwargs)
+
+    monkeypatch.setattr(kpi.ingest, "_close", another_run_drops_the_staging)
+    with pytest.raises(Exception, match="deleted meanwhile"):
+        extract_and_store(DAY, settings)
+    assert snapshot_of(settings, (RAW, QUARANTINE, AGGREGATES)) == before
+
+
+def test_a_refused_run_cleared_after_the_source_recovered_applies(settings, fake_app):
+    """The same run id (an Airflow run cleared and run again) with new parts is closed from
+    them, not answered with its earlier refusal."""
+    backfill(DAY, DAY, settings, progress=False)
+    source = fake_app.state.store
+    original = source.range
+    source.range = lambda start, end: []
+    plan = plan_windows([DAY], settings, "run-1")
+    for window in plan:
+        extract_window(window, settings)
+    assert "refused" in close_days(plan, settings)[0]
+    source.range = original
+    for window in plan:
+        extract_window(window, settings)
+    [manifest] = close_days(plan, settings)
+    assert "refused" not in manifest and manifest["complete"] is True
+    assert "refused" not in CouchStore(settings).get(MANIFESTS, DAY.isoformat())
+
+
+def test_restore_brings_back_removed_rows_never_rows_moved_to_the_other_database(
+    settings, fake_app
+):
+    source = fake_app.state.store
+    original = source.range
+    row = next(r for r in day_rows(source, DAY) if check_row(r).status == "ok")
+    backfill(DAY, DAY, settings, progress=False)
+    broken = {**row, "value": {**row["value"], "event_stream": "not a list"}}
+    source.range = lambda start, end: [broken if r.get("id") == row["id"] else r
+                                       for r in original(start, end)]
+    extract_and_store(DAY, settings)  # the row moves to quarantine
+    source.range = without(source, {row["id"]})
+    extract_and_store(DAY, settings)  # and then leaves the source
+    store = CouchStore(settings)
+    reasons = sorted(r["reason"] for r in store.day_docs(REMOVED, DAY))
+    assert reasons == sorted([GONE, "replaced by a delivery of the same id in the other "
+                                    "database"])
+    assert restore_removed_day(DAY, settings)["restored"] == 1
+    doc_id = f"{DAY}:{row['id']}"
+    assert doc_id in store.day_ids(QUARANTINE, DAY) and doc_id not in store.day_ids(RAW, DAY)

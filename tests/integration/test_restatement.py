@@ -112,7 +112,7 @@ def test_a_restatement_killed_half_way_is_never_taken_for_a_finished_day(
         raise RuntimeError("worker killed")
 
     with monkeypatch.context() as patch:  # dies after the new rows, before the deletions
-        patch.setattr(CouchStore, "delete", killed)
+        patch.setattr(CouchStore, "delete_revisions", killed)
         with pytest.raises(RuntimeError, match="worker killed"):
             extract_and_store(CHANGED_DAY, settings)
     assert not day_is_done(CHANGED_DAY, settings)
