@@ -147,9 +147,9 @@ def reaggregate(start: date, end: date) -> None:
     settings = _settings()
 
     def run() -> list:
-        from kpi.couch import AGGREGATES, MANIFESTS, RAW, CouchStore
+        from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore
 
-        CouchStore(settings).require_databases((RAW, MANIFESTS, AGGREGATES))
+        CouchStore(settings).require_databases((RAW, QUARANTINE, MANIFESTS, AGGREGATES))
         return [reaggregate_day(day, settings) for day in days_between(start, end)]
 
     done = [quality for quality in _fail_cleanly(run) if quality is not None]

@@ -27,7 +27,6 @@ bound such as `YYYY-MM-DD:\\ufff0` misses ids starting with an emoji on Apache C
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -78,11 +77,6 @@ def content_of(doc: dict) -> dict:
     """A document without CouchDB's `_rev` and attachment stubs (what "same content"
     compares; a document with an attachment names its content in a field of its own)."""
     return {k: v for k, v in doc.items() if k not in ("_rev", "_attachments")}
-
-
-def content_hash(value: object) -> str:
-    """A stable digest of a JSON value (key order does not matter)."""
-    return hashlib.sha1(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from kpi.aggregate_docs import aggregates_document, decode_frames, encode_frames
 from kpi.config import Config, load_config
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError, content_of
 from kpi.parts import closed_by, delete_parts, mark_closed, read_parts, write_part
+from kpi.removed import restore_removed
 from kpi.reports import QUALITY_MEASURES
 from kpi.settings import Settings
 from kpi.snapshot import (
@@ -36,7 +37,6 @@ from kpi.snapshot import (
     Staging,
     close_snapshot,
     drop_staging,
-    restore_removed,
     store_rows,
 )
 from kpi.source import KpiggybankClient, SourceError, day_windows, fetch_rows

@@ -8,6 +8,7 @@ logical date is D (00:00 UTC) processes the UTC day that just ended, D − 1 day
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -115,8 +116,9 @@ def current_aggregates(store: CouchStore, days: list[str], settings: Settings,
     if stale:
         log.warning("re-aggregating %d days from CouchDB (aggregated under another "
                     "configuration): %s", len(stale), ", ".join(stale))
-        for day in stale:
-            reaggregate_day(date.fromisoformat(day), settings, config)
+        with ThreadPoolExecutor(4) as pool:  # each day mostly waits on CouchDB
+            list(pool.map(lambda day: reaggregate_day(date.fromisoformat(day), settings, config),
+                          stale))
         redone = {doc["day"]: doc for doc in fetch(stale)}
         docs = [redone.get(doc["day"], doc) for doc in docs]
     return docs

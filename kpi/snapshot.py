@@ -8,12 +8,11 @@ new rows added, rows no longer returned removed. Removals are guarded (`Restatem
 restatement that would remove every stored row of the day, or more than
 `KPI_RESTATE_MAX_REMOVED` of them, is refused unless removals are allowed for the run, and then
 nothing of the day changes. Removed rows are moved to `<prefix>_removed`, never destroyed
-(`restore_removed` puts them back).
+(`kpi.removed.restore_removed` puts them back). Row documents are built by `kpi.rows`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,21 +20,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from fractions import Fraction
 
-import orjson
-
 from kpi.couch import (
-    CONFLICT_ROUNDS,
     MANIFESTS,
     PARTS,
     QUARANTINE,
     RAW,
-    REMOVED,
     CouchStore,
     DocumentTooLarge,
     StoreError,
     content_of,
-    day_prefix,
     prefix_range,
+)
+from kpi.removed import GONE, MOVED, move_to_removed
+from kpi.rows import (
+    DOC_MARGIN,
+    TOO_LARGE,
+    inline_attachments,
+    quarantine_doc,
+    storable,
+    too_large_doc,
 )
 from kpi.source import blob_of, check_row, usable_id
 
@@ -78,14 +81,6 @@ class Snapshot:
 def run_key(run: str) -> str:
     """A short, id-safe name of a run (run ids may hold `:` and `+`)."""
     return hashlib.sha1(run.encode()).hexdigest()[:12]
-
-
-def inline_attachments(doc: dict) -> dict:
-    """The `_attachments` of a document read with `attachments=true`, as they are written
-    (content type and base64 data only); {} when it has none."""
-    return {name: {"content_type": item.get("content_type", "application/octet-stream"),
-                   "data": item["data"]}
-            for name, item in (doc.get("_attachments") or {}).items() if "data" in item}
 
 
 def staging_prefix(day: date, run: str, attempt: str = "") -> str:
@@ -206,7 +201,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             check = check_row(row, day)
             row_id = row.get("id") if isinstance(row, dict) else None
             if check.status == "rejected" and not usable_id(row_id):
-                doc = _quarantine_doc(day, row, check.reason, final, limit)
+                doc = quarantine_doc(day, row, check.reason, final, limit)
                 if doc is None:
                     counts["duplicate"] += 1
                     continue
@@ -273,23 +268,6 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     return snapshot
 
 
-DOC_MARGIN = 1024  # bytes around a row in its documents (keys, revision, the staging or
-# `_removed` copy's wrapper, which also holds the id twice)
-
-
-TOO_LARGE = "row too large for one CouchDB document"
-
-
-def too_large_doc(doc_id: str, day: date, row: object) -> dict:
-    """A quarantine document for a row too large to store as a document: the row is kept
-    whole as its attachment `row.json` (attachments are not bound by `max_document_size`)."""
-    data = orjson.dumps(storable(row)[0])
-    return {"_id": doc_id, "day": day.isoformat(), "reason": TOO_LARGE, "row": None,
-            "row_bytes": len(data), "row_sha1": hashlib.sha1(data).hexdigest(),
-            "_attachments": {"row.json": {"content_type": "application/json",
-                                          "data": base64.b64encode(data).decode()}}}
-
-
 def _count(counts: Counter, reasons: Counter, kind: str, note: str, step: int) -> None:
     """Count (step 1) or uncount (step −1) one row in its class."""
     if kind == QUARANTINE:
@@ -300,62 +278,6 @@ def _count(counts: Counter, reasons: Counter, kind: str, note: str, step: int) -
     else:
         counts["stored"] += step
         counts["skipped_empty_stream"] += step * (note == "skipped")
-
-
-MAX_DEPTH = 64  # nesting kept in a stored value (orjson encodes no deeper than 254)
-
-
-def storable(value: object) -> tuple[object, str, int]:
-    """(`value`, its `content_hash`, the size of its JSON in bytes); when JSON cannot
-    encode it (nested deeper than orjson allows, an integer beyond 64 bits, an unpaired
-    surrogate in a string), a copy with containers deeper than `MAX_DEPTH` cut to null, such
-    integers as floats and such strings with `?` for the surrogate instead: any row the source
-    sends can be stored."""
-    try:
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        value = _cut(value, 0)
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return value, hashlib.sha1(encoded).hexdigest(), len(encoded)
-
-
-def _cut(value: object, depth: int) -> object:
-    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
-        return None
-    if isinstance(value, dict):
-        return {_utf8(str(key)): _cut(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_cut(item, depth + 1) for item in value]
-    if type(value) is int and not -(2**63) <= value < 2**64:
-        try:
-            return float(value)
-        except OverflowError:
-            return str(value)
-    if isinstance(value, str):
-        return _utf8(value)
-    return value
-
-
-def _utf8(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _quarantine_doc(day: date, row: object, reason: str, used: dict[str, tuple],
-                    limit: int) -> dict | None:
-    """A quarantine document for a row without a usable id, named by its content; None when
-    this very row is already quarantined in this extract (a repeat, counted as a duplicate).
-    `used`: the extract's doc ids so far, each with (database, digest, note)."""
-    row, digest, size = storable(row)
-    doc_id = f"{day.isoformat()}:sha1:{digest}"
-    if doc_id in used:
-        return None
-    if size + 2 * len(doc_id) + DOC_MARGIN > limit:
-        used[doc_id] = (QUARANTINE, digest, TOO_LARGE)
-        return too_large_doc(doc_id, day, row)
-    used[doc_id] = (QUARANTINE, digest, reason)
-    return {"_id": doc_id, "day": day.isoformat(), "reason": reason, "row": row}
-
-
 
 
 @dataclass(frozen=True)
@@ -443,78 +365,3 @@ def close_snapshot(store: CouchStore, day: date, snapshot: Snapshot, present_raw
         written += before_manifest(manifest)
     written += store.upsert(MANIFESTS, [manifest]).written
     return {**content_of(manifest), "written": written, "removed": removed}
-
-
-GONE = "no longer returned by KPIggybank"
-MOVED = "replaced by a delivery of the same id in the other database"  # not a removed row
-
-
-def removed_id(day: date, kind: str, doc_id: str) -> str:
-    """The `<prefix>_removed` id of document `doc_id` of database `kind`."""
-    return f"{day.isoformat()}:{kind}:{doc_id.removeprefix(day.isoformat() + ':')}"
-
-
-def move_to_removed(store: CouchStore, day: date, kind: str, reasons: dict[str, str],
-                    run: str, when: str, before_write: Callable[[], None] | None = None) -> int:
-    """Move the documents of `kind` named in `reasons` (id → why) to `<prefix>_removed`, with
-    their day, the time, the run and the reason; the copy is written before the original is
-    deleted, so a run that dies half-way leaves a row in both, never in neither; and only the
-    revision copied is deleted (a document changed meanwhile is copied again). Returns how
-    many documents were deleted."""
-    ids = sorted(reasons)
-    deleted = 0
-    size = max(1, store.settings.bulk_size // 10)  # documents read with their attachments
-    for first in range(0, len(ids), size):
-        batch = ids[first:first + size]
-        for _ in range(CONFLICT_ROUNDS):
-            docs = store.get_many(kind, batch, attachments=True)
-            if not docs:
-                break
-            store.upsert(REMOVED, [
-                {"_id": removed_id(day, kind, doc_id), "day": day.isoformat(), "kind": kind,
-                 "doc": content_of(doc), "reason": reasons[doc_id], "run": run,
-                 "removed_at": when,
-                 **({"_attachments": inline_attachments(doc)} if inline_attachments(doc)
-                    else {})}
-                for doc_id, doc in docs.items()
-            ], before_write=before_write)
-            done, batch = store.delete_revisions(kind, {i: d["_rev"] for i, d in docs.items()})
-            deleted += done
-            if not batch:
-                break
-        else:
-            msg = f"{day}: {len(batch)} rows of {kind} kept changing while being removed"
-            raise StoreError(msg)
-    return deleted
-
-
-def restore_removed(store: CouchStore, day: date) -> tuple[int, int]:
-    """Put the rows `<prefix>_removed` holds for UTC `day` back into their databases, and
-    delete their copies there. A row whose id is stored again meanwhile (in either database)
-    is left where it is, its removed copy kept.
-
-    Only rows a restatement removed (reason `GONE`) come back: a copy of a row replaced by a
-    delivery of its id in the other database is history, never restored (the row is stored).
-
-    Returns:
-        (rows restored, removed copies kept because a newer row is stored).
-    """
-    records = list(store.iter_range(REMOVED, *prefix_range(day_prefix(day)), attachments=True))
-    stored = store.day_ids(RAW, day) | store.day_ids(QUARANTINE, day)
-    back: dict[str, list[dict]] = {RAW: [], QUARANTINE: []}
-    done, kept = [], 0
-    for record in records:
-        doc = record["doc"]
-        if record["reason"] != GONE:
-            continue
-        if doc["_id"] in stored:
-            kept += 1
-            continue
-        attachments = inline_attachments(record)
-        back[record["kind"]].append({**doc, **({"_attachments": attachments}
-                                               if attachments else {})})
-        done.append(record["_id"])
-    for kind, docs in back.items():
-        store.upsert(kind, docs)
-    store.delete(REMOVED, done)
-    return len(done), kept

@@ -235,7 +235,7 @@ def decode_rows(body: bytes) -> object:
     """A JSON body: orjson, and where it refuses valid JSON the standard library. A number
     beyond a double (1e400) is then kept as its text, a string, as a browser would have sent a
     numeric string (so it degrades by the same rules, and stores and reads back the same); an
-    unpaired surrogate escape (`"\\ud800"`) stays, for `kpi.snapshot.storable` to replace.
+    unpaired surrogate escape (`"\\ud800"`) stays, for `kpi.rows.storable` to replace.
 
     Raises:
         ValueError: the body is not JSON (truncated, garbage).

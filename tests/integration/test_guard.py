@@ -33,8 +33,9 @@ from kpi.pipeline import (
     reaggregate_day,
     restore_removed_day,
 )
+from kpi.removed import GONE
 from kpi.reports import REPORTS
-from kpi.snapshot import GONE, TOO_LARGE
+from kpi.rows import TOO_LARGE
 from kpi.source import check_row, utc_day_of
 from tests.integration import oracle
 from tests.integration.test_cli import environment
