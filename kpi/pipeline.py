@@ -8,8 +8,8 @@ logical date is D (00:00 UTC) processes the UTC day that just ended, D − 1 day
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
