@@ -107,8 +107,14 @@ def backfill(start: date, end: date, no_progress: bool, parallel: int,
     settings = _settings()
     results = _fail_cleanly(run_backfill, start, end, settings, not no_progress,
                             parallel, skip_done, allow_removals)
-    aggregated = sum(r["aggregated"] for r in results)
-    click.echo(f"{len(results)} days, {aggregated} blobs aggregated; site: {settings.site_dir}")
+    done = [r for r in results if "refused" not in r]
+    aggregated = sum(r["aggregated"] for r in done)
+    removed = sum(r.get("removed", 0) for r in done)
+    refused = len(results) - len(done)
+    click.echo(f"{len(done)} days, {aggregated} blobs aggregated"
+               + (f", {removed} rows moved to {settings.db_prefix}_removed" if removed else "")
+               + (f"; {refused} days refused, left as they were" if refused else "")
+               + f"; site: {settings.site_dir}")
     _exit_if_refused(results)
 
 
@@ -129,8 +135,8 @@ def run_day(day: date, allow_removals: bool) -> None:
     from kpi.pipeline import run_day as run_one
 
     quality = _fail_cleanly(run_one, day, _settings(), None, allow_removals)
-    click.echo(" ".join(f"{key}={value}" for key, value in quality.items()
-                        if key not in ("refused", "message")))
+    if "refused" not in quality:
+        click.echo(" ".join(f"{key}={value}" for key, value in quality.items()))
     _exit_if_refused([quality])
 
 

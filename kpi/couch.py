@@ -141,6 +141,10 @@ class CouchStore:
         missing = [self.name(kind) for kind in kinds
                    if not self._retry(f"look up database {self.name(kind)}",
                                       self._exists, self.name(kind))]
+        if missing and not self._is_couchdb():
+            msg = (f"{self._url('')} answered as no CouchDB server does (its root has no "
+                   "CouchDB welcome): check KPI_COUCHDB_URL")
+            raise StoreError(msg)
         if missing:
             msg = (
                 f"CouchDB {self.settings.couchdb_url_redacted} has no database "
@@ -148,6 +152,16 @@ class CouchStore:
                 "day creates them; reading never does)"
             )
             raise StoreError(msg)
+
+    def _is_couchdb(self) -> bool:
+        """Whether the server's root answers with a CouchDB welcome (Apache CouchDB's
+        `{"couchdb": "Welcome", ...}`, pouchdb-server's `{"express-pouchdb": "Welcome", ...}`)."""
+        try:
+            _, result = self._retry("read the server's welcome", self._send, "GET", "")
+        except StoreError:
+            return False
+        return isinstance(result, dict) and "Welcome" in (result.get("couchdb"),
+                                                          result.get("express-pouchdb"))
 
     def _send(self, method: str, path: str, body: object = None,
               params: dict | None = None) -> tuple[int, object]:
@@ -167,6 +181,10 @@ class CouchStore:
             msg = f"{self._url(path)}: {type(exc).__name__}: {exc}: check KPI_COUCHDB_URL"
             raise StoreError(msg) from None
         except httpx.TransportError as exc:  # refused, reset, timed out, cut short
+            if isinstance(exc, httpx.ConnectTimeout) and "handshake" in str(exc):
+                msg = (f"{self._url(path)}: no TLS handshake ({exc}): is it an http:// server "
+                       "named https:// in KPI_COUCHDB_URL?")
+                raise StoreError(msg) from None
             if isinstance(exc.__context__, ssl.SSLCertVerificationError):  # the same next time
                 msg = (f"{self._url(path)}: the server's TLS certificate is not trusted "
                        f"({exc.__context__.verify_message}): set KPI_CA_BUNDLE to its CA")
@@ -176,10 +194,12 @@ class CouchStore:
         status = response.status_code
         kind = response.headers.get("content-type") or "no Content-Type"
         json_label = "json" in kind.lower()
-        if status < 500 and not (json_label or kind.lower().startswith("text/plain")):
+        if (status < 500 or status in (501, 505)) and not (
+                json_label or kind.lower().startswith("text/plain")):
             # CouchDB labels every answer, HEAD's and empty ones included, application/json
             # (text/plain when a proxy drops our Accept header): no label or another is a
-            # different server's answer (a proxy's 404, a web page), whatever its body holds
+            # different server's answer (a proxy's 404, a web page), whatever its body holds;
+            # so are 501 and 505 (a server that does not speak CouchDB's methods), never retried
             raise StoreError(self._not_couchdb(path, status, kind, response.text))
         try:
             result = orjson.loads(response.content) if response.content else None

@@ -100,11 +100,13 @@ def guard_of(settings: Settings, allow_removals: bool) -> RestatementGuard:
 def refusal_text(manifest: dict) -> str:
     """One line naming a refused restatement, its counts and the override."""
     refused = manifest["refused"]
-    return (f"{manifest['day']}: restatement refused: {refused['stored']} rows stored, "
-            f"{refused['fetched']} fetched, would remove {refused['would_remove']} (more than "
-            f"{refused['max_removed']:.0%} of the day, or all of it); nothing of the day was "
-            "changed. If KPIggybank really dropped them, re-run with --allow-removals (Airflow: "
-            "trigger kpi_nightly with allow_removals)")
+    stored, would_remove = refused["stored"], refused["would_remove"]
+    why = ("none of them would be kept" if would_remove >= stored else
+           f"more than KPI_RESTATE_MAX_REMOVED={refused['max_removed']:g} of them")
+    return (f"{manifest['day']}: restatement refused: {stored} rows stored (raw and "
+            f"quarantined), {refused['fetched']} fetched, would remove {would_remove}: {why}; "
+            "nothing of the day was changed. If KPIggybank really dropped them, re-run with "
+            "--allow-removals (Airflow: trigger kpi_nightly with allow_removals)")
 
 
 def day_quality(manifest: dict, skipped_empty_stream: int, aggregated: int) -> dict:
@@ -266,7 +268,7 @@ def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str
     manifest = close_snapshot(store, day, snapshot, present_raw, present_quarantined, guard,
                               run, stagings, write_aggregates, fresh)
     if "refused" in manifest:
-        log.warning(refusal_text(manifest))
+        log.info(refusal_text(manifest))  # callers report it (CLI: stderr; Airflow: the task)
         return manifest
     return {**manifest, "aggregated": aggregated}
 

@@ -172,10 +172,11 @@ def run_day(day: date, settings: Settings, config: Config | None = None,
     its restatement was refused, `refused` and the counts it kept."""
     manifest = extract_and_store(day, settings, config, allow_removals)
     result = {key: manifest.get(key, 0) for key in QUALITY_MEASURES}
-    if "refused" in manifest:
-        result["aggregated"] = 0  # nothing was aggregated by this run
+    if "refused" in manifest:  # the counts are those the day kept
         result["refused"] = manifest["refused"]
         result["message"] = refusal_text(manifest)
+    else:
+        result["removed"] = manifest.get("removed", 0)
     return result
 
 

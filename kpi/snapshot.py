@@ -196,6 +196,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     for rows in batches:
         pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
         moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
+        received: dict[str, object] = {}  # doc id → its row as received (for a 413)
         for row in rows:
             counts["fetched"] += 1
             check = check_row(row, day)
@@ -220,6 +221,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             if size + 2 * len(doc_id) + DOC_MARGIN > limit:
                 kind, note = QUARANTINE, TOO_LARGE
                 doc = too_large_doc(doc_id, day, row)
+            received[doc_id] = row
             earlier = final.get(doc_id)
             if earlier is not None:
                 counts["duplicate"] += 1
@@ -252,8 +254,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                     doc = pending[kind].pop(doc_id, None)
                     if doc is None or "_attachments" in doc:
                         raise
-                    row = doc["row"] if kind == QUARANTINE else {
-                        "id": doc["kpiggybank_id"], "value": doc["blob"]}
+                    row = received.get(doc_id, doc.get("row"))
                     _count(counts, reasons, kind, final[doc_id][2], -1)
                     final[doc_id] = (QUARANTINE, final[doc_id][1], TOO_LARGE)
                     pending[QUARANTINE][doc_id] = too_large_doc(doc_id, day, row)

@@ -98,8 +98,8 @@ def test_an_empty_source_never_erases_stored_days(settings, fake_app):
     for day in DAYS:
         stored = manifests[day.isoformat()]["stored"] + manifests[day.isoformat()][
             "rejected_invalid"]
-        assert (f"{day}: restatement refused: {stored} rows stored, 0 fetched, would remove "
-                f"{stored}") in result.output
+        assert (f"{day}: restatement refused: {stored} rows stored (raw and quarantined), 0 "
+                f"fetched, would remove {stored}: none of them would be kept") in result.output
     assert "--allow-removals" in result.output
     assert snapshot_of(settings) == before  # every document, revisions included
     store = CouchStore(settings)
@@ -329,7 +329,9 @@ def test_a_row_the_server_refuses_as_too_large_is_quarantined(settings, fake_app
     store = CouchStore(settings)
     if server_limits_documents(couchdb_url):
         assert manifest["rejected_reasons"][TOO_LARGE] == 1
-        assert store.get(QUARANTINE, f"{DAY}:big-row")["reason"] == TOO_LARGE
+        [doc] = store.get_many(QUARANTINE, [f"{DAY}:big-row"], attachments=True).values()
+        assert doc["reason"] == TOO_LARGE  # and the row kept whole, as received
+        assert orjson.loads(base64.b64decode(doc["_attachments"]["row.json"]["data"])) == row
     else:
         assert store.get(RAW, f"{DAY}:big-row")["blob"]["padding"] == row["value"]["padding"]
     assert manifest["fetched"] == (manifest["stored"] + manifest["rejected_invalid"]

@@ -18,6 +18,7 @@ from kpi.devserver import free_port
 from kpi.settings import Settings
 
 PASSWORD = "pa55-Secret-77"
+SEEN: list[str] = []  # the methods of the requests the fake servers answered
 
 
 class NotCouchDB(http.server.BaseHTTPRequestHandler):
@@ -29,6 +30,7 @@ class NotCouchDB(http.server.BaseHTTPRequestHandler):
     body: bytes = b""
 
     def answer(self, with_body: bool = True) -> None:
+        SEEN.append(self.command)
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)  # read the request first: the client gets the answer, not a reset
         self.send_response(self.status)
@@ -161,3 +163,28 @@ def test_every_id_with_the_prefix_is_in_its_range(suffix):
     start, end = prefix_range(DAY)
     for order in ORDERS.values():
         assert within(order, DAY + suffix, start, end)
+
+
+def _settings_at(address: str) -> Settings:
+    return Settings(couchdb_url=f"http://admin:{PASSWORD}@{address}", retry_attempts=5,
+                    retry_backoff=5.0, http_timeout=5.0)  # a retry would take seconds
+
+
+@pytest.mark.parametrize("answer", [(404, "text/plain", b"404 page not found\n"),
+                                    (404, "text/plain", b"")])
+def test_a_plain_text_404_server_is_not_taken_for_a_couchdb_without_databases(answer):
+    with serving(*answer) as address:
+        with pytest.raises(StoreError) as error:
+            CouchStore(_settings_at(address)).require_databases()
+    assert "no CouchDB welcome" in str(error.value) and address in str(error.value)
+    assert PASSWORD not in str(error.value)
+
+
+@pytest.mark.parametrize("status", [501, 505])
+def test_a_server_that_does_not_implement_couchdbs_methods_fails_without_retries(status):
+    SEEN.clear()
+    with serving(status, "text/html", b"<h1>Not Implemented</h1>") as address:
+        with pytest.raises(StoreError) as error:
+            CouchStore(_settings_at(address)).ensure_databases()
+    assert SEEN == ["PUT"]  # one request, no retry
+    assert f"HTTP {status}" in str(error.value) and "not CouchDB's JSON" in str(error.value)
