@@ -331,7 +331,8 @@ def refused_site(tmp_path_factory):
 def test_the_data_quality_page_lists_each_refused_day_newest_first(refused_site):
     section = _refusal_section(refused_site)
     headers = [th.get_text(strip=True) for th in section.select("thead th")]
-    assert headers == ["Day", "Rows stored (raw + quarantined)", "Rows fetched", "Would remove", "Refused at", "Run"]
+    assert headers == ["Day", "Rows stored (raw + quarantined)", "Rows fetched", "Would remove",
+                       "Refused at", "Run"]
     rows = [[td.get_text() for td in tr.find_all("td")] for tr in section.select("tbody tr")]
     assert rows == [
         ["2026-10-03<script>", "1,200", "40", "1,160", "<b>now</b>",
