@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pendulum
 import pytest
 
-from kpi.couch import MANIFESTS, CouchStore
+from kpi.couch import MANIFESTS, RAW, CouchStore
 from tests.integration.exactness import assert_exact
 
 pytestmark = pytest.mark.dags
@@ -81,7 +81,10 @@ def test_a_task_failing_every_try_fails_the_run_naming_the_day_and_a_rerun_repai
     assert tries[("aggregate", -1)][0] == "upstream_failed"
     assert len(FAILURES) == 1 and FAILURES[0].startswith("extract_and_store")
     assert DAY.isoformat() in FAILURES[0]
-    assert CouchStore(settings).get(MANIFESTS, DAY.isoformat()) is None  # nothing stored
+    store = CouchStore(settings)
+    manifest = store.get(MANIFESTS, DAY.isoformat())  # only the plan's in-progress mark
+    assert manifest["complete"] is False and "stored" not in manifest
+    assert store.day_ids(RAW, DAY) == set()  # nothing stored
     FAILURES.clear()
     run, tries = _run(dag)  # a new run of the same date: the source answers now
     assert run.state == "success"
