@@ -155,13 +155,14 @@ class CouchStore:
 
     def _is_couchdb(self) -> bool:
         """Whether the server's root answers with a CouchDB welcome (Apache CouchDB's
-        `{"couchdb": "Welcome", ...}`, pouchdb-server's `{"express-pouchdb": "Welcome", ...}`)."""
+        `{"couchdb": "Welcome", ...}`, pouchdb-server's `{"express-pouchdb": "Welcome!"}`)."""
         try:
             _, result = self._retry("read the server's welcome", self._send, "GET", "")
         except StoreError:
             return False
-        return isinstance(result, dict) and "Welcome" in (result.get("couchdb"),
-                                                          result.get("express-pouchdb"))
+        return isinstance(result, dict) and any(
+            str(result.get(key, "")).startswith("Welcome")
+            for key in ("couchdb", "express-pouchdb"))
 
     def _send(self, method: str, path: str, body: object = None,
               params: dict | None = None) -> tuple[int, object]:

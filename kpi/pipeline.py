@@ -175,8 +175,8 @@ def run_day(day: date, settings: Settings, config: Config | None = None,
     if "refused" in manifest:  # the counts are those the day kept
         result["refused"] = manifest["refused"]
         result["message"] = refusal_text(manifest)
-    else:
-        result["removed"] = manifest.get("removed", 0)
+    elif manifest.get("removed"):  # rows moved to <prefix>_removed, within the guard
+        result["removed"] = manifest["removed"]
     return result
 
 
