@@ -62,8 +62,10 @@ def test_a_window_failing_past_the_client_retries_succeeds_on_the_task_retry(
     fake_app.state.faults.script("500", "503")  # the first window's 2 attempts both fail
     run, tries = _run(dag)
     assert run.state == "success", tries
-    assert tries[("extract_and_store", 0)] == ("success", 2)  # failed once, retried by Airflow
-    assert tries[("extract_and_store", 1)] == ("success", 1)
+    # the window that asked first failed once and was retried by Airflow (dag.test may run
+    # the mapped windows in either order)
+    assert sorted([tries[("extract_and_store", 0)], tries[("extract_and_store", 1)]]) == [
+        ("success", 1), ("success", 2)]
     assert tries[("plan", -1)] == tries[("aggregate", -1)] == ("success", 1)
     assert fake_app.state.faults.injected == ["500", "503"]
     assert FAILURES == []  # a retried failure is not a failure for good
