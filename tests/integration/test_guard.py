@@ -34,13 +34,10 @@ from kpi.pipeline import (
     restore_removed_day,
 )
 from kpi.removed import GONE
-from kpi.reports import REPORTS
 from kpi.rows import TOO_LARGE
 from kpi.source import check_row, utc_day_of
-from tests.integration import oracle
 from tests.integration.test_cli import environment
-from tests.integration.test_oracle import close
-from tests.integration.test_restatement import published
+from tests.integration.test_restatement import assert_site_equals_oracle
 
 pytestmark = pytest.mark.integration
 DAYS = [date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)]
@@ -69,16 +66,14 @@ def without(source, drop):
     return shrunk
 
 
-def assert_site_equals_oracle(settings, rows):
-    expected = oracle.compute([r["value"] for r in rows if check_row(r).status == "ok"],
-                              settings.min_segment_count)
-    for name in REPORTS:
-        if name == "data_quality":
-            continue
-        got = published(settings, name)
-        assert set(got) == set(expected[name]), name
-        for key, want in expected[name].items():
-            assert all(close(g, w) for g, w in zip(got[key], want, strict=True)), (name, key)
+def with_extra_row(source, doc_id):
+    """The source also returns a copy of a row of DAY under `doc_id`."""
+    original = source.range
+    extra = copy.deepcopy(day_rows(source, DAY)[0])
+    extra["id"] = extra["value"]["_id"] = doc_id
+    source.range = lambda start, end: original(start, end) + (
+        [extra] if start <= extra["key"] <= end else [])
+    return original
 
 
 def test_an_empty_source_never_erases_stored_days(settings, fake_app):
@@ -376,11 +371,7 @@ def test_only_the_staged_rows_of_the_attempt_a_part_names_are_applied(settings, 
     longer got that row: the close applies the retry's rows only."""
     backfill(DAY, DAY, settings, progress=False)
     source = fake_app.state.store
-    original = source.range
-    extra = copy.deepcopy(day_rows(source, DAY)[0])
-    extra["id"] = extra["value"]["_id"] = "only-in-the-first-attempt"
-    source.range = lambda start, end: original(start, end) + (
-        [extra] if start <= extra["key"] <= end else [])
+    original = with_extra_row(source, "only-in-the-first-attempt")
     plan = plan_windows([DAY], settings, "run-1")
     import kpi.ingest
 
@@ -405,12 +396,7 @@ def test_staged_rows_deleted_by_another_run_fail_the_close_and_change_nothing(
     settings, fake_app, monkeypatch
 ):
     backfill(DAY, DAY, settings, progress=False)
-    source = fake_app.state.store
-    original = source.range
-    extra = copy.deepcopy(day_rows(source, DAY)[0])
-    extra["id"] = extra["value"]["_id"] = "late-arrival"
-    source.range = lambda start, end: original(start, end) + (
-        [extra] if start <= extra["key"] <= end else [])
+    with_extra_row(fake_app.state.store, "late-arrival")
     before = snapshot_of(settings, (RAW, QUARANTINE, AGGREGATES))
     import kpi.ingest
 
