@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import date
 
 from kpi.aggregate_docs import join_histogram, put_chunks, split_histogram
-from kpi.couch import PARTS, CouchStore, StoreError, prefix_range
+from kpi.couch import PARTS, CouchStore, StoreError, day_prefix, prefix_range
 from kpi.snapshot import Snapshot, run_key, staging_prefix
 
 PART_BYTES = 1_000_000  # of ids per part document, far below CouchDB's 8 MB default
@@ -35,7 +35,7 @@ def write_part(store: CouchStore, day: date, window: tuple[int, int], run: str,
     Parts of the day left by other runs are deleted first: this window's rows are newer than
     theirs, so closing the day from them would undo it (they then fall back to one pass).
     """
-    prefix = f"{day.isoformat()}:"
+    prefix = day_prefix(day)
     mine = (f"{prefix}{run_key(run)}:", staging_prefix(day, run))
     others = sorted(doc_id for doc_id in store.day_ids(PARTS, day)
                     if not doc_id.startswith(mine))
@@ -74,7 +74,7 @@ def read_parts(store: CouchStore, day: date, windows: list[tuple[int, int]],
                run: str) -> list[tuple[Snapshot, dict]] | None:
     """The (snapshot, aggregates) each window of `day` recorded in `run`, in window order;
     None when a window has no complete part from this run."""
-    prefix = f"{day.isoformat()}:"
+    prefix = day_prefix(day)
     mine = f"{prefix}{run_key(run)}:"
     docs = {doc["_id"]: doc for doc in store.iter_range(PARTS, *prefix_range(mine))
             if doc.get("run") == run}

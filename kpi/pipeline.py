@@ -231,9 +231,10 @@ def backfill(start: date, end: date, settings: Settings, progress: bool = True,
 def _done_or_reaggregated(day: date, settings: Settings, config: Config) -> bool:
     """Whether `day` needs no extract: it is done, or was extracted completely and only its
     aggregates are stale (then re-aggregated here, from CouchDB)."""
-    if day_is_done(day, settings, config):
+    store = CouchStore(settings)
+    manifest, aggregates = (store.get(kind, day.isoformat()) for kind in (MANIFESTS, AGGREGATES))
+    if is_done(manifest, aggregates, config):
         return True
-    manifest = CouchStore(settings).get(MANIFESTS, day.isoformat())
     if manifest is None or not manifest.get("complete", True) or "refused" in manifest:
         return False
     reaggregate_day(day, settings, config)

@@ -25,7 +25,7 @@ MOVED = "replaced by a delivery of the same id in the other database"  # not a r
 
 def removed_id(day: date, kind: str, doc_id: str) -> str:
     """The `<prefix>_removed` id of document `doc_id` of database `kind`."""
-    return f"{day.isoformat()}:{kind}:{doc_id.removeprefix(day.isoformat() + ':')}"
+    return f"{day_prefix(day)}{kind}:{doc_id.removeprefix(day_prefix(day))}"
 
 
 def move_to_removed(store: CouchStore, day: date, kind: str, reasons: dict[str, str],
