@@ -35,6 +35,7 @@ from kpi.snapshot import (
     RestatementGuard,
     Snapshot,
     Staging,
+    StagingLost,
     close_snapshot,
     drop_staging,
     store_rows,
@@ -143,9 +144,9 @@ def plan_windows(days: list[date], settings: Settings, run: str,
             parts written with it.
 
     Each window says whether its day has nothing stored yet (`fresh`): its task then writes
-    its rows without looking up existing documents first, and the day's manifest, if any, is
-    marked incomplete here, once. A day with stored rows is restated: its windows stage their
-    rows until `close_day`.
+    its rows without looking up existing documents first, and the day's manifest is marked
+    incomplete here, once (created if missing). A day with stored rows is restated: its
+    windows stage their rows until `close_day`.
     """
     require_ended(days, now)
     store = CouchStore(settings)
@@ -215,6 +216,33 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
     config = config or load_config(settings.config_path)
     store = CouchStore(settings)
     store.ensure_databases()
+    for _ in range(ONE_PASS_ROUNDS):
+        try:
+            manifest = _one_pass(store, day, settings, config, allow_removals)
+            break
+        except StagingLost as exc:  # another run of the day started after this one: redo
+            log.warning("%s; extracting the day again", exc)
+    else:
+        msg = (f"{day}: other runs of the day kept dropping this run's staged rows "
+               f"({ONE_PASS_ROUNDS} rounds): let them finish, then run it again")
+        raise PipelineError(msg)
+    if not manifest.get("fetched") and not manifest.get("refused"):
+        log.warning("KPIggybank returned no row for %s: before its history, or was it down?",
+                    day)
+    log.info("stored and aggregated %s: %s", day, manifest)
+    return manifest
+
+
+ONE_PASS_ROUNDS = 3  # a one pass whose staged rows another run dropped is redone this often
+
+
+def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
+              allow_removals: bool) -> dict:
+    """Fetch, store or stage, and close `day` in one pass (`extract_and_store`).
+
+    Raises:
+        StagingLost: another run of the day dropped rows this pass staged (nothing applied).
+    """
     run = f"one-pass:{uuid.uuid4().hex}"
     delete_parts(store, day)  # they describe an older snapshot than this one
     present_raw, present_quarantined = _stored_ids(store, day)
@@ -233,10 +261,6 @@ def extract_and_store(day: date, settings: Settings, config: Config | None = Non
                           guard_of(settings, allow_removals), run, config)
     finally:
         drop_staging(store, day, run)
-    if not manifest.get("fetched") and not manifest.get("refused"):
-        log.warning("KPIggybank returned no row for %s: before its history, or was it down?",
-                    day)
-    log.info("stored and aggregated %s: %s", day, manifest)
     return manifest
 
 
@@ -274,7 +298,7 @@ def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str
 
 
 def aggregate_stored_day(store: CouchStore, day: date,
-                     config: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+                         config: Config) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     """The day's (daily_aggregates, sites_histogram, skipped_empty_stream, aggregated),
     computed from its raw documents in CouchDB, page by page."""
     aggregator = DayAggregator(config)
@@ -298,10 +322,11 @@ def close_day(day: date, windows: list[dict], settings: Settings,
 
     When the parts are gone because this run closed the day already (a retry of the task), or
     its restatement was refused in this run, the day is left as it is: a retry never fetches a
-    closed day again. When the parts cannot say it exactly, the day is
-    extracted again in one pass instead: a window's part is missing, a row a part stored is
-    gone (another writer restated the day meanwhile), or an id came in two windows (only one
-    pass over the day can settle which copy is kept).
+    closed day again. When the parts cannot say it exactly, the day is extracted again in one
+    pass instead: a window's part is missing, a row a part stored is gone (another writer
+    restated the day meanwhile), an id came in two windows (only one pass over the day can
+    settle which copy is kept), some windows wrote while others staged, or staged rows are
+    gone.
 
     Returns:
         The day's manifest, as `extract_and_store` returns it, plus `from_windows`.

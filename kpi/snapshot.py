@@ -29,6 +29,7 @@ from kpi.couch import (
     DocumentTooLarge,
     StoreError,
     content_of,
+    day_prefix,
     prefix_range,
 )
 from kpi.removed import GONE, MOVED, move_to_removed
@@ -61,8 +62,6 @@ class IncompleteMark:
         self.store.upsert(MANIFESTS, [{**base, "complete": False}])
 
 
-
-
 @dataclass
 class Snapshot:
     """What storing (or staging) some of a day's rows kept: the raw and quarantine ids, the
@@ -93,6 +92,10 @@ def drop_staging(store: CouchStore, day: date, run: str) -> None:
     """Delete every row any attempt of `run` staged for `day`."""
     store.delete(PARTS, list(store.iter_range(PARTS, *prefix_range(staging_prefix(day, run)),
                                               include_docs=False)))
+
+
+class StagingLost(StoreError):
+    """Rows a run staged were deleted by another run of the day before they were applied."""
 
 
 class Staging:
@@ -144,14 +147,14 @@ class Staging:
         """Write the staged rows into their databases; returns the documents written.
 
         Raises:
-            StoreError: some staged rows are gone (another run dropped them): nothing written.
+            StagingLost: some staged rows are gone (another run dropped them): nothing written.
         """
         written = 0
         ids = self.ids()
         if len(ids) != self.staged_rows:
             msg = (f"{self.day}: {self.staged_rows - len(ids)} of {self.staged_rows} rows staged "
-                   "by this run were deleted meanwhile (by another run of the day): run it again")
-            raise StoreError(msg)
+                   "by this run were deleted meanwhile (by another run of the day)")
+            raise StagingLost(msg)
         size = self.store.settings.bulk_size
         for first in range(0, len(ids), size):
             staged = self.store.get_many(PARTS, ids[first:first + size], attachments=True)
@@ -191,7 +194,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     written_before: set[str] = set()  # doc ids an earlier batch wrote (or staged)
     snapshot = Snapshot()
     counts, reasons = snapshot.counts, snapshot.reasons
-    prefix = f"{day.isoformat()}:"
+    prefix = day_prefix(day)
     limit = store.settings.max_document_bytes
     for rows in batches:
         pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
