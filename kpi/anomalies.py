@@ -248,6 +248,46 @@ def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: Anomal
     })
 
 
+def clear_weekly_change(daily: list[float | None], current: float, previous: float,
+                        kind: str, volumes: tuple[float, float] | None,
+                        rules: AnomalyRules) -> bool:
+    """Whether a change from one week's figure to the next lies beyond the measure's noise,
+    by the flags' noise model: the overview colours a change only when this holds.
+
+    The noise of a 7-day figure against the 7 days before is √(2/7) × the day-to-day noise of
+    `daily` (the measure's last `weeks` weeks, oldest first, None for a day without a value);
+    the change must exceed `spread_factor` times it and `sampling_factor` times the sampling
+    noise of the two weeks (variance doubled, as for the flags).
+
+    Args:
+        daily: the measure's daily values.
+        current, previous: the two weeks' figures (a mean per day, a ratio of sums, a median).
+        kind: "count" (compared as a ratio, Poisson noise on `volumes`, each week's number of
+            blobs), "rate" (a difference, binomial noise on `volumes`, each week's denominator)
+            or "value" (a difference, no sampling term).
+        volumes: the two weeks' volumes (current, previous), for "count" and "rate".
+        rules: the thresholds.
+    """
+    values = np.array([np.nan if v is None else v for v in daily], dtype=float)
+    if kind == "count":
+        values = np.where(np.isnan(values), np.nan, _as_logs(values))
+        change = float(_as_logs(np.array([current]))[0] - _as_logs(np.array([previous]))[0])
+    else:
+        change = current - previous
+    changes = np.diff(values)[-7 * rules.weeks:]
+    noise = float(_scale(changes[:, None])[0]) if len(changes) else math.nan
+    sampling = 0.0
+    if kind == "count" and volumes:
+        sampling = math.sqrt(OVERDISPERSION * sum(1 / max(v, 0.5) for v in volumes))
+    elif kind == "rate" and volumes and min(volumes) > 0:
+        low, high = sorted((current, previous))
+        spread = 0.25 if low <= 0.5 <= high else max(low * (1 - low), high * (1 - high))
+        sampling = math.sqrt(OVERDISPERSION * spread * sum(1 / v for v in volumes))
+    limit = max(rules.spread_factor * math.sqrt(2 / 7) * (0.0 if math.isnan(noise) else noise),
+                rules.sampling_factor * sampling)
+    return abs(change) > limit
+
+
 def anomalies_csv(flags: pd.DataFrame) -> str:
     """`data/anomalies.csv`: COLUMNS, numbers as in the report files (header only if empty)."""
     from kpi.reports import format_number

@@ -100,12 +100,13 @@ def milestone_layers() -> list[alt.Chart]:
     return [rules, labels]
 
 
-FLAG_COLOR = "#d62728"  # red on light and dark backgrounds; the shape carries the direction
-FLAG_SHAPES = {"low": "triangle-down", "high": "triangle-up"}
+FLAG_COLOR = "#d62728"  # red on light and dark backgrounds
+FLAG_SHAPE = "diamond"  # ◆ on every page: the overview's deltas use ▲ ▼ ■, so a flag is no delta
 
 
 def flag_layer(title: str, percent: bool, size: int = 130) -> alt.Chart:
-    """A red triangle (down for low, up for high) on each flagged day of the `flags` dataset.
+    """A red diamond on each flagged day of the `flags` dataset (it sits below or above the
+    line; its tooltip says low or high).
 
     Its tooltip is the row's `text` ("flagged low: value V vs baseline B (measure, segment)"),
     written by the page; the layer shares the value axis, so `value` is in the chart's units.
@@ -116,8 +117,7 @@ def flag_layer(title: str, percent: bool, size: int = 130) -> alt.Chart:
         .encode(
             x=alt.X("date:T"),
             y=_value(title, percent),
-            shape=alt.Shape("direction:N", legend=None, scale=alt.Scale(
-                domain=list(FLAG_SHAPES), range=list(FLAG_SHAPES.values()))),
+            shape=alt.value(FLAG_SHAPE),
             size=alt.value(size),
             tooltip=alt.Tooltip("text:N"),  # one field, no title: the tooltip is the text
         )

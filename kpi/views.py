@@ -27,6 +27,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from kpi.anomalies import clear_weekly_change
 from kpi.config import SEGMENTATIONS, Config
 from kpi.reports import QUALITY_MEASURES, Aggregates, histogram_medians
 
@@ -249,8 +250,9 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
         last_value, current, previous, change, direction, good, recent` where `change` is the
         current week minus the previous one (relative for per-day means, None when the previous
         mean was 0; absolute for rates and medians), `direction` is `up`, `down` or `flat`
-        (None unless both weeks have a value), `good`
-        says whether that direction is good news, and `recent` is `[day, value]` pairs of the
+        (None unless both weeks have a value), `beyond_noise` whether the change lies beyond the
+        measure's noise (`clear_weekly_change`), `good` whether that direction is good news
+        (None unless the change is clear), and `recent` is `[day, value]` pairs of the
         last 30 calendar days (null for days without a value).
     """
     days = aggregates.days
@@ -266,13 +268,16 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
         last_day = days[-1] if days else None
         values = dict(zip(total["date"], total["value"], strict=True))
         current = previous = change = direction = good = None
+        clear = False
         if last_day:
             current = _summary(headline, total, aggregates, _window(last_day, 0))
             previous = _summary(headline, total, aggregates, _window(last_day, WINDOW_DAYS))
         if current is not None and previous is not None:
             difference = current - previous
             direction = "up" if difference > 0 else "down" if difference < 0 else "flat"
-            good = None if direction == "flat" else (direction == "up") == headline.up_is_good
+            clear = direction != "flat" and _clear(headline, total, values, last_day, current,
+                                                   previous, config)
+            good = (direction == "up") == headline.up_is_good if clear else None
             if headline.summary == "mean per day":  # relative; none from a week of zeros
                 change = difference / previous if previous else None
             else:
@@ -289,6 +294,25 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
             "measure": headline.measure, "percent": headline.percent,
             "up_is_good": headline.up_is_good, "summary": headline.summary, "last_day": last_day,
             "last_value": values.get(last_day), "current": current, "previous": previous,
-            "change": change, "direction": direction, "good": good, "recent": recent,
+            "change": change, "direction": direction, "beyond_noise": clear, "good": good,
+            "recent": recent,
         })
     return tiles
+
+
+def _clear(headline: Headline, total: pd.DataFrame, values: dict[str, float], last_day: str,
+           current: float, previous: float, config: Config) -> bool:
+    """Whether the week-over-week change lies beyond the measure's noise (the flags' noise
+    model, `clear_weekly_change`): its daily values over the anomaly rule's weeks, and each
+    week's blobs (a count) or denominator (a rate)."""
+    weeks = config.anomalies.weeks
+    end = date.fromisoformat(last_day)
+    daily = [values.get((end - timedelta(days=n)).isoformat())
+             for n in range(7 * weeks - 1, -1, -1)]
+    if headline.summary == "median":
+        return clear_weekly_change(daily, current, previous, "value", None, config.anomalies)
+    column = "value" if headline.summary == "mean per day" else "denominator"
+    volumes = tuple(float(total.loc[total["date"].isin(_window(last_day, offset)), column].sum())
+                    for offset in (0, WINDOW_DAYS))
+    kind = "count" if headline.summary == "mean per day" else "rate"
+    return clear_weekly_change(daily, current, previous, kind, volumes, config.anomalies)

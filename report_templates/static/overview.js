@@ -74,7 +74,7 @@ function markTile(tile, flags) {
     const symbol = document.createElement("span");
     symbol.className = "flag-symbol";
     symbol.setAttribute("aria-hidden", "true");
-    symbol.textContent = flag.direction === "low" ? "▼" : "▲";
+    symbol.textContent = "◆"; // a flag; ▲ ▼ ■ are the week-over-week deltas
     line.append(symbol, ` ${text}`);
     element.append(line);
   }

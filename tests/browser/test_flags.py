@@ -133,10 +133,10 @@ def test_the_overview_tile_of_a_flagged_measure_is_marked(browser, site, asserti
     mark = page.locator("#flags-assertions")
     text = f"flagged low on {FLAG_DAY}: {value:,.0f} vs baseline {4 * value:,.0f}"
     assert mark.is_visible()
-    assert mark.inner_text().strip() == f"▼ {text}"
+    assert mark.inner_text().strip() == f"◆ {text}"
     assert mark.locator(".tile-flag").get_attribute("title") == text
     assert page.locator("#flags-new_user_success").inner_text().strip() == (
-        "▼ flagged low on 2026-10-25: 25.0% vs baseline 50.0%")
+        "◆ flagged low on 2026-10-25: 25.0% vs baseline 50.0%")
     assert page.locator(".tile-flags:visible").count() == 2  # the other tiles are not marked
     assert page.locator("#spark-assertions svg .flags_marks path").count() == 1
     assert page.locator("#spark-new_users svg .flags_marks path").count() == 0

@@ -40,7 +40,7 @@ def test_series_chart_reads_named_data_and_colours_from_rows():
     assert flags["data"] == {"name": "flags"}
 
 
-def test_flagged_days_are_triangles_on_the_value_axis_with_their_text_as_tooltip():
+def test_flagged_days_are_diamonds_on_the_value_axis_with_their_text_as_tooltip():
     for chart in (charts.series_chart("Blobs", False, False),
                   charts.series_chart("Blobs", False, False, area=True),
                   charts.sparkline_chart(percent=True)):
@@ -49,8 +49,7 @@ def test_flagged_days_are_triangles_on_the_value_axis_with_their_text_as_tooltip
         assert flags["mark"]["type"] == "point" and flags["mark"]["filled"] is True
         assert flags["encoding"]["y"]["field"] == "value"
         assert flags["encoding"]["y"].get("stack") is None  # at its value, never stacked again
-        assert flags["encoding"]["shape"]["scale"] == {
-            "domain": ["low", "high"], "range": ["triangle-down", "triangle-up"]}
+        assert flags["encoding"]["shape"] == {"value": "diamond"}  # ▲ ▼ ■ are the deltas
         assert flags["encoding"]["tooltip"] == {"field": "text", "type": "nominal"}
     lines = charts.spec(charts.series_chart("Rate", percent=True, ratio=True))
     assert _layers(lines)[-1]["encoding"]["y"]["axis"]["format"] == ".0%"  # the chart's units
@@ -382,3 +381,26 @@ def test_an_odd_refusal_publishes_empty_values_not_made_up_ones():
                          "would_remove": None, "max_removed": None, "at": None, "run": None}]
     assert refusals_csv(refusals).splitlines()[1] == "2026-10-05,,,,,"
     assert refusals_of([{"_id": "2026-10-06", "refused": None}]) == []
+
+
+@pytest.mark.parametrize("scale", [1, 40])
+def test_tiles_colour_a_change_only_beyond_the_noise(tmp_path, scale):
+    """Two weeks of small counts (91 vs 42 sign-ins) are no clear change, drawn neutral; with
+    40 times the blobs the same rise is better news (green)."""
+    from tests.unit.test_views import _week_blobs
+
+    aggregates = aggregates_of(_week_blobs(scale))
+    render_site(tmp_path / "out", aggregates, build_reports(aggregates, CONFIG), CONFIG,
+                datetime(2026, 10, 16, tzinfo=UTC))
+    soup = BeautifulSoup((tmp_path / "out" / "index.html").read_text(encoding="utf-8"),
+                         "html.parser")
+    [tile] = [t for t in soup.select(".tile") if t.select_one('a[href="assertions.html"]')]
+    change = tile.select_one(".tile-change")
+    verdict = change.select_one(".verdict").get_text(" ", strip=True)
+    if scale == 1:
+        assert change["data-good"] == "unclear"
+        assert verdict.startswith("(no clear change")
+    else:
+        assert change["data-good"] == "true"
+        assert verdict == "(better; higher is better)"
+    assert change.select_one(".arrow").get_text() == "▲"

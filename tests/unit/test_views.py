@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from datetime import date, timedelta
 
+import numpy as np
 import pytest
 
 from fake_source.generator import blobs_for_day, history_days
+from kpi.anomalies import clear_weekly_change
 from kpi.config import SEGMENTATIONS
 from kpi.reports import REPORT_COLUMNS, build_reports
 from kpi.views import (
@@ -154,21 +156,32 @@ def test_segmentations_and_measures_per_report():
 
 # --- overview tiles ------------------------------------------------------------------------
 
-def _week_blobs() -> list[dict]:
-    """15 days: day d has d engaged blobs (sites = d) and one bounce (no sites value)."""
+def _week_blobs(scale: int = 1) -> list[dict]:
+    """15 days: day d has `scale` × d engaged blobs (sites = d) and `scale` bounces (no sites
+    value)."""
     blobs = []
     for d in range(1, 16):
         when = f"2026-10-{d:02d}T12:00:00"
-        blobs += [blob(ENGAGED, when, number_sites_signed_in=d) for _ in range(d)]
-        blobs.append(blob(BOUNCE, when))
+        blobs += [blob(ENGAGED, when, number_sites_signed_in=d) for _ in range(scale * d)]
+        blobs += [blob(BOUNCE, when) for _ in range(scale)]
     return blobs
+
+
+def _tiles(scale: int) -> dict[str, dict]:
+    aggregates = aggregates_of(_week_blobs(scale))
+    return {t["id"]: t for t in headline_tiles(build_reports(aggregates, CONFIG), aggregates,
+                                               CONFIG)}
 
 
 @pytest.fixture(scope="module")
 def tiles():
-    aggregates = aggregates_of(_week_blobs())
-    return {t["id"]: t for t in headline_tiles(build_reports(aggregates, CONFIG), aggregates,
-                                               CONFIG)}
+    return _tiles(1)
+
+
+@pytest.fixture(scope="module")
+def tiles_at_scale():
+    """The same days with 40 times the blobs: the same rates and medians, less sampling noise."""
+    return _tiles(40)
 
 
 def test_sign_in_attempts_tile_compares_mean_per_day(tiles):
@@ -178,15 +191,24 @@ def test_sign_in_attempts_tile_compares_mean_per_day(tiles):
     assert tile["current"] == 91 / 7  # days 9..15: sum(d + 1) = 91, over 7 days with data
     assert tile["previous"] == 42 / 7  # days 2..8: 35 + 7
     assert tile["change"] == (91 / 7 - 42 / 7) / (42 / 7)
-    assert (tile["direction"], tile["good"]) == ("up", True)
+    # 91 blobs against 42: within 4 × the Poisson noise of two so small weeks (×1.05 in
+    # logarithms, 0.77 apart), so no verdict; 40 times the blobs make the same rise clear
+    assert (tile["direction"], tile["beyond_noise"], tile["good"]) == ("up", False, None)
     assert len(tile["recent"]) == 15 and tile["recent"][-1] == ["2026-10-15", 16]
+
+
+def test_a_change_beyond_the_noise_is_good_or_bad_news(tiles_at_scale):
+    for name, direction in [("assertions", "up"), ("bounce_rate", "down")]:
+        tile = tiles_at_scale[name]
+        verdict = (tile["direction"], tile["beyond_noise"], tile["good"])
+        assert verdict == (direction, True, True), name
 
 
 def test_bounce_rate_tile_is_a_ratio_of_sums_and_down_is_good(tiles):
     tile = tiles["bounce_rate"]
     assert tile["current"] == 1 - 84 / 91  # 1 − engaged / shown over days 9..15
     assert tile["previous"] == 1 - 35 / 42
-    assert (tile["direction"], tile["good"]) == ("down", True)
+    assert (tile["direction"], tile["beyond_noise"], tile["good"]) == ("down", False, None)
     assert tile["last_value"] == 1 - 15 / 16
 
 
@@ -237,3 +259,24 @@ def test_kinds_cover_every_report():
     from kpi.reports import REPORTS
 
     assert set(KINDS) == set(REPORTS)
+
+
+def test_a_week_within_the_daily_noise_is_no_clear_change():
+    """±20 % days: a week 0.5 % lower is noise, 40 % lower is news; rates likewise."""
+    rules = CONFIG.anomalies
+    rng = np.random.default_rng(3)
+    daily = list(500 * rng.lognormal(0, 0.2, 28))
+    week = sum(daily[-7:])
+    assert not clear_weekly_change(daily, week / 7 * 0.995, week / 7, "count",
+                                   (week * 0.995, week), rules)
+    assert clear_weekly_change(daily, week / 7 * 0.6, week / 7, "count", (week * 0.6, week),
+                               rules)
+    rates = list(0.53 + rng.normal(0, 0.01, 28))
+    assert not clear_weekly_change(rates, 0.5327009485771343, 0.532967032967033, "rate",
+                                   (3640, 3640), rules)
+    assert clear_weekly_change(rates, 0.45, 0.53, "rate", (3640, 3640), rules)
+    # a flat history and big weeks: the binomial noise at the largest p (1 − p) decides
+    flat = [0.5] * 28
+    limit = 4 * (2 * 0.25 * (1 / 700 + 1 / 700)) ** 0.5  # 0.0756
+    assert not clear_weekly_change(flat, 0.5 + limit * 0.95, 0.5, "rate", (700, 700), rules)
+    assert clear_weekly_change(flat, 0.5 + limit * 1.05, 0.5, "rate", (700, 700), rules)
