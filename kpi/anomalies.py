@@ -59,7 +59,7 @@ class AnomalyRules:
     min_history_days: int = 7  # processed days before a day, else no verdict
     spread_factor: float = 3.0  # times the day-to-day noise
     sampling_factor: float = 4.0  # times the sampling noise
-    min_change: float = 0.4  # a count: below (1 − this) × the baseline, or above it / (1 − this)
+    min_change: float = 0.5  # a count: below (1 − this) × the baseline, or above it / (1 − this)
     min_rate_change: float = 0.3  # a rate: this share of the baseline away from it
     min_volume: int = 100  # blobs (or ratio denominator) a segment needs
 

@@ -160,3 +160,32 @@ def test_the_production_configuration_uses_the_measured_rule():
     from kpi.config import load_config
 
     assert load_config().anomalies == RULES
+
+
+def test_every_measure_and_segment_of_three_noisy_weeks_flags_the_outage_and_little_else():
+    """Fake blobs (every measure and segmentation), 300 to 580 a day drawn at random, one day of
+    week 3 keeping a tenth: its sign-ins are flagged low on Total; no flag in the first week,
+    and flags on at most one other day (of every measure and segment, which share that noise)."""
+    import random
+
+    from fake_source.generator import blobs_for_day, history_days
+    from kpi.reports import build_reports
+    from tests.unit.kpi_helpers import CONFIG, aggregates_of
+
+    days = history_days(date(2026, 10, 31), 21)
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        outage = days[int(rng.integers(14, 21))]
+        blobs = []
+        for day in days:
+            kept = int(rng.uniform(300, 580)) // (10 if day == outage else 1)
+            pool = [b for _, b in blobs_for_day(seed, day, 2000, bad_rate=0.0)]
+            random.Random(seed).shuffle(pool)
+            blobs += pool[:kept]
+        flags = detect_anomalies(build_reports(aggregates_of(blobs), CONFIG),
+                                 [d.isoformat() for d in days], RULES,
+                                 {"password_reset": CONFIG.steps("password_reset")[-1]})
+        total = flags[(flags.report == "assertions") & (flags.segmentation == "Total")]
+        assert (outage.isoformat(), "low") in set(zip(total.date, total.direction, strict=True))
+        assert not (flags.date < days[7].isoformat()).any(), flags
+        assert len(set(flags.date) - {outage.isoformat()}) <= 1, flags
