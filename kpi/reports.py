@@ -31,6 +31,11 @@ REPORT_COLUMNS = ["date", "segmentation", "segment", "measure", "value", "numera
 QUALITY_MEASURES = (
     "fetched", "stored", "duplicate", "skipped_empty_stream", "rejected_invalid", "aggregated",
 )
+QUALITY_LABELS = {  # what the pages call them
+    "fetched": "Fetched", "stored": "Stored", "duplicate": "Duplicates",
+    "skipped_empty_stream": "Skipped (empty stream)", "rejected_invalid": "Rejected (quarantined)",
+    "aggregated": "Aggregated",
+}
 OTHER = "Other"  # the catch-all segment of every segmentation (SPEC 3.3)
 
 

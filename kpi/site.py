@@ -35,7 +35,7 @@ from kpi import __version__, changes, charts
 from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies
 from kpi.config import Config
 from kpi.refusals import refusals_csv, refusals_json
-from kpi.reports import Aggregates, to_csv, to_json
+from kpi.reports import QUALITY_LABELS, Aggregates, to_csv, to_json
 from kpi.views import (
     COMPLEMENT,
     KINDS,
@@ -321,7 +321,8 @@ def _write_json(path: Path, content: object) -> None:
 def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.DataFrame],
                 config: Config, built_at: datetime,
                 files: dict[str, tuple[str, bytes]] | None = None,
-                previous: Path | None = None, refusals: list[dict] | None = None) -> None:
+                previous: Path | None = None, refusals: list[dict] | None = None,
+                range_asked: tuple[str | None, str | None] | None = None) -> None:
     """Write the whole site (data files, view files, pages, assets) into the folder `target`.
 
     Args:
@@ -341,6 +342,10 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         refusals: the refused restatements the manifests record now
             (`kpi.refusals.refusals_of`, newest day first): `data/refusals.csv` (and `.json`)
             and the Data quality page's list; default none.
+        range_asked: the `[start, end]` a range build was asked for (`kpi build-site
+            --start/--end`; None for an open end), written to the manifest as `range`, so the
+            changes of this build and the next are compared day by day (`kpi.changes`);
+            default None: a build of every stored day.
     """
     refusals = refusals or []
     days = aggregates.days
@@ -358,6 +363,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "pipeline_version": __version__,
         "reports": {name: len(report) for name, report in sorted(reports.items())},
         "days": day_ranges(days),
+        "range": list(range_asked) if range_asked else None,
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     flags = detect_anomalies(reports, days, config.anomalies,
@@ -408,7 +414,10 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
     changes_page = env.get_template("changes.html").render(
         title="Changes", current="changes",
-        changes=changes.page_context(changed, {page.id: page.tab for page in PAGES}), **common,
+        changes=changes.page_context(
+            changed, {page.id: changes.ReportDisplay(page.tab, page.percent, page.y_title)
+                      for page in PAGES}, QUALITY_LABELS),
+        **common,
     )
     (target / "changes.html").write_text(changes_page, encoding="utf-8")
     changes.archive(target, previous)  # last: every data file of this build is written

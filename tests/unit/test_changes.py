@@ -129,7 +129,8 @@ def test_the_changes_page_is_linked_and_escapes_values(two_builds, tmp_path):
     assert "<script>alert" not in html and "<b>x</b>" not in html
     soup = BeautifulSoup(html, "html.parser")
     cells = [td.get_text() for td in soup.select("table.changes td")]
-    assert cells == ["Sign-in attempts", "Locale", HOSTILE, "value", HOSTILE, "—"]
+    assert cells == ["Sign-in attempts", f"Locale: {HOSTILE}", "Sign-in attempts (blobs)",
+                     HOSTILE, "—", "removed"]
     assert soup.select_one("a[href='data/changes.csv']")
     assert soup.select_one("a[href='archive/index.json']")
     for page in site.glob("*.html"):
@@ -142,7 +143,7 @@ def test_a_long_list_of_changes_is_capped_and_points_to_the_file():
             for n in range(700)]
     context = changes.page_context(
         changes.Changes(rows, "previous", frozenset({"2026-10-02"}), frozenset({"2026-10-02"})),
-        {"assertions": "Sign-in attempts"}, limit=500)
+        {"assertions": changes.ReportDisplay("Sign-in attempts")}, limit=500)
     assert context["hidden"] == 200 and len(context["restated"][0]["rows"]) == 500
     assert context["restated"][0]["reports"] == ["Sign-in attempts"]
 
@@ -172,3 +173,80 @@ def test_archives_rotate(tmp_path):
     assert kept == [f"build{n:02}" for n in range(2, 16)]  # the oldest two are gone
     assert (previous / "archive" / "build05" / "data" / "assertions.csv").read_text() == "night 5\n"
     assert not (previous / "archive" / "build05" / "data" / "view").exists()
+
+
+def test_range_builds_are_compared_over_their_days_and_the_next_full_build_per_day(tmp_path):
+    """Full build, a build of 10-02 only, a build of 10-03 only (its day restated), a full
+    build: each range build reports nothing outside its range, and the last full build
+    compares each day with the last build that showed it (nothing changed since)."""
+    def of_days(source, days):
+        return [b for b in source
+                if datetime.fromtimestamp(b["timestamp"] / 1000, UTC).date().isoformat() in days]
+
+    def render_range(target, source, built_at, previous, start, end):
+        aggregates = aggregates_of(source)
+        render_site(target, aggregates, build_reports(aggregates, CONFIG), CONFIG, built_at,
+                    previous=previous, range_asked=(start, end))
+        return target
+
+    full = render(tmp_path / "full", blobs(), BUILT)
+    second = render_range(tmp_path / "second", of_days(blobs(), {"2026-10-02"}),
+                          BUILT + timedelta(hours=1), full, "2026-10-02", "2026-10-02")
+    assert read_changes(second) == []
+    page = BeautifulSoup((second / "changes.html").read_text(), "html.parser")
+    assert page.find(id="removed-days") is None and page.find(id="added-days") is None
+    assert "2026-10-02 to 2026-10-02 only" in page.get_text(" ", strip=True)
+    restated = blobs() + [blob(["screen.rp_info"], "2026-10-03T12:00:00")]
+    third = render_range(tmp_path / "third", of_days(restated, {"2026-10-03"}),
+                         BUILT + timedelta(hours=2), second, "2026-10-03", None)
+    assert {row["date"] for row in read_changes(third)} == {"2026-10-03"}
+    last = render(tmp_path / "last", restated, BUILT + timedelta(hours=3), previous=third)
+    assert read_changes(last) == []
+    page = BeautifulSoup((last / "changes.html").read_text(), "html.parser")
+    assert page.find(id="added-days") is None and page.find(id="no-changes") is not None
+
+
+def test_the_changes_page_formats_values_as_the_report_pages_do(tmp_path):
+    """Rates as percentages, counts with thousands separators, a signed difference, and the
+    measure named as on its report page (a rate's axis title, a data quality label)."""
+    previous = tmp_path / "previous"
+    render(previous, blobs(), BUILT)
+    rows = {("new_user_success", "Total", "value"): ("0.532967032967033", "0.5327009485771343"),
+            ("assertions", "Total", "value"): ("1234", "1310"),
+            ("data_quality", "Total", "skipped_empty_stream"): ("0", "12"),
+            ("sites", "Total", "value"): ("2.5", "")}
+    for (report, segment, measure), (old, _) in rows.items():
+        with open(previous / "data" / f"{report}.csv", "a", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerow(
+                ["2026-10-09", "Total", segment, measure, old, "", ""])
+    site = render(tmp_path / "site", blobs(), BUILT + timedelta(days=1), previous=previous)
+    # what the new build has on 2026-10-09, written into its files as a restatement would
+    for (report, segment, measure), (_, new) in rows.items():
+        if new:
+            with open(site / "data" / f"{report}.csv", "a", newline="", encoding="utf-8") as f:
+                csv.writer(f, lineterminator="\n").writerow(
+                    ["2026-10-09", "Total", segment, measure, new, "", ""])
+    context = changes.page_context(changes.compare(previous, site), site_displays(),
+                                   site_measure_labels())
+    cells = {(row["report_label"], row["measure_label"]): (
+        row["old_text"], row["new_text"], row["delta_text"])
+        for day in context["restated"] for row in day["rows"]}
+    assert cells == {
+        ("New user success", "Success rate"): ("53.30%", "53.27%", "-0.03 pts"),
+        ("Sign-in attempts", "Sign-in attempts (blobs)"): ("1,234", "1,310", "+76 (+6.2%)"),
+        ("Data quality", "Skipped (empty stream)"): ("0", "12", "+12"),
+        ("Persona adoption", "Mean sites signed in"): ("2.5", "—", "removed"),
+    }
+
+
+def site_displays():
+    from kpi.site import PAGES
+
+    return {page.id: changes.ReportDisplay(page.tab, page.percent, page.y_title)
+            for page in PAGES}
+
+
+def site_measure_labels():
+    from kpi.reports import QUALITY_LABELS
+
+    return QUALITY_LABELS

@@ -166,7 +166,8 @@ def test_published_data_files_are_unchanged_by_the_view_files(site):
         assert (target / "data" / f"{name}.json").read_bytes() == to_json(report)
     manifest = json.loads((target / "data" / "manifest.json").read_text())
     assert set(manifest) == {"built_at", "build_id", "first_day", "last_day",
-                             "pipeline_version", "reports", "days"}
+                             "pipeline_version", "reports", "days", "range"}
+    assert manifest["range"] is None  # a build of every stored day
     assert manifest["days"] == [["2026-10-01", "2026-10-03"]]  # the days that fed the build
     assert (target / "data" / "view" / "assertions" / "Locale" / "2026.json").is_file()
 
