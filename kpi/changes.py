@@ -22,9 +22,11 @@ build reports only real changes, not every other day as new.
 
 The archive keeps the data files (`data/*.csv`, `data/*.json`, including `manifest.json` and
 `changes.csv`; not the view files nor the pages) of the last `ARCHIVE_BUILDS` builds, this one
-included, under `archive/<build id>/data/`, newest first in `archive/index.json`. A build takes
-the previous build's archives (hard links: no copy, no extra space; a copy across file systems)
-and drops the oldest beyond `ARCHIVE_BUILDS`: the archive rotates.
+included, *and* of the last build of each of the last `ARCHIVE_DAYS` UTC days (this build's day
+and the 13 before, by `built_at`), under `archive/<build id>/data/`, newest first in
+`archive/index.json`. So a catch-up of many runs in one night does not push the previous
+nights' files out. A build takes the previous build's archives (hard links: no copy, no extra
+space; a copy across file systems) and drops the rest: the archive rotates.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ CHANGES = "changes"  # data/changes.csv, data/changes.json, changes.html
 CHANGE_COLUMNS = ["date", "report", "segmentation", "segment", "measure", "old_value",
                   "new_value"]
 ARCHIVE = "archive"
-ARCHIVE_BUILDS = 14
+ARCHIVE_BUILDS = 14  # the last builds kept in the archive
+ARCHIVE_DAYS = 14  # and the last build of each of the last days
 _HEADER = ",".join(REPORT_COLUMNS)
 _SAFE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")  # a build id that is a safe folder name
 
@@ -350,10 +353,21 @@ def _data_files(data_dir: Path) -> list[Path]:
                   if p.suffix in (".csv", ".json") and p.is_file() and not p.is_symlink())
 
 
-def archive(target: Path, previous: Path | None, keep: int = ARCHIVE_BUILDS) -> list[dict]:
+def _day_of(built_at: object) -> date | None:
+    """The UTC day of a manifest's `built_at` (`2026-10-04T06:00:00Z`), None when it has none."""
+    try:
+        return date.fromisoformat(str(built_at)[:10])
+    except ValueError:
+        return None
+
+
+def archive(target: Path, previous: Path | None, keep: int = ARCHIVE_BUILDS,
+            days: int = ARCHIVE_DAYS) -> list[dict]:
     """Write `target/archive/`: this build's data files and those of the previous build's
-    archives (its own included), the newest `keep` builds; and `archive/index.json`, the
-    builds newest first (`build_id`, `built_at`, `path`). Returns that index."""
+    archives (its own included): the newest `keep` builds, and the newest build of each of the
+    last `days` UTC days (this build's day and the ones before, by `built_at`); and
+    `archive/index.json`, the builds newest first (`build_id`, `built_at`, `path`). Returns
+    that index."""
     sources: list[tuple[dict, Path]] = []
     manifest = orjson.loads((target / "data" / "manifest.json").read_bytes())
     sources.append(({"build_id": manifest["build_id"], "built_at": manifest["built_at"]},
@@ -376,18 +390,24 @@ def archive(target: Path, previous: Path | None, keep: int = ARCHIVE_BUILDS) -> 
             if isinstance(build_id, str):
                 sources.append(({"build_id": build_id, "built_at": entry.get("built_at")},
                                 previous / ARCHIVE / build_id / "data"))
-    index, seen = [], set()
+    today = _day_of(manifest["built_at"])
+    index, seen, nights = [], set(), set()
     for entry, data_dir in sources:
         build_id = entry["build_id"]
         if build_id in seen or not _SAFE_ID.fullmatch(build_id) or not data_dir.is_dir():
             continue
         seen.add(build_id)
+        day = _day_of(entry["built_at"])
+        last_of_its_day = (day is not None and today is not None and day not in nights
+                           and timedelta(0) <= today - day < timedelta(days))
+        if day is not None:
+            nights.add(day)  # sources run newest first: the day's first is its last build
+        if len(index) >= keep and not last_of_its_day:
+            continue
         folder = target / ARCHIVE / build_id / "data"
         folder.mkdir(parents=True)
         for path in _data_files(data_dir):
             _link_or_copy(path, folder / path.name)
         index.append({**entry, "path": f"{ARCHIVE}/{build_id}/"})
-        if len(index) == keep:
-            break
     (target / ARCHIVE / "index.json").write_bytes(orjson.dumps(index, option=orjson.OPT_INDENT_2))
     return index

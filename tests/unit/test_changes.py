@@ -133,6 +133,8 @@ def test_the_changes_page_is_linked_and_escapes_values(two_builds, tmp_path):
                      HOSTILE, "—", "removed"]
     assert soup.select_one("a[href='data/changes.csv']")
     assert soup.select_one("a[href='archive/index.json']")
+    assert "the last 14 builds and of the last build of each of the last 14 days" in " ".join(
+        soup.get_text().split())  # the archive's rule, where the page describes the archive
     for page in site.glob("*.html"):
         nav = BeautifulSoup(page.read_text(), "html.parser").select_one("nav")
         assert nav.select_one("a[href='changes.html']"), page.name
@@ -250,3 +252,47 @@ def site_measure_labels():
     from kpi.reports import QUALITY_LABELS
 
     return QUALITY_LABELS
+
+
+def test_a_catch_up_keeps_the_last_build_of_each_of_the_last_14_nights(tmp_path):
+    """One build a night for 14 nights, then a catch-up of 30 builds on the 15th: the archive
+    keeps the catch-up's last 14 builds and the last build of each of the 13 nights before
+    (the 14 days up to the 15th); the first night's build, 14 days back, is pruned."""
+    previous, ids = None, []
+    for night in range(1, 15):  # 2026-10-01 to 2026-10-14, one build each, at 23:00
+        ids.append(f"night{night:02}")
+        previous = dated_build(tmp_path / ids[-1], ids[-1],
+                               datetime(2026, 10, night, 23, tzinfo=UTC), previous)
+    catch_up = []
+    for run in range(30):
+        catch_up.append(f"run{run:02}")
+        previous = dated_build(tmp_path / catch_up[-1], catch_up[-1],
+                               datetime(2026, 10, 15, 1, run, tzinfo=UTC), previous)
+    index = json.loads((previous / "archive" / "index.json").read_text())
+    assert [entry["build_id"] for entry in index] == catch_up[:-15:-1] + ids[:0:-1]
+    kept = {p.name for p in (previous / "archive").iterdir() if p.is_dir()}
+    assert kept == set(catch_up[16:]) | set(ids[1:])
+    assert (previous / "archive" / "night02" / "data" / "assertions.csv").read_text() == (
+        "night02\n")
+
+
+def test_of_two_builds_on_a_day_the_last_one_stays_as_that_night(tmp_path):
+    previous = None
+    for n, built_at in enumerate([datetime(2026, 10, 1, 9, tzinfo=UTC),
+                                  datetime(2026, 10, 1, 22, tzinfo=UTC),
+                                  *(datetime(2026, 10, 2, 0, m, tzinfo=UTC) for m in range(20))]):
+        previous = dated_build(tmp_path / f"b{n:02}", f"b{n:02}", built_at, previous)
+    ids = [entry["build_id"] for entry in
+           json.loads((previous / "archive" / "index.json").read_text())]
+    assert ids == [f"b{n:02}" for n in range(21, 7, -1)] + ["b01"]  # not b00: not the last
+
+
+def dated_build(folder: Path, build: str, built_at: datetime, previous: Path | None) -> Path:
+    """A build folder with only data files (what `archive` reads), built at `built_at`."""
+    data = folder / "data"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({
+        "build_id": build, "built_at": built_at.isoformat().replace("+00:00", "Z")}))
+    (data / "assertions.csv").write_text(f"{build}\n")
+    changes.archive(folder, previous)
+    return folder
