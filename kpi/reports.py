@@ -36,6 +36,7 @@ QUALITY_LABELS = {  # what the pages call them
     "skipped_empty_stream": "Skipped (empty stream)", "rejected_invalid": "Rejected (quarantined)",
     "aggregated": "Aggregated",
 }
+PROBLEM_MEASURES = ("duplicate", "skipped_empty_stream", "rejected_invalid")  # above 0: a problem
 OTHER = "Other"  # the catch-all segment of every segmentation (SPEC 3.3)
 
 
