@@ -289,6 +289,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     key = buildcache.cache_key(config, f"{settings.couchdb_url_redacted} {store.name(AGGREGATES)}",
                                settings.min_segment_count)
     whole = start is None and end is None  # a partial site is built from scratch, not cached
+    range_asked = None if whole else (start and start.isoformat(), end and end.isoformat())
 
     def fetch(days: list[str]) -> list[dict]:
         return current_aggregates(store, days, settings, config)
@@ -315,7 +316,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
         site = publish(
             lambda target: render_site(target, built.aggregates, built.reports, config,
                                        built_at, files=built.files(), previous=shown,
-                                       refusals=refusals),
+                                       refusals=refusals, range_asked=range_asked),
             settings.site_dir,
         )
         if whole:

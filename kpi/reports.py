@@ -31,6 +31,12 @@ REPORT_COLUMNS = ["date", "segmentation", "segment", "measure", "value", "numera
 QUALITY_MEASURES = (
     "fetched", "stored", "duplicate", "skipped_empty_stream", "rejected_invalid", "aggregated",
 )
+QUALITY_LABELS = {  # what the pages call them
+    "fetched": "Fetched", "stored": "Stored", "duplicate": "Duplicates",
+    "skipped_empty_stream": "Skipped (empty stream)", "rejected_invalid": "Rejected (quarantined)",
+    "aggregated": "Aggregated",
+}
+PROBLEM_MEASURES = ("duplicate", "skipped_empty_stream", "rejected_invalid")  # above 0: a problem
 OTHER = "Other"  # the catch-all segment of every segmentation (SPEC 3.3)
 
 

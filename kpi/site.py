@@ -35,7 +35,7 @@ from kpi import __version__, changes, charts
 from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies
 from kpi.config import Config
 from kpi.refusals import refusals_csv, refusals_json
-from kpi.reports import Aggregates, to_csv, to_json
+from kpi.reports import PROBLEM_MEASURES, QUALITY_LABELS, Aggregates, to_csv, to_json
 from kpi.views import (
     COMPLEMENT,
     KINDS,
@@ -62,7 +62,9 @@ class Page:
 
     `layout` is `series` (one line per segment, or Total), `measures` (one line per step or
     count, each toggleable) or `funnel` (funnel bars, the funnel table and one small chart per
-    step over time).
+    step over time). `problems` are measures drawn in a chart of their own, on their own scale
+    (the data quality page's duplicates, skips and rejections: small counts that would lie flat
+    on the zero line under thousands).
     """
 
     id: str
@@ -74,6 +76,7 @@ class Page:
     percent: bool = False
     area_toggle: bool = False  # counts that can also be shown as stacked areas
     milestones: bool = True  # draw milestone annotations (time-series charts)
+    problems: tuple[str, ...] = ()
 
 
 PAGES = (
@@ -122,7 +125,7 @@ PAGES = (
     Page("data_quality", "Data quality", "Did every blob arrive and get counted?",
          "Per day: rows fetched from KPIggybank, raw documents stored, duplicate rows, blobs "
          "skipped for an empty event stream, rows quarantined as invalid, and blobs aggregated.",
-         "measures", "Rows or blobs"),
+         "measures", "Rows or blobs", problems=PROBLEM_MEASURES),
 )
 
 
@@ -159,7 +162,7 @@ DIFFERENCES = (
 
 @functools.cache
 def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
-                area_toggle: bool, validate: bool = False) -> dict:
+                area_toggle: bool, problems: bool = False, validate: bool = False) -> dict:
     """The Vega-Lite templates of a page (pure in its arguments, so built once per process)."""
     def spec(chart):
         return charts.spec(chart, validate)
@@ -167,6 +170,9 @@ def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
     specs = {"lines": spec(charts.series_chart(y_title, percent, ratio))}
     if area_toggle:
         specs["areas"] = spec(charts.series_chart(y_title, percent, ratio, area=True))
+    if problems:
+        specs["problems"] = spec(charts.series_chart("Problem rows or blobs", False, False,
+                                                     height=160))
     if layout == "funnel":
         specs["funnel"] = spec(charts.funnel_chart("Blobs"))
         specs["panel"] = spec(charts.step_panel_chart(y_title, percent, ratio))
@@ -174,7 +180,7 @@ def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
 
 
 def page_config(page: Page, config: Config, days: list[str], reports: dict[str, pd.DataFrame],
-                build: str = "") -> dict:
+                build: str = "", refusals: list[dict] | None = None) -> dict:
     """What a report page's script needs: chart templates, segmentations, segments and steps.
 
     Args:
@@ -184,6 +190,8 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         reports: every report (their volumes order each segmentation's segments).
         build: the build id, added to view-file URLs, and checked against the id each view
             file carries, so a page never draws another build's data (it reloads instead).
+        refusals: the refused restatements (`kpi.refusals.refusals_of`): their days and
+            counts, for a page with `problems` (the data quality page's problem days).
     """
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
@@ -201,13 +209,18 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         "segments": {name: orders.get(name, [])
                      for name in segmentations if name != "Total"},
         "measures": list(measures_of(page.id, config)),
+        "labels": QUALITY_LABELS if page.id == "data_quality" else {},
+        "problems": list(page.problems),
+        "refusals": [{"day": r["day"], "would_remove": r["would_remove"]}
+                     for r in refusals or []] if page.problems else [],
         "first_day": days[0] if days else None,
         "last_day": days[-1] if days else None,
         "milestones": [list(m) for m in config.milestones] if page.milestones else [],
         "palette": list(charts.PALETTE),
         "themes": charts.THEMES,
         "specs": copy.deepcopy(
-            _page_specs(page.layout, page.y_title, page.percent, ratio, page.area_toggle)
+            _page_specs(page.layout, page.y_title, page.percent, ratio, page.area_toggle,
+                        bool(page.problems))
         ),
     }
 
@@ -321,7 +334,8 @@ def _write_json(path: Path, content: object) -> None:
 def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.DataFrame],
                 config: Config, built_at: datetime,
                 files: dict[str, tuple[str, bytes]] | None = None,
-                previous: Path | None = None, refusals: list[dict] | None = None) -> None:
+                previous: Path | None = None, refusals: list[dict] | None = None,
+                range_asked: tuple[str | None, str | None] | None = None) -> None:
     """Write the whole site (data files, view files, pages, assets) into the folder `target`.
 
     Args:
@@ -341,6 +355,10 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         refusals: the refused restatements the manifests record now
             (`kpi.refusals.refusals_of`, newest day first): `data/refusals.csv` (and `.json`)
             and the Data quality page's list; default none.
+        range_asked: the `[start, end]` a range build was asked for (`kpi build-site
+            --start/--end`; None for an open end), written to the manifest as `range`, so the
+            changes of this build and the next are compared day by day (`kpi.changes`);
+            default None: a build of every stored day.
     """
     refusals = refusals or []
     days = aggregates.days
@@ -358,6 +376,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "pipeline_version": __version__,
         "reports": {name: len(report) for name, report in sorted(reports.items())},
         "days": day_ranges(days),
+        "range": list(range_asked) if range_asked else None,
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     flags = detect_anomalies(reports, days, config.anomalies,
@@ -401,14 +420,18 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     for page in PAGES:
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
-            page_config=page_config(page, config, days, reports, manifest["build_id"]),
+            page_config=page_config(page, config, days, reports, manifest["build_id"],
+                                    refusals),
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]),
             refusals=refusals, **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
     changes_page = env.get_template("changes.html").render(
         title="Changes", current="changes",
-        changes=changes.page_context(changed, {page.id: page.tab for page in PAGES}), **common,
+        changes=changes.page_context(
+            changed, {page.id: changes.ReportDisplay(page.tab, page.percent, page.y_title)
+                      for page in PAGES}, QUALITY_LABELS),
+        **common,
     )
     (target / "changes.html").write_text(changes_page, encoding="utf-8")
     changes.archive(target, previous)  # last: every data file of this build is written

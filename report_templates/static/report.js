@@ -5,6 +5,7 @@ import {
   DAY_MS, dayNumber, dayText, draw, embedded, flagText, formatValue, loadFlags, onThemeChange,
   release,
 } from "./common.js";
+import { qualityDays, qualityTable } from "./quality.js";
 
 const page = embedded("page-config");
 const $ = (id) => document.getElementById(id);
@@ -16,7 +17,7 @@ const blocks = new Map(); // "<segmentation>/<year>" → Promise of that view fi
 
 // What the page shows now; `window.kpi` exposes it (and the drawn views) to tests.
 const kpi = {
-  state: null, views: {}, rows: [], funnel: [], flags: [], ready: false, renders: 0,
+  state: null, views: {}, rows: [], funnel: [], flags: [], quality: [], ready: false, renders: 0,
 };
 window.kpi = kpi;
 
@@ -196,7 +197,12 @@ function colourOf(items, item) {
 
 function seriesLabel(file, s) {
   if (file.segmentation !== "Total") return s.segment;
-  return page.layout === "series" ? "Total" : s.measure;
+  return page.layout === "series" ? "Total" : labelOf(s.measure);
+}
+
+/** A measure as the page names it (the data quality counts have labels; steps are names). */
+function labelOf(measure) {
+  return page.labels[measure] || measure;
 }
 
 // ---- drawing --------------------------------------------------------------------------------
@@ -291,7 +297,10 @@ function describe(file, rows, from, to) {
     + `${valued.length} values.`;
 }
 
-async function drawSeries(file, series, items, i0, i1, present) {
+async function drawSeries(file, shown, items, i0, i1, present) {
+  // Problem counts (duplicates, skips, rejections) get their own chart and scale: under lines
+  // near thousands they would lie flat on the zero line.
+  const series = shown.filter((s) => !page.problems.includes(s.measure));
   const rows = timeRows(file, series, items, i0, i1, present);
   kpi.rows = rows;
   const template = kpi.state.mode === "area" ? page.specs.areas : page.specs.lines;
@@ -307,6 +316,23 @@ async function drawSeries(file, series, items, i0, i1, present) {
     renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
     noPoints: rows.length > CANVAS_ABOVE,
   });
+  if (page.problems.length) {
+    await drawProblems(file, shown.filter((s) => page.problems.includes(s.measure)), items, i0,
+      i1, present);
+  }
+}
+
+async function drawProblems(file, series, items, i0, i1, present) {
+  const rows = timeRows(file, series, items, i0, i1, present);
+  kpi.rows = kpi.rows.concat(rows);
+  $("problem-figure").hidden = !rows.length;
+  const description = rows.length ? describe(file, rows, dayNumber(file.first_day) + i0,
+    dayNumber(file.first_day) + i1).replace(page.title, "Problem rows") : "";
+  $("problem-caption").textContent = description;
+  if (!rows.length) return;
+  kpi.views.problems = await draw($("problem-chart"), page.specs.problems, {
+    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags: [],
+  }, page.themes, { description, renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg" });
 }
 
 function funnelNumbers(file, series, items, i0, i1) {
@@ -421,8 +447,13 @@ async function drawFunnel(file, series, items, i0, i1, present) {
 
 const NUMERIC = new Set(["value", "numerator", "denominator"]);
 
-/** The rows of the current view as a table: one per day and series that has a report row. */
-function tableRows() {
+/**
+ * The rows of the current view as a table: one per day and series that has a report row (on
+ * the data quality page, one per day with every count); `formatted` groups the digits of a
+ * data quality count for reading.
+ */
+function tableRows(formatted = false) {
+  if (page.problems.length) return qualityTable(kpi.quality, page, { formatted });
   const ratio = kpi.rows.some((r) => r.denominator !== null);
   const withStep = new Set(kpi.rows.map((r) => r.measure)).size > 1
     && kpi.rows.some((r) => r.series !== r.measure);
@@ -433,11 +464,11 @@ function tableRows() {
   rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const header = ["date", "series", ...(withStep ? ["step"] : []), "value",
     ...(ratio ? ["numerator", "denominator"] : [])];
-  return { header, rows };
+  return { header, rows, labels: {}, numeric: NUMERIC };
 }
 
 /** A table of `rows` under `header`, its cells as text; `numeric(name)` right-aligns a column. */
-function dataTable(className, captionText, header, rows, numeric) {
+function dataTable(className, captionText, header, rows, numeric, labels = {}) {
   const table = document.createElement("table");
   table.className = className;
   const caption = document.createElement("caption");
@@ -446,7 +477,7 @@ function dataTable(className, captionText, header, rows, numeric) {
   for (const name of header) {
     const th = document.createElement("th");
     th.scope = "col";
-    th.textContent = name;
+    th.textContent = labels[name] || name;
     head.append(th);
   }
   const thead = document.createElement("thead");
@@ -469,9 +500,9 @@ function dataTable(className, captionText, header, rows, numeric) {
 function fillDataTable() {
   const details = $("data-table");
   if (!details.open) return;
-  const { header, rows } = tableRows();
-  const table = dataTable("data", `${rows.length} rows, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
-    header, rows, (name) => NUMERIC.has(name));
+  const { header, rows, labels, numeric } = tableRows(true);
+  const table = dataTable(page.problems.length ? "data quality" : "data", `${rows.length} rows, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
+    header, rows, (name) => numeric.has(name), labels);
   details.querySelector(".table-wrap").replaceChildren(table);
 }
 
@@ -516,6 +547,36 @@ async function fillFlagList() {
     `${flags.length} flagged ${flags.length === 1 ? "day" : "days"}`, FLAG_COLUMNS,
     flags.map((flag) => FLAG_COLUMNS.map((name) => String(flag[name]))),
     (name) => name === "value" || name === "baseline");
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.append(table);
+  box.replaceChildren(wrap);
+}
+
+// ---- problem days (data quality page) ------------------------------------------------------
+
+/** The problem days of the chosen range, newest first, as a table (or says there are none). */
+function fillProblemDays() {
+  const box = $("problem-days");
+  if (!box) return;
+  const days = kpi.quality.filter((d) => d.problems.length).reverse();
+  const range = `${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`;
+  if (!days.length) {
+    const none = document.createElement("p");
+    none.textContent = `No problem day from ${range}.`;
+    box.replaceChildren(none);
+    return;
+  }
+  const { header, rows, labels, numeric } = qualityTable(days, page, { compact: true });
+  const table = dataTable("data quality problem-days",
+    `${days.length} problem ${days.length === 1 ? "day" : "days"} from ${range}, newest first`,
+    header, rows, (name) => numeric.has(name), labels);
+  for (const [k, name] of header.entries()) { // the counts that make the day a problem stand out
+    if (!page.problems.includes(name)) continue;
+    for (const tr of table.tBodies[0].rows) {
+      if (!["0", ""].includes(tr.cells[k].textContent)) tr.cells[k].classList.add("problem");
+    }
+  }
   const wrap = document.createElement("div");
   wrap.className = "table-wrap";
   wrap.append(table);
@@ -585,7 +646,7 @@ function fillPicker(items) {
     swatch.style.background = colourOf(items, item);
     swatch.setAttribute("aria-hidden", "true");
     const text = document.createElement("span");
-    text.textContent = item;
+    text.textContent = labelOf(item);
     label.append(box, swatch, text);
     list.append(label);
   });
@@ -706,6 +767,9 @@ async function renderNow() {
   const file = await viewOf(seg, from, to);
   const i0 = 0;
   const i1 = to - from;
+  if (page.problems.length) {
+    kpi.quality = qualityDays(file, i1 + 1, page, await flagsOnce());
+  }
   const present = [];
   for (let i = i0; i <= i1; i += 1) present.push(file.series.some((s) => hasRow(s, i)));
   fillPicker(items);
@@ -728,6 +792,7 @@ async function renderNow() {
     else await drawSeries(file, series, items, i0, i1, present);
   }
   fillDataTable();
+  fillProblemDays();
   await fillFlagList();
   kpi.renders += 1;
 }

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import expect
 
 from fake_source.generator import blobs_for_day, history_days
-from kpi.reports import build_reports
+from kpi.reports import QUALITY_LABELS, build_reports
 from kpi.serve import make_server
 from kpi.site import PAGES, publish, render_site
 from tests.unit.kpi_helpers import CONFIG, aggregates_of
@@ -402,6 +402,8 @@ def test_drawn_values_equal_the_published_files(browser, site, report, segmentat
         series = row["segment"] if segmentation != "Total" else row["measure"]
         if report in ("bounce_rate", "sites_median", "sites", "assertions", "new_user_success"):
             series = row["segment"]
+        if report == "data_quality":
+            series = QUALITY_LABELS[row["measure"]]  # as the page names them
         want[(row["date"], series, row["measure"])] = (
             float(row["value"]) if row["value"] else None)
     count_report = report in ("assertions", "new_user", "data_quality")

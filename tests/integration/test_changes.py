@@ -66,3 +66,25 @@ def test_archives_rotate_over_16_builds(settings):
     assert [entry["build_id"] for entry in index] == ids[::-1][:14]  # the oldest gone
     assert sorted(p.name for p in (site / "archive").iterdir() if p.is_dir()) == ids[2:]
     assert (site / "archive" / ids[2] / "data" / "manifest.json").is_file()
+
+
+def test_a_range_build_makes_the_next_full_build_report_only_real_changes(settings):
+    """`kpi build-site --start/--end` publishes a site of the range's days: neither it nor the
+    full build after it may call the other days new or removed (they were published before and
+    did not change)."""
+    backfill(DAYS[0], DAYS[-1], settings, progress=False)  # full build
+    site = settings.site_dir
+    every_day = {day.isoformat() for day in DAYS}
+    start = datetime(2026, 10, 5, tzinfo=UTC)
+    build_site(settings, now=start, start=DAYS[1], end=DAYS[1])  # a range build
+    assert json.loads((site / "data" / "manifest.json").read_text())["days"] == [
+        [DAYS[1].isoformat(), DAYS[1].isoformat()]]
+    assert rows(site / "data" / "changes.csv") == []
+    assert "Days no longer published" not in (site / "changes.html").read_text()
+
+    build_site(settings, now=start + timedelta(hours=1))  # full again
+    assert rows(site / "data" / "data_quality.csv")  # every day is shown again
+    assert {r["date"] for r in rows(site / "data" / "data_quality.csv")} == every_day
+    assert rows(site / "data" / "changes.csv") == []
+    page = (site / "changes.html").read_text()
+    assert "No change since the previous build." in page and "New days" not in page

@@ -129,9 +129,12 @@ def test_the_changes_page_is_linked_and_escapes_values(two_builds, tmp_path):
     assert "<script>alert" not in html and "<b>x</b>" not in html
     soup = BeautifulSoup(html, "html.parser")
     cells = [td.get_text() for td in soup.select("table.changes td")]
-    assert cells == ["Sign-in attempts", "Locale", HOSTILE, "value", HOSTILE, "—"]
+    assert cells == ["Sign-in attempts", f"Locale: {HOSTILE}", "Sign-in attempts (blobs)",
+                     HOSTILE, "—", "removed"]
     assert soup.select_one("a[href='data/changes.csv']")
     assert soup.select_one("a[href='archive/index.json']")
+    assert "the last 14 builds and of the last build of each of the last 14 days" in " ".join(
+        soup.get_text().split())  # the archive's rule, where the page describes the archive
     for page in site.glob("*.html"):
         nav = BeautifulSoup(page.read_text(), "html.parser").select_one("nav")
         assert nav.select_one("a[href='changes.html']"), page.name
@@ -142,7 +145,7 @@ def test_a_long_list_of_changes_is_capped_and_points_to_the_file():
             for n in range(700)]
     context = changes.page_context(
         changes.Changes(rows, "previous", frozenset({"2026-10-02"}), frozenset({"2026-10-02"})),
-        {"assertions": "Sign-in attempts"}, limit=500)
+        {"assertions": changes.ReportDisplay("Sign-in attempts")}, limit=500)
     assert context["hidden"] == 200 and len(context["restated"][0]["rows"]) == 500
     assert context["restated"][0]["reports"] == ["Sign-in attempts"]
 
@@ -172,3 +175,124 @@ def test_archives_rotate(tmp_path):
     assert kept == [f"build{n:02}" for n in range(2, 16)]  # the oldest two are gone
     assert (previous / "archive" / "build05" / "data" / "assertions.csv").read_text() == "night 5\n"
     assert not (previous / "archive" / "build05" / "data" / "view").exists()
+
+
+def test_range_builds_are_compared_over_their_days_and_the_next_full_build_per_day(tmp_path):
+    """Full build, a build of 10-02 only, a build of 10-03 only (its day restated), a full
+    build: each range build reports nothing outside its range, and the last full build
+    compares each day with the last build that showed it (nothing changed since)."""
+    def of_days(source, days):
+        return [b for b in source
+                if datetime.fromtimestamp(b["timestamp"] / 1000, UTC).date().isoformat() in days]
+
+    def render_range(target, source, built_at, previous, start, end):
+        aggregates = aggregates_of(source)
+        render_site(target, aggregates, build_reports(aggregates, CONFIG), CONFIG, built_at,
+                    previous=previous, range_asked=(start, end))
+        return target
+
+    full = render(tmp_path / "full", blobs(), BUILT)
+    second = render_range(tmp_path / "second", of_days(blobs(), {"2026-10-02"}),
+                          BUILT + timedelta(hours=1), full, "2026-10-02", "2026-10-02")
+    assert read_changes(second) == []
+    page = BeautifulSoup((second / "changes.html").read_text(), "html.parser")
+    assert page.find(id="removed-days") is None and page.find(id="added-days") is None
+    assert "2026-10-02 to 2026-10-02 only" in page.get_text(" ", strip=True)
+    restated = blobs() + [blob(["screen.rp_info"], "2026-10-03T12:00:00")]
+    third = render_range(tmp_path / "third", of_days(restated, {"2026-10-03"}),
+                         BUILT + timedelta(hours=2), second, "2026-10-03", None)
+    assert {row["date"] for row in read_changes(third)} == {"2026-10-03"}
+    last = render(tmp_path / "last", restated, BUILT + timedelta(hours=3), previous=third)
+    assert read_changes(last) == []
+    page = BeautifulSoup((last / "changes.html").read_text(), "html.parser")
+    assert page.find(id="added-days") is None and page.find(id="no-changes") is not None
+
+
+def test_the_changes_page_formats_values_as_the_report_pages_do(tmp_path):
+    """Rates as percentages, counts with thousands separators, a signed difference, and the
+    measure named as on its report page (a rate's axis title, a data quality label)."""
+    previous = tmp_path / "previous"
+    render(previous, blobs(), BUILT)
+    rows = {("new_user_success", "Total", "value"): ("0.532967032967033", "0.5327009485771343"),
+            ("assertions", "Total", "value"): ("1234", "1310"),
+            ("data_quality", "Total", "skipped_empty_stream"): ("0", "12"),
+            ("sites", "Total", "value"): ("2.5", "")}
+    for (report, segment, measure), (old, _) in rows.items():
+        with open(previous / "data" / f"{report}.csv", "a", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerow(
+                ["2026-10-09", "Total", segment, measure, old, "", ""])
+    site = render(tmp_path / "site", blobs(), BUILT + timedelta(days=1), previous=previous)
+    # what the new build has on 2026-10-09, written into its files as a restatement would
+    for (report, segment, measure), (_, new) in rows.items():
+        if new:
+            with open(site / "data" / f"{report}.csv", "a", newline="", encoding="utf-8") as f:
+                csv.writer(f, lineterminator="\n").writerow(
+                    ["2026-10-09", "Total", segment, measure, new, "", ""])
+    context = changes.page_context(changes.compare(previous, site), site_displays(),
+                                   site_measure_labels())
+    cells = {(row["report_label"], row["measure_label"]): (
+        row["old_text"], row["new_text"], row["delta_text"])
+        for day in context["restated"] for row in day["rows"]}
+    assert cells == {
+        ("New user success", "Success rate"): ("53.30%", "53.27%", "-0.03 pts"),
+        ("Sign-in attempts", "Sign-in attempts (blobs)"): ("1,234", "1,310", "+76 (+6.2%)"),
+        ("Data quality", "Skipped (empty stream)"): ("0", "12", "+12"),
+        ("Persona adoption", "Mean sites signed in"): ("2.5", "—", "removed"),
+    }
+
+
+def site_displays():
+    from kpi.site import PAGES
+
+    return {page.id: changes.ReportDisplay(page.tab, page.percent, page.y_title)
+            for page in PAGES}
+
+
+def site_measure_labels():
+    from kpi.reports import QUALITY_LABELS
+
+    return QUALITY_LABELS
+
+
+def test_a_catch_up_keeps_the_last_build_of_each_of_the_last_14_nights(tmp_path):
+    """One build a night for 14 nights, then a catch-up of 30 builds on the 15th: the archive
+    keeps the catch-up's last 14 builds and the last build of each of the 13 nights before
+    (the 14 days up to the 15th); the first night's build, 14 days back, is pruned."""
+    previous, ids = None, []
+    for night in range(1, 15):  # 2026-10-01 to 2026-10-14, one build each, at 23:00
+        ids.append(f"night{night:02}")
+        previous = dated_build(tmp_path / ids[-1], ids[-1],
+                               datetime(2026, 10, night, 23, tzinfo=UTC), previous)
+    catch_up = []
+    for run in range(30):
+        catch_up.append(f"run{run:02}")
+        previous = dated_build(tmp_path / catch_up[-1], catch_up[-1],
+                               datetime(2026, 10, 15, 1, run, tzinfo=UTC), previous)
+    index = json.loads((previous / "archive" / "index.json").read_text())
+    assert [entry["build_id"] for entry in index] == catch_up[:-15:-1] + ids[:0:-1]
+    kept = {p.name for p in (previous / "archive").iterdir() if p.is_dir()}
+    assert kept == set(catch_up[16:]) | set(ids[1:])
+    assert (previous / "archive" / "night02" / "data" / "assertions.csv").read_text() == (
+        "night02\n")
+
+
+def test_of_two_builds_on_a_day_the_last_one_stays_as_that_night(tmp_path):
+    previous = None
+    for n, built_at in enumerate([datetime(2026, 10, 1, 9, tzinfo=UTC),
+                                  datetime(2026, 10, 1, 22, tzinfo=UTC),
+                                  *(datetime(2026, 10, 2, 0, m, tzinfo=UTC) for m in range(20))]):
+        previous = dated_build(tmp_path / f"b{n:02}", f"b{n:02}", built_at, previous)
+    ids = [entry["build_id"] for entry in
+           json.loads((previous / "archive" / "index.json").read_text())]
+    assert ids == [f"b{n:02}" for n in range(21, 7, -1)] + ["b01"]  # not b00: not the last
+
+
+def dated_build(folder: Path, build: str, built_at: datetime, previous: Path | None) -> Path:
+    """A build folder with only data files (what `archive` reads), built at `built_at`."""
+    data = folder / "data"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({
+        "build_id": build, "built_at": built_at.isoformat().replace("+00:00", "Z")}))
+    (data / "assertions.csv").write_text(f"{build}\n")
+    changes.archive(folder, previous)
+    return folder

@@ -81,7 +81,8 @@ def test_every_chart_template_is_valid_vega_lite():
 
     for page in PAGES:
         ratio = KINDS[page.id] in ("ratio", "complement")
-        args = (page.layout, page.y_title, page.percent, ratio, page.area_toggle)
+        args = (page.layout, page.y_title, page.percent, ratio, page.area_toggle,
+                bool(page.problems))
         assert _page_specs(*args, validate=True) == _page_specs(*args)
     for percent in (True, False):
         chart = charts.sparkline_chart(percent=percent)
@@ -121,6 +122,13 @@ def test_page_configs_match_layouts():
     assert again["specs"]["lines"]["width"] == "container"
     bounce = page_config(by_id["bounce_rate"], CONFIG, ["2026-10-01"], reports)
     assert bounce["segmentations"] == ["Total"] and bounce["kind"] == "complement"
+    quality = page_config(by_id["data_quality"], CONFIG, ["2026-10-01"], reports,
+                          refusals=[{"day": "2026-10-01", "would_remove": 3, "stored": 3}])
+    assert set(quality["specs"]) == {"lines", "problems"}
+    assert quality["problems"] == ["duplicate", "skipped_empty_stream", "rejected_invalid"]
+    assert quality["refusals"] == [{"day": "2026-10-01", "would_remove": 3}]
+    assert quality["labels"]["skipped_empty_stream"] == "Skipped (empty stream)"
+    assert bounce["problems"] == [] and bounce["labels"] == {} and bounce["refusals"] == []
     assert {page.layout for page in PAGES} == {"series", "measures", "funnel"}
 
 
@@ -165,7 +173,8 @@ def test_published_data_files_are_unchanged_by_the_view_files(site):
         assert (target / "data" / f"{name}.json").read_bytes() == to_json(report)
     manifest = json.loads((target / "data" / "manifest.json").read_text())
     assert set(manifest) == {"built_at", "build_id", "first_day", "last_day",
-                             "pipeline_version", "reports", "days"}
+                             "pipeline_version", "reports", "days", "range"}
+    assert manifest["range"] is None  # a build of every stored day
     assert manifest["days"] == [["2026-10-01", "2026-10-03"]]  # the days that fed the build
     assert (target / "data" / "view" / "assertions" / "Locale" / "2026.json").is_file()
 
@@ -254,7 +263,8 @@ def test_scripts_and_styles_carry_the_asset_version(site):
                                                                         "script[src]")]
     assert refs and all(ref.endswith(f"?v={version}") for ref in refs), refs
     imports = json.loads(soup.find("script", type="importmap").string)["imports"]
-    assert imports == {"./static/common.js": f"./static/common.js?v={version}"}
+    assert imports == {f"./static/{name}.js": f"./static/{name}.js?v={version}"
+                       for name in ("common", "quality")}
     config = json.loads(soup.find("script", id="page-config").string)
     assert config["build"] == "20261004T000000.000000Z"  # view files are fetched per build
 
