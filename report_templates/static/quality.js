@@ -3,12 +3,18 @@
 // the page loaded; report.js draws them.
 import { dayNumber, dayText, formatValue } from "./common.js";
 
+// A day's duplicate, skipped or rejected rows make it a problem day from this share of the rows
+// fetched that day on (any at all on a day without a fetched count): a steady trickle of bad
+// rows is normal and stays in the table and the chart, not in the list of days to look at.
+export const PROBLEM_SHARE = 0.01;
+
 /**
  * One record per day of the view `file` (`length` days) that has data or a refusal, oldest
  * first, from the page config's `measures`, `labels`, `problems` and `refusals`:
- * `{day, counts: {measure: n}, refusal, flags, problems}`, where `problems` names, in words, why
- * the day is a problem day (duplicates, skipped or rejected rows, a refused restatement, a flag
- * on the data quality report); empty for a good day.
+ * `{day, counts: {measure: n}, refusal, flags, over, problems}`, where `over` lists the problem
+ * measures at `PROBLEM_SHARE` or more of the day's fetched rows, and `problems` names, in words,
+ * why the day is a problem day (those counts, a refused restatement, a flag on the data quality
+ * report); empty for a good day.
  */
 export function qualityDays(file, length, { measures, labels, problems, refusals }, flags) {
   const origin = dayNumber(file.first_day);
@@ -34,9 +40,13 @@ export function qualityDays(file, length, { measures, labels, problems, refusals
     if (!present && !refusal) continue;
     const dayFlags = (flagged.get(day) || []).map((flag) => `${labels[flag.measure]
       || flag.measure} flagged ${flag.direction}`);
-    const reasons = problems.filter((m) => counts[m] > 0).map(short);
+    const fetched = counts.fetched;
+    const over = problems.filter((m) => counts[m] > 0
+      && !(fetched > 0 && counts[m] < PROBLEM_SHARE * fetched));
+    const reasons = over.map(short);
     if (refusal) reasons.push("restatement refused");
-    days.push({ day, counts, refusal, flags: dayFlags, problems: reasons.concat(dayFlags) });
+    days.push({ day, counts, refusal, flags: dayFlags, over,
+      problems: reasons.concat(dayFlags) });
   }
   return days;
 }

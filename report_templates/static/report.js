@@ -573,8 +573,8 @@ function fillProblemDays() {
     header, rows, (name) => numeric.has(name), labels);
   for (const [k, name] of header.entries()) { // the counts that make the day a problem stand out
     if (!page.problems.includes(name)) continue;
-    for (const tr of table.tBodies[0].rows) {
-      if (!["0", ""].includes(tr.cells[k].textContent)) tr.cells[k].classList.add("problem");
+    for (const [r, tr] of [...table.tBodies[0].rows].entries()) {
+      if (days[r].over.includes(name)) tr.cells[k].classList.add("problem");
     }
   }
   const wrap = document.createElement("div");
