@@ -174,7 +174,7 @@ def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
 
 
 def page_config(page: Page, config: Config, days: list[str], reports: dict[str, pd.DataFrame],
-                build: str = "") -> dict:
+                build: str = "", min_segment_count: int = 0) -> dict:
     """What a report page's script needs: chart templates, segmentations, segments and steps.
 
     Args:
@@ -184,6 +184,7 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         reports: every report (their volumes order each segmentation's segments).
         build: the build id, added to view-file URLs, and checked against the id each view
             file carries, so a page never draws another build's data (it reloads instead).
+        min_segment_count: the folding threshold applied (the tooltip of a folded day says it).
     """
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
@@ -204,6 +205,7 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         "first_day": days[0] if days else None,
         "last_day": days[-1] if days else None,
         "milestones": [list(m) for m in config.milestones] if page.milestones else [],
+        "min_segment_count": min_segment_count,
         "palette": list(charts.PALETTE),
         "themes": charts.THEMES,
         "specs": copy.deepcopy(
@@ -369,7 +371,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     (data_dir / "refusals.json").write_bytes(refusals_json(refusals))
     changed = changes.compare(previous, target)
     changes.write_changes(data_dir, changed)
-    for path, content in view_files(reports, days):
+    for path, content in view_files(reports, days, aggregates.folded):
         _write_json(data_dir / path, {**content, "build": manifest["build_id"]})
     (target / "vendor").mkdir()
     (target / VENDOR_BUNDLE).write_text(vega_bundle(), encoding="utf-8")
@@ -401,7 +403,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     for page in PAGES:
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
-            page_config=page_config(page, config, days, reports, manifest["build_id"]),
+            page_config=page_config(page, config, days, reports, manifest["build_id"],
+                                    aggregates.min_segment_count),
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]),
             refusals=refusals, **common,
         )
