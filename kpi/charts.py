@@ -13,6 +13,8 @@ of the current view, cut it to the chosen date range and visible series, and han
 | `milestones` | milestone in the range | `date` (ms), `milestone` (drawn as text, never as HTML) |
 | `flags` | flagged day × shown series | `date` (ms), `value` (where the symbol sits: the flagged |
 | | | value, or its stack's top), `direction` (`low`/`high`), `text` (the tooltip) |
+| `folded` | day with a shown series folded into `Other` | `date` (ms), `text` (the tooltip: |
+| | | which series, and why they are a gap that day) |
 
 Colours come from the rows (`color`, `scale=None`) so a series keeps its colour when others are
 hidden, and the legend is the page's own list of checkboxes: no Vega legend can be clipped, and
@@ -125,6 +127,27 @@ def flag_layer(title: str, percent: bool, size: int = 130) -> alt.Chart:
     )
 
 
+FOLDED_COLOR = "#8a94a3"  # a neutral grey, readable on light and dark backgrounds
+
+
+def folded_layer(height: int) -> alt.Chart:
+    """A hollow grey diamond at the foot of the plot on each day of the `folded` dataset: the
+    days on which shown series were folded into `Other` (below the privacy threshold), which
+    their lines leave as gaps. Its tooltip is the row's `text`, written by the page."""
+    return (
+        alt.Chart(_named("folded"))
+        .mark_point(shape="diamond", filled=False, color=FOLDED_COLOR, strokeWidth=1.5,
+                    opacity=1)
+        .encode(
+            x=alt.X("date:T"),
+            y=alt.value(height - 5),  # pixels from the top: just above the day axis
+            size=alt.value(60),
+            tooltip=alt.Tooltip("text:N"),  # one field, no title: the tooltip is the text
+        )
+        .properties(name="folded")
+    )
+
+
 def series_chart(title: str, percent: bool, ratio: bool, area: bool = False,
                  height: int = 300) -> alt.LayerChart:
     """Value over the days, one line (or stacked area) per visible series, plus milestones.
@@ -147,9 +170,8 @@ def series_chart(title: str, percent: bool, ratio: bool, area: bool = False,
     )
     if area:  # stack in rank order (on a line, `order` would reorder the path's points)
         data = data.encode(order=alt.Order("rank:Q"))
-    return alt.layer(data, *milestone_layers(), flag_layer(title, percent)).properties(
-        width="container", height=height
-    )
+    return alt.layer(data, *milestone_layers(), folded_layer(height),
+                     flag_layer(title, percent)).properties(width="container", height=height)
 
 
 def step_panel_chart(title: str, percent: bool, ratio: bool) -> alt.LayerChart:

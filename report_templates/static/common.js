@@ -68,7 +68,7 @@ export async function draw(element, template, datasets, themes, options = {}) {
   }
   if (spec.layer) { // annotation layers without rows are left out
     spec.layer = spec.layer.filter((layer) => !(layer.data
-      && ["milestones", "flags"].includes(layer.data.name)
+      && ["milestones", "flags", "folded"].includes(layer.data.name)
       && !(datasets[layer.data.name] || []).length));
   }
   release(element);

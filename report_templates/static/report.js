@@ -67,10 +67,15 @@ async function viewOf(segmentation, from, to) {
   const columns = page.kind === "count" || page.kind === "median"
     ? ["value"] : ["numerator", "denominator"];
   const byKey = new Map();
+  const folded = new Map(); // segment → Set of the day numbers it was folded into Other
   for (const part of parts) {
     const origin = dayNumber(part.first_day);
     const low = Math.max(from, origin);
     const high = Math.min(to, dayNumber(part.last_day));
+    for (const { segment, days } of part.folded || []) {
+      if (!folded.has(segment)) folded.set(segment, new Set());
+      for (const index of days) folded.get(segment).add(origin + index);
+    }
     for (const s of part.series) {
       const key = `${s.segment}\u0000${s.measure}`;
       if (!byKey.has(key)) {
@@ -91,7 +96,7 @@ async function viewOf(segmentation, from, to) {
     const [b1, b2] = rank(b);
     return a1 - b1 || a2 - b2;
   });
-  return { segmentation, kind: page.kind, first_day: dayText(from), series };
+  return { segmentation, kind: page.kind, first_day: dayText(from), series, folded };
 }
 
 // ---- state and URL --------------------------------------------------------------------------
@@ -208,10 +213,13 @@ function timeRows(file, series, items, i0, i1, present) {
     const item = file.segmentation === "Total" ? s.measure : s.segment;
     const rank = Math.max(0, items.indexOf(item));
     const color = items.length ? colourOf(items, item) : page.palette[0];
+    const foldedDays = file.segmentation === "Total" ? null : file.folded.get(s.segment);
     for (let i = i0; i <= i1; i += 1) {
       let value = valueAt(file.kind, s, i);
-      // A count is 0 for a segment absent on a day that has data; a day without data is a gap.
-      if (value === null && file.kind === "count" && present[i]) value = 0;
+      // A count is 0 for a segment absent on a day that has data, unless it was folded into
+      // Other that day (it had blobs, too few to be named); a day without data is a gap.
+      const folded = Boolean(foldedDays && foldedDays.has(origin + i));
+      if (value === null && file.kind === "count" && present[i] && !folded) value = 0;
       rows.push({
         date: (origin + i) * DAY_MS,
         series: seriesLabel(file, s),
@@ -221,6 +229,7 @@ function timeRows(file, series, items, i0, i1, present) {
         value,
         numerator: s.numerator ? s.numerator[i] : null,
         denominator: s.denominator ? s.denominator[i] : null,
+        folded,
       });
     }
   }
@@ -232,6 +241,35 @@ function milestonesIn(from, to) {
     .map(([milestone, day]) => ({ milestone, day: dayNumber(day) }))
     .filter((m) => m.day >= from && m.day <= to)
     .map((m) => ({ milestone: m.milestone, date: m.day * DAY_MS }));
+}
+
+// ---- segments folded into Other --------------------------------------------------------------
+
+const plural = (count, one, many = `${one}s`) => `${count} ${count === 1 ? one : many}`;
+
+/**
+ * The `folded` dataset of a chart drawn from `rows`: one mark per day on which drawn series were
+ * folded into Other (a gap in their lines), its tooltip saying which and why.
+ */
+function foldedMarks(rows) {
+  const byDay = new Map();
+  for (const row of rows) {
+    if (!row.folded) continue;
+    if (!byDay.has(row.date)) byDay.set(row.date, []);
+    byDay.get(row.date).push(row.series);
+  }
+  const threshold = page.min_segment_count;
+  return [...byDay].map(([date, names]) => ({
+    date,
+    text: `${dayText(date / DAY_MS)}: ${names.join(", ")} folded into Other (fewer than `
+      + `${plural(threshold, "blob")} that day, below the privacy threshold), so no value `
+      + `is shown`,
+  }));
+}
+
+function describeFolded(marks) {
+  return marks.length ? ` ${plural(marks.length, "day")} with a segment folded into Other `
+    + "below the privacy threshold (a gap)." : "";
 }
 
 // ---- flagged days ---------------------------------------------------------------------------
@@ -297,11 +335,12 @@ async function drawSeries(file, series, items, i0, i1, present) {
   const template = kpi.state.mode === "area" ? page.specs.areas : page.specs.lines;
   const flags = await flagRows(rows, kpi.state.mode === "area");
   kpi.flags = flags;
+  const folded = foldedMarks(rows);
   const description = describe(file, rows, dayNumber(file.first_day) + i0,
-    dayNumber(file.first_day) + i1) + describeFlags(flags);
+    dayNumber(file.first_day) + i1) + describeFlags(flags) + describeFolded(folded);
   $("chart-caption").textContent = description;
   kpi.views.main = await draw($("chart"), template, {
-    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags,
+    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags, folded,
   }, page.themes, {
     description,
     renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
@@ -402,13 +441,14 @@ async function drawFunnel(file, series, items, i0, i1, present) {
     const stepRows = rows.filter((r) => r.measure === step);
     const flags = await flagRows(stepRows);
     kpi.flags.push(...flags);
+    const folded = foldedMarks(stepRows);
     caption.textContent = describe(file, stepRows, from, to).replace(page.title, step)
-      + describeFlags(flags);
+      + describeFlags(flags) + describeFolded(folded);
     caption.className = "visually-hidden";
     figure.append(heading, box, caption);
     panels.append(figure);
     drawn.push(draw(box, page.specs.panel, {
-      rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags,
+      rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags, folded,
     }, page.themes, {
       description: caption.textContent, renderer: perPanel > CANVAS_ABOVE ? "canvas" : "svg",
     }).then((view) => { kpi.views[step] = view; }));
