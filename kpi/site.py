@@ -46,6 +46,7 @@ from kpi.views import (
     segmentations_of,
     view_files,
 )
+from kpi.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,12 @@ class Page:
 
 
 PAGES = (
-    Page("new_user", "New user flow", "Can new users log in?",
+    Page("new_user", "New user flow", "How far do new users get through sign-up?",
          "The progress of new users through the sign-up flow: blobs reaching each step. "
          "Staging continuations add steps 3 and 4 without step 1.",
          "funnel", "Blobs reaching the step"),
-    Page("new_user_time", "New user flow over time", "Can new users log in?",
+    Page("new_user_time", "New user flow over time",
+         "Day by day, what share of new users reach each sign-up step?",
          "The share of new users reaching each sign-up step, per day, relative to step 1. It can "
          "exceed 100% because staging continuations add steps 3 and 4 without step 1.",
          "measures", "Share of step 1", percent=True),
@@ -255,6 +257,7 @@ def _environment() -> Environment:
     )
     env.filters["kpi_number"] = kpi_number
     env.filters["kpi_change"] = kpi_change
+    env.filters["plural"] = plural
     return env
 
 
