@@ -59,9 +59,15 @@ def _named(name: str) -> alt.Data:
     return alt.Data(name=name)
 
 
+# A day label on two lines, day over month: narrow enough for one label per day of a week on
+# a phone. The page sets the axis `values` (one per day, or per every k days) for its range.
+DAY_LABEL = "[utcFormat(datum.value, '%d'), utcFormat(datum.value, '%b')]"
+
+
 def _day(title: str | None = "Day (UTC)") -> alt.X:
-    axis = alt.Axis(labelAngle=0, labelOverlap=True, labelFlush=True, grid=False,
-                    format="%b %d")  # the scale is UTC, so are its labels
+    axis = alt.Axis(labelAngle=0, labelOverlap=True, labelSeparation=4, labelFlush=False,
+                    grid=False, format="%b %d",  # the scale is UTC, so are its labels
+                    labelExpr=DAY_LABEL, tickMinStep=86_400_000)
     return alt.X("date:T", title=title, axis=axis, scale=alt.Scale(type="utc"))
 
 
@@ -96,7 +102,10 @@ def milestone_layers() -> list[alt.Chart]:
         x=alt.X("date:T"), tooltip=[alt.Tooltip("milestone:N", title="Milestone")]
     )
     rules = base.mark_rule(strokeDash=[4, 3])
-    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, fontSize=10).encode(
+    # clipped to the plot: a long name near the right edge must not shrink the whole chart (the
+    # width fits the marks' bounds); the tooltip still gives it whole
+    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, fontSize=10,
+                            clip=True).encode(
         text="milestone:N", y=alt.value(0)
     )
     return [rules, labels]
@@ -179,6 +188,12 @@ def step_panel_chart(title: str, percent: bool, ratio: bool) -> alt.LayerChart:
     return series_chart(title, percent, ratio, height=120)
 
 
+# A step label whole, never cut: "Logged in (assertion generated)" on two lines, the bracket on
+# the second, so it fits beside the bars on a phone.
+STEP_LABEL = ("indexof(datum.label, ' (') > 0 ? [slice(datum.label, 0, indexof(datum.label, ' (')),"
+              " slice(datum.label, indexof(datum.label, ' (') + 1)] : datum.label")
+
+
 def funnel_chart(title: str) -> alt.Chart:
     """The funnel over the chosen range: a horizontal bar per step, stacked by visible series."""
     return (
@@ -186,7 +201,7 @@ def funnel_chart(title: str) -> alt.Chart:
         .mark_bar()
         .encode(
             y=alt.Y("label:N", title=None, sort=alt.EncodingSortField("order"),
-                    axis=alt.Axis(labelLimit=120, labelPadding=6)),
+                    axis=alt.Axis(labelLimit=0, labelPadding=6, labelExpr=STEP_LABEL)),
             x=alt.X("count:Q", title=title, stack="zero",
                     axis=alt.Axis(format=",~f", tickCount=4, labelOverlap=True)),
             color=_colour(),

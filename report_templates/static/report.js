@@ -3,7 +3,7 @@
 // The state lives in the URL (?from=…&to=…&seg=…[&mode=area][&show=…]) so a view can be shared.
 import {
   DAY_MS, dayNumber, dayText, draw, embedded, flagText, formatValue, loadFlags, onThemeChange,
-  release,
+  plural, release,
 } from "./common.js";
 
 const page = embedded("page-config");
@@ -51,6 +51,10 @@ function newerBuild(build) {
   if (sessionStorage.getItem(key) !== build) {
     sessionStorage.setItem(key, build);
     window.location.reload();
+    const reloading = new Error(`build ${build} was published since this page (build `
+      + `${page.build}) loaded: reloading`);
+    reloading.reloading = true; // news, not a failure: logged at info level
+    throw reloading;
   }
   throw new Error(`this page is from build ${page.build}, its data from build ${build}: reload`);
 }
@@ -245,8 +249,6 @@ function milestonesIn(from, to) {
 
 // ---- segments folded into Other --------------------------------------------------------------
 
-const plural = (count, one, many = `${one}s`) => `${count} ${count === 1 ? one : many}`;
-
 /**
  * The `folded` dataset of a chart drawn from `rows`: one mark per day on which drawn series were
  * folded into Other (a gap in their lines), its tooltip saying which and why.
@@ -320,13 +322,13 @@ function describe(file, rows, from, to) {
   if (names.length === 1) {
     const latest = valued[valued.length - 1];
     const values = valued.map((r) => r.value);
-    return `${page.title}, ${range}, ${scope}: ${valued.length} days with a value; latest `
+    return `${page.title}, ${range}, ${scope}: ${plural(valued.length, "day")} with a value; latest `
       + `${formatValue(latest.value, page.percent)} on ${dayText(latest.date / DAY_MS)}; lowest `
       + `${formatValue(Math.min(...values), page.percent)}, highest `
       + `${formatValue(Math.max(...values), page.percent)}.`;
   }
   return `${page.title}, ${range}, ${scope}: ${names.length} series (${names.join(", ")}), `
-    + `${valued.length} values.`;
+    + `${plural(valued.length, "value")}.`;
 }
 
 async function drawSeries(file, series, items, i0, i1, present) {
@@ -343,6 +345,7 @@ async function drawSeries(file, series, items, i0, i1, present) {
     rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags, folded,
   }, page.themes, {
     description,
+    days: [dayNumber(file.first_day) + i0, dayNumber(file.first_day) + i1],
     renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
     noPoints: rows.length > CANVAS_ABOVE,
   });
@@ -375,7 +378,7 @@ function fillFunnelTable({ steps, totals }) {
   steps.forEach((step, j) => {
     const cells = [
       step,
-      String(totals[j]),
+      formatValue(totals[j], false),
       percentCell(totals[j], totals[0]),
       j === lastStep ? "—" : percentCell(totals[j + 1], totals[j]),
       percentCell(totals[lastStep], totals[j]),
@@ -416,7 +419,8 @@ async function drawFunnel(file, series, items, i0, i1, present) {
   const from = dayNumber(file.first_day) + i0;
   const to = dayNumber(file.first_day) + i1;
   const funnelText = `${page.title} funnel, ${dayText(from)} to ${dayText(to)} (UTC): `
-    + numbers.steps.map((step, j) => `${step}: ${numbers.totals[j]}`).join("; ") + ".";
+    + numbers.steps.map((step, j) => `${step}: ${formatValue(numbers.totals[j], false)}`)
+      .join("; ") + ".";
   $("funnel-caption").textContent = funnelText;
   const drawn = [draw($("funnel"), page.specs.funnel, { funnel }, page.themes,
     { description: funnelText })];
@@ -451,6 +455,7 @@ async function drawFunnel(file, series, items, i0, i1, present) {
       rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags, folded,
     }, page.themes, {
       description: caption.textContent, renderer: perPanel > CANVAS_ABOVE ? "canvas" : "svg",
+      days: [from, to],
     }).then((view) => { kpi.views[step] = view; }));
   }
   const views = await Promise.all(drawn);
@@ -510,7 +515,7 @@ function fillDataTable() {
   const details = $("data-table");
   if (!details.open) return;
   const { header, rows } = tableRows();
-  const table = dataTable("data", `${rows.length} rows, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
+  const table = dataTable("data", `${plural(rows.length, "row")}, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
     header, rows, (name) => NUMERIC.has(name));
   details.querySelector(".table-wrap").replaceChildren(table);
 }
@@ -553,7 +558,7 @@ async function fillFlagList() {
     return;
   }
   const table = dataTable("data flags",
-    `${flags.length} flagged ${flags.length === 1 ? "day" : "days"}`, FLAG_COLUMNS,
+    plural(flags.length, "flagged day"), FLAG_COLUMNS,
     flags.map((flag) => FLAG_COLUMNS.map((name) => String(flag[name]))),
     (name) => name === "value" || name === "baseline");
   const wrap = document.createElement("div");
@@ -641,7 +646,6 @@ function onToggle(event) {
     say("picker-note", "At least one series stays visible.");
     return;
   }
-  say("picker-note", "");
   kpi.state.show = checked;
   render();
 }
@@ -656,9 +660,11 @@ function applyRange(from, to, note = "") {
 function onDateChange(event) {
   const inputs = { from: $("from"), to: $("to") };
   // Chromium reports a change on every typed part of a date (a year of "0002" on the way to
-  // "2026"): refuse, never rewrite, an out-of-range value, so typing is not interrupted.
+  // "2026"): a year still being typed is refused, never rewritten, so typing is not
+  // interrupted; a whole date past the published days is clipped to them, as in the address.
+  const typing = Object.values(inputs).some((input) => input.value.startsWith("0"));
   const range = checkRange(dayNumber(inputs.from.value), dayNumber(inputs.to.value),
-    { clip: false });
+    { clip: !typing });
   for (const input of Object.values(inputs)) {
     input.setCustomValidity("");
     input.removeAttribute("aria-invalid");
@@ -723,9 +729,14 @@ function render() {
       try {
         await renderNow();
       } catch (error) {
-        say("empty", `This view could not be drawn (${error.message}).`);
         $("views").hidden = true;
-        console.error(error);
+        if (error.reloading) { // a newer build: the page is reloading as it
+          say("empty", "A newer build of the site was published: reloading…");
+          console.info(error.message);
+        } else {
+          say("empty", `This view could not be drawn (${error.message}).`);
+          console.error(error);
+        }
       }
     } while (again);
     running = null;
@@ -742,6 +753,7 @@ async function renderNow() {
   }
   syncControls();
   writeUrl();
+  say("picker-note", ""); // "at least one series stays visible" was about the view before
   const { from, to, seg } = kpi.state;
   const file = await viewOf(seg, from, to);
   const i0 = 0;
