@@ -233,15 +233,17 @@ def serve(port: int, host: str, site_dir: Path | None) -> None:
 @click.option("--bad-rate", default=0.002, show_default=True, help="Share of malformed blobs.")
 @click.option("--fault-rate", default=0.0, show_default=True,
               help="Share of range requests answered with an injected fault.")
+@click.option("--outage-day", "outage_days", type=DAY, multiple=True,
+              help="A day of which 90% of the blobs are missing (repeatable).")
 def fake_source(port: int, host: str, seed: int, per_day: int, days: int,
-                last_day: date | None, bad_rate: float, fault_rate: float) -> None:
+                last_day: date | None, bad_rate: float, fault_rate: float,
+                outage_days: tuple[date, ...]) -> None:
     """Run a fake KPIggybank with seeded, deterministic history."""
     from fake_source import create_app
     from fake_source.server import serve as serve_app
 
-    app = create_app(seed=seed, per_day=per_day, days=days,
-                     last_day=last_day,
-                     bad_rate=bad_rate, fault_rate=fault_rate)
+    app = create_app(seed=seed, per_day=per_day, days=days, last_day=last_day,
+                     bad_rate=bad_rate, fault_rate=fault_rate, outage_days=outage_days)
     click.echo(f"fake KPIggybank on http://{host}:{port}/wsapi/interaction_data")
     serve_app(app, host, port)
 
