@@ -73,6 +73,10 @@ function dayAxis(spec, element, [from, to]) {
   axis.values = [];
   for (let day = from; day <= to; day += step) axis.values.push(day * DAY_MS);
   axis.labelExpr = `[utcFormat(datum.value, '%d'), utcFormat(datum.value, '${long ? "%b %Y" : "%b"}')]`;
+  // every layer on the day scale says the same, or Vega-Lite's merged axis may drop `values`
+  for (const layer of spec.layer || []) {
+    if (layer.encoding?.x && layer.encoding.x.axis === undefined) layer.encoding.x.axis = axis;
+  }
 }
 
 /**

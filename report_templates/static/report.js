@@ -578,7 +578,10 @@ function say(id, text) {
 function syncControls() {
   const { from, to, seg, mode } = kpi.state;
   for (const [input, day] of [[$("from"), from], [$("to"), to]]) {
-    if (input.value !== dayText(day)) input.value = dayText(day); // keep a caret where it is
+    // never under the reader's fingers (a date being typed); a clipped date shows on leaving
+    if (input !== document.activeElement && input.value !== dayText(day)) {
+      input.value = dayText(day);
+    }
   }
   for (const input of [$("from"), $("to")]) {
     input.setCustomValidity("");
@@ -660,8 +663,8 @@ function applyRange(from, to, note = "") {
 function onDateChange(event) {
   const inputs = { from: $("from"), to: $("to") };
   // Chromium reports a change on every typed part of a date (a year of "0002" on the way to
-  // "2026"): a year still being typed is refused, never rewritten, so typing is not
-  // interrupted; a whole date past the published days is clipped to them, as in the address.
+  // "2026"): a year still being typed is refused; a whole date past the published days is
+  // clipped to them, as in the address (the field keeps what is typed until it is left).
   const typing = Object.values(inputs).some((input) => input.value.startsWith("0"));
   const range = checkRange(dayNumber(inputs.from.value), dayNumber(inputs.to.value),
     { clip: !typing });
@@ -688,8 +691,14 @@ function wire() {
       applyRange(from, to);
     });
   }
-  $("from").addEventListener("change", onDateChange);
-  $("to").addEventListener("change", onDateChange);
+  for (const [input, key] of [[$("from"), "from"], [$("to"), "to"]]) {
+    input.addEventListener("change", onDateChange);
+    input.addEventListener("blur", () => { // show the day the view uses (e.g. clipped)
+      if (!input.hasAttribute("aria-invalid") && kpi.state[key] !== undefined) {
+        input.value = dayText(kpi.state[key]);
+      }
+    });
+  }
   if ($("seg")) {
     $("seg").addEventListener("change", () => {
       kpi.state.seg = $("seg").value;

@@ -122,3 +122,15 @@ def test_total_has_no_folded_marks(browser, site):
         f"{base}/data/view/assertions/Total/2026.json").text())
     assert view["folded"] == []
     close(opened)
+
+
+def test_a_week_with_folded_marks_still_labels_every_day(browser, site):
+    from tests.browser.test_polish import assert_apart, x_labels
+
+    base, folded_days, _ = site
+    opened = open_page(browser, f"{base}/assertions.html?from=2026-10-24&to=2026-10-30&seg=OS"
+                                f"&show={quote(LINUX)}&show=Macintosh", width=360)
+    labels = x_labels(opened.page)
+    assert len(labels) == 7, labels  # the marks' layer keeps the page's day axis
+    assert_apart(labels)
+    close(opened)
