@@ -37,6 +37,7 @@ from fake_source.generator import DAY_MS, blobs_for_day, day_start_ms, history_d
 from kpi.source import accepted_by_source, decode_rows
 
 FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow", "disconnect")
+OUTAGE_KEEP = 10  # an outage day serves one generated blob in 10
 NO_FAULT = "none"  # scripted only: this request is answered normally
 
 
@@ -74,8 +75,10 @@ class Faults:
 class BlobStore:
     """Generated history plus blobs POSTed since start."""
 
-    def __init__(self, seed: int, per_day: int, days: int, last_day: date, bad_rate: float):
+    def __init__(self, seed: int, per_day: int, days: int, last_day: date, bad_rate: float,
+                 outage_days: tuple[date, ...] = ()):
         self.seed, self.per_day, self.bad_rate = seed, per_day, bad_rate
+        self.outage_days = frozenset(outage_days)
         self.days = history_days(last_day, days) if days > 0 else []
         self.posted: list[dict] = []  # rows, kept sorted by (key, id)
         self.verbatim: list[tuple[int, int, object]] = []  # (key, order, row) of `add_rows`
@@ -83,7 +86,10 @@ class BlobStore:
 
     def _generate_rows(self, day: date) -> tuple[list[int], list[dict]]:
         rows = []
-        for doc_id, blob in blobs_for_day(self.seed, day, self.per_day, self.bad_rate):
+        for n, (doc_id, blob) in enumerate(
+                blobs_for_day(self.seed, day, self.per_day, self.bad_rate)):
+            if day in self.outage_days and n % OUTAGE_KEEP:  # most never reached KPIggybank
+                continue
             rows.append(_row(doc_id, blob))
         return [row["key"] for row in rows], rows
 
@@ -198,11 +204,16 @@ def create_app(
     bad_rate: float = 0.002,
     fault_rate: float = 0.0,
     slow_seconds: float = 5.0,
+    outage_days: tuple[date, ...] = (),
 ) -> Starlette:
-    """A KPIggybank app holding `days` days of history ending `last_day` (default: yesterday)."""
+    """A KPIggybank app holding `days` days of history ending `last_day` (default: yesterday).
+
+    On each of `outage_days`, only one blob in `OUTAGE_KEEP` of the generated ones is served
+    (an outage: the rest never reached KPIggybank), whatever the time range asked.
+    """
     if last_day is None:
         last_day = datetime.now(UTC).date() - timedelta(days=1)
-    store = BlobStore(seed, per_day, days, last_day, bad_rate)
+    store = BlobStore(seed, per_day, days, last_day, bad_rate, outage_days)
     faults = Faults(seed, fault_rate, slow_seconds)
 
     async def interaction_data(request: Request) -> Response:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
 from kpi.stage import OUTCOMES, step_columns
+from kpi.words import plural
 
 KEYS = ["date", "segmentation", "segment"]
 HISTOGRAM_KEYS = [*KEYS, "sites"]
@@ -320,7 +321,7 @@ def canonical(groups: pd.DataFrame,
         first = int(np.argmax(wrong))
         msg = (
             f"the sites histogram of {groups[KEYS].iloc[first].tolist()} holds "
-            f"{int(in_histogram[first])} blobs, its sites_count "
+            f"{plural(int(in_histogram[first]), 'blob')}, its sites_count "
             f"{groups['sites_count'].iloc[first]}: the histogram must hold exactly the blobs "
             "with a sites value"
         )

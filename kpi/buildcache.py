@@ -61,9 +61,10 @@ class Built:
     """What a build computed: the revision of each day's aggregates it used, the frames, and
     the report files' per-day blocks.
 
-    `aggregates` holds every day's quality counts but the groups and sites histogram of the
-    last `DETAIL_DAYS` only (from `detail_from`): all the site needs besides the reports (the
-    overview's medians), and the cache stays small.
+    `aggregates` holds every day's quality counts and folded segments but the groups and sites
+    histogram of the last `DETAIL_DAYS` only (from `detail_from`): all the site needs besides
+    the reports (the overview's medians, the folded days of the view files), and the cache
+    stays small.
     """
 
     revs: dict[str, str]
@@ -168,6 +169,7 @@ def update(previous: Built | None, revs: dict[str, str],
         *(_splice(getattr(previous.aggregates, part), getattr(fresh, part), dropped)
           for part in ("groups", "sites_histogram", "quality")),
         min_segment_count=fresh.min_segment_count,
+        folded=_splice(previous.aggregates.folded, fresh.folded, dropped),
     )
     reports = {name: _splice(previous.reports[name], fresh_reports[name], dropped)
                for name in fresh_reports}

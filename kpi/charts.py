@@ -13,6 +13,8 @@ of the current view, cut it to the chosen date range and visible series, and han
 | `milestones` | milestone in the range | `date` (ms), `milestone` (drawn as text, never as HTML) |
 | `flags` | flagged day × shown series | `date` (ms), `value` (where the symbol sits: the flagged |
 | | | value, or its stack's top), `direction` (`low`/`high`), `text` (the tooltip) |
+| `folded` | day with a shown series folded into `Other` | `date` (ms), `text` (the tooltip: |
+| | | which series, and why they are a gap that day) |
 
 Colours come from the rows (`color`, `scale=None`) so a series keeps its colour when others are
 hidden, and the legend is the page's own list of checkboxes: no Vega legend can be clipped, and
@@ -57,9 +59,15 @@ def _named(name: str) -> alt.Data:
     return alt.Data(name=name)
 
 
+# A day label on two lines, day over month: narrow enough for one label per day of a week on
+# a phone. The page sets the axis `values` (one per day, or per every k days) for its range.
+DAY_LABEL = "[utcFormat(datum.value, '%d'), utcFormat(datum.value, '%b')]"
+
+
 def _day(title: str | None = "Day (UTC)") -> alt.X:
-    axis = alt.Axis(labelAngle=0, labelOverlap=True, labelFlush=True, grid=False,
-                    format="%b %d")  # the scale is UTC, so are its labels
+    axis = alt.Axis(labelAngle=0, labelOverlap=True, labelSeparation=4, labelFlush=False,
+                    grid=False, format="%b %d",  # the scale is UTC, so are its labels
+                    labelExpr=DAY_LABEL, tickMinStep=86_400_000)
     return alt.X("date:T", title=title, axis=axis, scale=alt.Scale(type="utc"))
 
 
@@ -94,7 +102,10 @@ def milestone_layers() -> list[alt.Chart]:
         x=alt.X("date:T"), tooltip=[alt.Tooltip("milestone:N", title="Milestone")]
     )
     rules = base.mark_rule(strokeDash=[4, 3])
-    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, fontSize=10).encode(
+    # clipped to the plot: a long name near the right edge must not shrink the whole chart (the
+    # width fits the marks' bounds); the tooltip still gives it whole
+    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, fontSize=10,
+                            clip=True).encode(
         text="milestone:N", y=alt.value(0)
     )
     return [rules, labels]
@@ -125,6 +136,27 @@ def flag_layer(title: str, percent: bool, size: int = 130) -> alt.Chart:
     )
 
 
+FOLDED_COLOR = "#8a94a3"  # a neutral grey, readable on light and dark backgrounds
+
+
+def folded_layer(height: int) -> alt.Chart:
+    """A hollow grey diamond at the foot of the plot on each day of the `folded` dataset: the
+    days on which shown series were folded into `Other` (below the privacy threshold), which
+    their lines leave as gaps. Its tooltip is the row's `text`, written by the page."""
+    return (
+        alt.Chart(_named("folded"))
+        .mark_point(shape="diamond", filled=False, color=FOLDED_COLOR, strokeWidth=1.5,
+                    opacity=1)
+        .encode(
+            x=alt.X("date:T"),
+            y=alt.value(height - 5),  # pixels from the top: just above the day axis
+            size=alt.value(60),
+            tooltip=alt.Tooltip("text:N"),  # one field, no title: the tooltip is the text
+        )
+        .properties(name="folded")
+    )
+
+
 def series_chart(title: str, percent: bool, ratio: bool, area: bool = False,
                  height: int = 300) -> alt.LayerChart:
     """Value over the days, one line (or stacked area) per visible series, plus milestones.
@@ -147,14 +179,19 @@ def series_chart(title: str, percent: bool, ratio: bool, area: bool = False,
     )
     if area:  # stack in rank order (on a line, `order` would reorder the path's points)
         data = data.encode(order=alt.Order("rank:Q"))
-    return alt.layer(data, *milestone_layers(), flag_layer(title, percent)).properties(
-        width="container", height=height
-    )
+    return alt.layer(data, *milestone_layers(), folded_layer(height),
+                     flag_layer(title, percent)).properties(width="container", height=height)
 
 
 def step_panel_chart(title: str, percent: bool, ratio: bool) -> alt.LayerChart:
     """One step's small multiple: the step per day, one line per visible series."""
     return series_chart(title, percent, ratio, height=120)
+
+
+# A step label whole, never cut: "Logged in (assertion generated)" on two lines, the bracket on
+# the second, so it fits beside the bars on a phone.
+STEP_LABEL = ("indexof(datum.label, ' (') > 0 ? [slice(datum.label, 0, indexof(datum.label, ' (')),"
+              " slice(datum.label, indexof(datum.label, ' (') + 1)] : datum.label")
 
 
 def funnel_chart(title: str) -> alt.Chart:
@@ -164,7 +201,7 @@ def funnel_chart(title: str) -> alt.Chart:
         .mark_bar()
         .encode(
             y=alt.Y("label:N", title=None, sort=alt.EncodingSortField("order"),
-                    axis=alt.Axis(labelLimit=120, labelPadding=6)),
+                    axis=alt.Axis(labelLimit=0, labelPadding=6, labelExpr=STEP_LABEL)),
             x=alt.X("count:Q", title=title, stack="zero",
                     axis=alt.Axis(format=",~f", tickCount=4, labelOverlap=True)),
             color=_colour(),

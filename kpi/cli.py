@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from kpi.settings import Settings
+from kpi.words import plural
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
@@ -111,9 +112,10 @@ def backfill(start: date, end: date, no_progress: bool, parallel: int,
     aggregated = sum(r["aggregated"] for r in done)
     removed = sum(r.get("removed", 0) for r in done)
     refused = len(results) - len(done)
-    click.echo(f"{len(done)} days, {aggregated} blobs aggregated"
-               + (f", {removed} rows moved to {settings.db_prefix}_removed" if removed else "")
-               + (f"; {refused} days refused, left as they were" if refused else "")
+    click.echo(f"{plural(len(done), 'day')}, {plural(aggregated, 'blob')} aggregated"
+               + (f", {plural(removed, 'row')} moved to {settings.db_prefix}_removed"
+                  if removed else "")
+               + (f"; {plural(refused, 'day')} refused, left as they were" if refused else "")
                + f"; site: {settings.site_dir}")
     _exit_if_refused(results)
 
@@ -159,8 +161,8 @@ def reaggregate(start: date, end: date) -> None:
         return [reaggregate_day(day, settings) for day in days_between(start, end)]
 
     done = [quality for quality in _fail_cleanly(run) if quality is not None]
-    click.echo(f"{len(done)} days re-aggregated from CouchDB "
-               f"({sum(q['aggregated'] for q in done)} blobs)")
+    click.echo(f"{plural(len(done), 'day')} re-aggregated from CouchDB "
+               f"({plural(sum(q['aggregated'] for q in done), 'blob')})")
 
 
 @main.command("restore-removed")
@@ -178,11 +180,11 @@ def restore_removed(start: date, end: date) -> None:
                                      for day in days_between(start, end)])
     for result in results:
         if result["restored"] or result["kept"]:
-            click.echo(f"{result['day']}: {result['restored']} rows restored"
+            click.echo(f"{result['day']}: {plural(result['restored'], 'row')} restored"
                        + (f", {result['kept']} kept in _removed (a newer row of the same id is "
                           "stored)" if result["kept"] else ""))
-    click.echo(f"{sum(r['restored'] for r in results)} rows restored; run `kpi build-site` to "
-               "publish")
+    restored = sum(r["restored"] for r in results)
+    click.echo(f"{plural(restored, 'row')} restored; run `kpi build-site` to publish")
 
 
 @main.command("build-site")
@@ -231,15 +233,17 @@ def serve(port: int, host: str, site_dir: Path | None) -> None:
 @click.option("--bad-rate", default=0.002, show_default=True, help="Share of malformed blobs.")
 @click.option("--fault-rate", default=0.0, show_default=True,
               help="Share of range requests answered with an injected fault.")
+@click.option("--outage-day", "outage_days", type=DAY, multiple=True,
+              help="A day of which 90% of the blobs are missing (repeatable).")
 def fake_source(port: int, host: str, seed: int, per_day: int, days: int,
-                last_day: date | None, bad_rate: float, fault_rate: float) -> None:
+                last_day: date | None, bad_rate: float, fault_rate: float,
+                outage_days: tuple[date, ...]) -> None:
     """Run a fake KPIggybank with seeded, deterministic history."""
     from fake_source import create_app
     from fake_source.server import serve as serve_app
 
-    app = create_app(seed=seed, per_day=per_day, days=days,
-                     last_day=last_day,
-                     bad_rate=bad_rate, fault_rate=fault_rate)
+    app = create_app(seed=seed, per_day=per_day, days=days, last_day=last_day,
+                     bad_rate=bad_rate, fault_rate=fault_rate, outage_days=outage_days)
     click.echo(f"fake KPIggybank on http://{host}:{port}/wsapi/interaction_data")
     serve_app(app, host, port)
 

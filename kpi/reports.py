@@ -17,7 +17,7 @@ import io
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 
 import numpy as np
@@ -38,6 +38,12 @@ QUALITY_LABELS = {  # what the pages call them
 }
 PROBLEM_MEASURES = ("duplicate", "skipped_empty_stream", "rejected_invalid")  # above 0: a problem
 OTHER = "Other"  # the catch-all segment of every segmentation (SPEC 3.3)
+FOLDED_COLUMNS = ["date", "segmentation", "segment"]
+
+
+def no_folded() -> pd.DataFrame:
+    """An empty `Aggregates.folded` frame."""
+    return pd.DataFrame({column: pd.Series(dtype=object) for column in FOLDED_COLUMNS})
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Aggregates:
     sites_histogram: pd.DataFrame  # one row per day per segmentation per segment per value
     quality: pd.DataFrame  # one row per day: the D12 counts
     min_segment_count: int = 0  # the threshold `fold_small_segments` applied (0: not folded)
+    # one row per day per segmentation per segment that had blobs and was folded into Other
+    folded: pd.DataFrame = field(default_factory=no_folded)
 
     @property
     def days(self) -> list[str]:
@@ -78,7 +86,9 @@ def fold_small_segments(aggregates: Aggregates, min_count: int) -> Aggregates:
 
     Returns:
         The folded aggregates (`min_segment_count` records `min_count`), rows sorted by date,
-        segmentation and segment (and sites value in the histogram), as stored.
+        segmentation and segment (and sites value in the histogram), as stored; `folded` names
+        the segments folded on each day that had at least one blob (so a page can tell "folded
+        into Other" from "no blob"), one row per day per segmentation per segment, sorted.
     """
     groups, histogram = aggregates.groups, aggregates.sites_histogram
     folded = replace(aggregates, min_segment_count=min_count)
@@ -88,6 +98,9 @@ def fold_small_segments(aggregates: Aggregates, min_count: int) -> Aggregates:
              & (groups["segment"] != OTHER))
     if not small.any():
         return folded
+    named_small = groups.loc[small & (groups["blobs"] > 0), FOLDED_COLUMNS]
+    folded = replace(folded, folded=named_small.astype(object).sort_values(FOLDED_COLUMNS)
+                     .reset_index(drop=True))
     small_keys = pd.MultiIndex.from_frame(groups.loc[small, KEYS])
     named = histogram["segment"].isin(small_keys.unique(level="segment")).to_numpy()
     small_cells = np.zeros(len(histogram), dtype=bool)  # matched on the few named rows only

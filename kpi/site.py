@@ -46,6 +46,7 @@ from kpi.views import (
     segmentations_of,
     view_files,
 )
+from kpi.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,12 @@ class Page:
 
 
 PAGES = (
-    Page("new_user", "New user flow", "Can new users log in?",
+    Page("new_user", "New user flow", "How far do new users get through sign-up?",
          "The progress of new users through the sign-up flow: blobs reaching each step. "
          "Staging continuations add steps 3 and 4 without step 1.",
          "funnel", "Blobs reaching the step"),
-    Page("new_user_time", "New user flow over time", "Can new users log in?",
+    Page("new_user_time", "New user flow over time",
+         "Day by day, what share of new users reach each sign-up step?",
          "The share of new users reaching each sign-up step, per day, relative to step 1. It can "
          "exceed 100% because staging continuations add steps 3 and 4 without step 1.",
          "measures", "Share of step 1", percent=True),
@@ -180,7 +182,8 @@ def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
 
 
 def page_config(page: Page, config: Config, days: list[str], reports: dict[str, pd.DataFrame],
-                build: str = "", refusals: list[dict] | None = None) -> dict:
+                build: str = "", refusals: list[dict] | None = None,
+                min_segment_count: int = 0) -> dict:
     """What a report page's script needs: chart templates, segmentations, segments and steps.
 
     Args:
@@ -192,6 +195,7 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
             file carries, so a page never draws another build's data (it reloads instead).
         refusals: the refused restatements (`kpi.refusals.refusals_of`): their days and
             counts, for a page with `problems` (the data quality page's problem days).
+        min_segment_count: the folding threshold applied (the tooltip of a folded day says it).
     """
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
@@ -216,6 +220,7 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         "first_day": days[0] if days else None,
         "last_day": days[-1] if days else None,
         "milestones": [list(m) for m in config.milestones] if page.milestones else [],
+        "min_segment_count": min_segment_count,
         "palette": list(charts.PALETTE),
         "themes": charts.THEMES,
         "specs": copy.deepcopy(
@@ -266,6 +271,7 @@ def _environment() -> Environment:
     )
     env.filters["kpi_number"] = kpi_number
     env.filters["kpi_change"] = kpi_change
+    env.filters["plural"] = plural
     return env
 
 
@@ -388,7 +394,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     (data_dir / "refusals.json").write_bytes(refusals_json(refusals))
     changed = changes.compare(previous, target)
     changes.write_changes(data_dir, changed)
-    for path, content in view_files(reports, days):
+    for path, content in view_files(reports, days, aggregates.folded):
         _write_json(data_dir / path, {**content, "build": manifest["build_id"]})
     (target / "vendor").mkdir()
     (target / VENDOR_BUNDLE).write_text(vega_bundle(), encoding="utf-8")
@@ -421,7 +427,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
             page_config=page_config(page, config, days, reports, manifest["build_id"],
-                                    refusals),
+                                    refusals, aggregates.min_segment_count),
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]),
             refusals=refusals, **common,
         )

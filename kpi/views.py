@@ -8,13 +8,17 @@ small *view files*, on demand:
 | --- | --- | --- |
 | `data/view/<report>/<segmentation>/<year>.json` | report × segmentation × year | one array |
 | | | per (segment, measure), aligned to the calendar days `first_day`..`last_day` of that year; |
-| | | `null` where the report has no row |
+| | | `null` where the report has no row; and per segment folded into `Other` on some days, |
+| | | those days (indexes into the arrays) |
 
 A page fetches only the years its date range touches, so what it loads does not grow with the
 length of the history.
 Arrays hold exactly the numbers of the report rows. A ratio ships its numerator and
 denominator and the page divides (the same IEEE division as `kpi.reports`, so the value is
-identical); a count or a median ships its value. The overview's headline tiles are computed here
+identical); a count or a median ships its value. A segment missing on a day is either a
+segment without blobs that day (a count of 0) or one folded into `Other` below the privacy
+threshold (`KPI_MIN_SEGMENT_COUNT`): `folded` tells them apart, so the page draws the second as
+a gap, never as 0. The overview's headline tiles are computed here
 too, exactly, from the daily aggregates (a median over a week comes from the summed histograms).
 """
 
@@ -84,7 +88,7 @@ def day_number(day: str) -> int:
 
 
 def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day: str,
-               last_day: str) -> dict:
+               last_day: str, folded: pd.DataFrame | None = None) -> dict:
     """One view file: a report's rows of one segmentation and one span of days, as arrays.
 
     Args:
@@ -92,11 +96,16 @@ def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day:
         report_id: the report's id (decides the kind).
         segmentation: `Total` or one segmentation.
         first_day, last_day: the calendar days the arrays cover, both included.
+        folded: the segments of `segmentation` folded into `Other` on days in [first_day,
+            last_day] (`Aggregates.folded` rows); default none.
 
     Returns:
-        `{report, segmentation, kind, first_day, last_day, series: [...]}` where each series is
-        `{segment, measure, value}` (counts, medians) or `{segment, measure, numerator,
-        denominator}` (ratios), sorted by segment and measure; `null` where there is no row.
+        `{report, segmentation, kind, first_day, last_day, series: [...], folded: [...]}`
+        where each series is `{segment, measure, value}` (counts, medians) or `{segment,
+        measure, numerator, denominator}` (ratios), sorted by segment and measure, `null` where
+        there is no row; and each `folded` entry is `{segment, days}`, `days` the ascending
+        indexes into those arrays of the days the segment was folded into `Other`, sorted by
+        segment.
     """
     kind = KINDS[report_id]
     origin = day_number(first_day)
@@ -115,6 +124,11 @@ def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day:
             aligned[offsets[index]] = numbers[column][index]
             entry[column] = aligned.tolist()
         series.append(entry)
+    folded_days: dict[str, list[int]] = {}
+    if folded is not None:
+        for day, segment in sorted(zip(folded["date"], folded["segment"], strict=True),
+                                   key=lambda pair: (pair[1], pair[0])):
+            folded_days.setdefault(segment, []).append(day_number(day) - origin)
     return {
         "report": report_id,
         "segmentation": segmentation,
@@ -122,6 +136,7 @@ def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day:
         "first_day": first_day,
         "last_day": last_day,
         "series": series,
+        "folded": [{"segment": segment, "days": days} for segment, days in folded_days.items()],
     }
 
 
@@ -156,27 +171,44 @@ def segment_orders(reports: dict[str, pd.DataFrame], report_id: str) -> dict[str
     return {name: [segment for _, segment in sorted(pairs)] for name, pairs in orders.items()}
 
 
-def view_files(reports: dict[str, pd.DataFrame],
-               days: list[str]) -> Iterator[tuple[str, dict]]:
+def view_files(reports: dict[str, pd.DataFrame], days: list[str],
+               folded: pd.DataFrame | None = None) -> Iterator[tuple[str, dict]]:
     """(path under `data/`, content) of every view file of a site covering `days`.
 
     One file per report, segmentation and calendar year from the first to the last day (a
     year without data has a file with no series), so a page loads only the years its date
-    range touches, whatever the length of the history.
+    range touches, whatever the length of the history. `folded` (`Aggregates.folded`) names
+    the segments folded into `Other` per day; a report's files carry those of the segments the
+    report publishes under their own name on some day (the page's segments: a segment folded
+    on every day is never named anywhere).
     """
     if not days:
         return
     first, last = days[0], days[-1]
+    folded_parts = {}
+    if folded is not None and len(folded):
+        folded_years = folded["date"].to_numpy(dtype="U4")
+        folded_parts = folded.groupby([folded["segmentation"].to_numpy(), folded_years],
+                                      sort=False).indices
     for report_id, report in reports.items():
         years = report["date"].to_numpy(dtype="U4")  # the first 4 characters: the year
         parts = report.groupby([report["segmentation"].to_numpy(), years], sort=False).indices
         no_rows = report.iloc[:0]
+        named = {segmentation: set(segments) for segmentation, segments
+                 in report.groupby("segmentation", sort=False)["segment"].unique().items()}
         for segmentation in segmentations_of(report_id):
             for year in range(int(first[:4]), int(last[:4]) + 1):
                 index = parts.get((segmentation, f"{year:04d}"))
                 rows = no_rows if index is None else report.iloc[index]
+                folded_index = folded_parts.get((segmentation, f"{year:04d}"))
+                folded_here = None
+                if folded_index is not None:
+                    folded_here = folded.iloc[folded_index]
+                    folded_here = folded_here[folded_here["segment"].isin(
+                        named.get(segmentation, set()))]
                 block = view_block(rows, report_id, segmentation,
-                                   max(first, f"{year:04d}-01-01"), min(last, f"{year:04d}-12-31"))
+                                   max(first, f"{year:04d}-01-01"), min(last, f"{year:04d}-12-31"),
+                                   folded_here)
                 yield f"view/{report_id}/{segmentation}/{year}.json", block
 
 

@@ -61,8 +61,17 @@ start() {  # each service in its own process group, so stopping it stops its chi
   echo $! >> "$PGIDS"
 }
 
+# What a first viewer should see: an outage day in the fake history, which the nightly check
+# flags, and a milestone inside the demo's days (fake_source/demo.py); your own KPI_CONFIG wins.
+OUTAGE=$(python -m fake_source.demo outage --days "$DAYS")
+if [ -z "${KPI_CONFIG:-}" ]; then
+  python -m fake_source.demo config --days "$DAYS" > .devdata/demo-config.json
+  export KPI_CONFIG=$ROOT/.devdata/demo-config.json
+fi
+
 start kpi couchdb --port "$COUCH_PORT" --dir "$ROOT/.devdata/couchdb"
-start kpi fake-source --port "$SOURCE_PORT" --days "$DAYS" --per-day "$PER_DAY"
+start kpi fake-source --port "$SOURCE_PORT" --days "$DAYS" --per-day "$PER_DAY" \
+  ${OUTAGE:+--outage-day "$OUTAGE"}
 python - <<PY
 from kpi.devserver import wait_for_http
 wait_for_http("http://127.0.0.1:$COUCH_PORT/")

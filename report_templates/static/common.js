@@ -24,6 +24,11 @@ export function dayText(number) {
 
 const counts = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
 
+/** "1 day", "2 days": a count and its noun, in the singular for exactly 1. */
+export function plural(count, one, many = `${one}s`) {
+  return `${counts.format(count)} ${count === 1 ? one : many}`;
+}
+
 /** A value as people read it: a percentage for fractions, grouped digits otherwise. */
 export function formatValue(value, percent, digits = 1) {
   if (value === null || value === undefined || Number.isNaN(value)) return "—";
@@ -52,15 +57,39 @@ export function release(element) {
   }
 }
 
+const LABEL_SPACE = { short: 36, long: 60 }; // px per x-axis label (day over month[, year])
+
+/**
+ * Set the day axis of `spec` (its first layer's `x`) to one label per day, or per every k days
+ * when the days do not fit `element`'s width: labels never touch and never repeat a day.
+ */
+function dayAxis(spec, element, [from, to]) {
+  const axis = (spec.layer || [spec])[0].encoding?.x?.axis;
+  if (!axis) return;
+  const long = to - from > 180; // months of several years: say the year
+  const plot = Math.max(100, element.clientWidth - 80); // less the value axis and its title
+  const perDay = plot / Math.max(1, to - from);
+  const step = Math.max(1, Math.ceil(LABEL_SPACE[long ? "long" : "short"] / perDay));
+  axis.values = [];
+  for (let day = from; day <= to; day += step) axis.values.push(day * DAY_MS);
+  axis.labelExpr = `[utcFormat(datum.value, '%d'), utcFormat(datum.value, '${long ? "%b %Y" : "%b"}')]`;
+  // every layer on the day scale says the same, or Vega-Lite's merged axis may drop `values`
+  for (const layer of spec.layer || []) {
+    if (layer.encoding?.x && layer.encoding.x.axis === undefined) layer.encoding.x.axis = axis;
+  }
+}
+
 /**
  * Draw `template` (a Vega-Lite spec that reads named datasets) into `element` with `datasets`.
- * Resolves to the Vega view; a failure is shown in the element, in words.
+ * Resolves to the Vega view; a failure is shown in the element, in words. `options.days`
+ * (`[from, to]`, day numbers) labels the day axis for that range.
  */
 export async function draw(element, template, datasets, themes, options = {}) {
   const spec = structuredClone(template);
   spec.datasets = datasets;
   spec.config = { ...(spec.config || {}), ...themes[prefersDark() ? "dark" : "light"] };
   if (options.description) spec.description = options.description;
+  if (options.days) dayAxis(spec, element, options.days);
   if (options.noPoints) {
     for (const layer of spec.layer || [spec]) {
       if (layer.mark && layer.mark.point) layer.mark.point = false;
@@ -68,7 +97,7 @@ export async function draw(element, template, datasets, themes, options = {}) {
   }
   if (spec.layer) { // annotation layers without rows are left out
     spec.layer = spec.layer.filter((layer) => !(layer.data
-      && ["milestones", "flags"].includes(layer.data.name)
+      && ["milestones", "flags", "folded"].includes(layer.data.name)
       && !(datasets[layer.data.name] || []).length));
   }
   release(element);

@@ -1,7 +1,7 @@
 // The overview: how fresh the data is (from data/manifest.json, judged in the reader's browser,
 // so a page cached or left open still tells the truth) and a sparkline per headline tile.
 import {
-  DAY_MS, dayNumber, draw, embedded, flagText, formatValue, loadFlags, onThemeChange,
+  DAY_MS, dayNumber, draw, embedded, flagText, formatValue, loadFlags, onThemeChange, plural,
 } from "./common.js";
 
 const overview = embedded("overview-config");
@@ -91,7 +91,7 @@ async function sparklines() {
     window.kpi.flags[tile.id] = flags;
     const rows = tile.recent.map(([day, value]) => ({ date: dayNumber(day) * DAY_MS, value }));
     const values = rows.filter((r) => r.value !== null).map((r) => r.value);
-    const description = `${tile.label}, last ${rows.length} days: `
+    const description = `${tile.label}, last ${plural(rows.length, "day")}: `
       + (values.length ? `from ${formatValue(Math.min(...values), tile.percent)} to `
         + `${formatValue(Math.max(...values), tile.percent)}` : "no values") + "."
       + flags.map((f) => ` ${f.text[0].toUpperCase()}${f.text.slice(1)}.`).join("");

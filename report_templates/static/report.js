@@ -3,7 +3,7 @@
 // The state lives in the URL (?from=…&to=…&seg=…[&mode=area][&show=…]) so a view can be shared.
 import {
   DAY_MS, dayNumber, dayText, draw, embedded, flagText, formatValue, loadFlags, onThemeChange,
-  release,
+  plural, release,
 } from "./common.js";
 import { qualityDays, qualityTable } from "./quality.js";
 
@@ -52,6 +52,10 @@ function newerBuild(build) {
   if (sessionStorage.getItem(key) !== build) {
     sessionStorage.setItem(key, build);
     window.location.reload();
+    const reloading = new Error(`build ${build} was published since this page (build `
+      + `${page.build}) loaded: reloading`);
+    reloading.reloading = true; // news, not a failure: logged at info level
+    throw reloading;
   }
   throw new Error(`this page is from build ${page.build}, its data from build ${build}: reload`);
 }
@@ -68,10 +72,15 @@ async function viewOf(segmentation, from, to) {
   const columns = page.kind === "count" || page.kind === "median"
     ? ["value"] : ["numerator", "denominator"];
   const byKey = new Map();
+  const folded = new Map(); // segment → Set of the day numbers it was folded into Other
   for (const part of parts) {
     const origin = dayNumber(part.first_day);
     const low = Math.max(from, origin);
     const high = Math.min(to, dayNumber(part.last_day));
+    for (const { segment, days } of part.folded || []) {
+      if (!folded.has(segment)) folded.set(segment, new Set());
+      for (const index of days) folded.get(segment).add(origin + index);
+    }
     for (const s of part.series) {
       const key = `${s.segment}\u0000${s.measure}`;
       if (!byKey.has(key)) {
@@ -92,7 +101,7 @@ async function viewOf(segmentation, from, to) {
     const [b1, b2] = rank(b);
     return a1 - b1 || a2 - b2;
   });
-  return { segmentation, kind: page.kind, first_day: dayText(from), series };
+  return { segmentation, kind: page.kind, first_day: dayText(from), series, folded };
 }
 
 // ---- state and URL --------------------------------------------------------------------------
@@ -214,10 +223,13 @@ function timeRows(file, series, items, i0, i1, present) {
     const item = file.segmentation === "Total" ? s.measure : s.segment;
     const rank = Math.max(0, items.indexOf(item));
     const color = items.length ? colourOf(items, item) : page.palette[0];
+    const foldedDays = file.segmentation === "Total" ? null : file.folded.get(s.segment);
     for (let i = i0; i <= i1; i += 1) {
       let value = valueAt(file.kind, s, i);
-      // A count is 0 for a segment absent on a day that has data; a day without data is a gap.
-      if (value === null && file.kind === "count" && present[i]) value = 0;
+      // A count is 0 for a segment absent on a day that has data, unless it was folded into
+      // Other that day (it had blobs, too few to be named); a day without data is a gap.
+      const folded = Boolean(foldedDays && foldedDays.has(origin + i));
+      if (value === null && file.kind === "count" && present[i] && !folded) value = 0;
       rows.push({
         date: (origin + i) * DAY_MS,
         series: seriesLabel(file, s),
@@ -227,6 +239,7 @@ function timeRows(file, series, items, i0, i1, present) {
         value,
         numerator: s.numerator ? s.numerator[i] : null,
         denominator: s.denominator ? s.denominator[i] : null,
+        folded,
       });
     }
   }
@@ -238,6 +251,33 @@ function milestonesIn(from, to) {
     .map(([milestone, day]) => ({ milestone, day: dayNumber(day) }))
     .filter((m) => m.day >= from && m.day <= to)
     .map((m) => ({ milestone: m.milestone, date: m.day * DAY_MS }));
+}
+
+// ---- segments folded into Other --------------------------------------------------------------
+
+/**
+ * The `folded` dataset of a chart drawn from `rows`: one mark per day on which drawn series were
+ * folded into Other (a gap in their lines), its tooltip saying which and why.
+ */
+function foldedMarks(rows) {
+  const byDay = new Map();
+  for (const row of rows) {
+    if (!row.folded) continue;
+    if (!byDay.has(row.date)) byDay.set(row.date, []);
+    byDay.get(row.date).push(row.series);
+  }
+  const threshold = page.min_segment_count;
+  return [...byDay].map(([date, names]) => ({
+    date,
+    text: `${dayText(date / DAY_MS)}: ${names.join(", ")} folded into Other (fewer than `
+      + `${plural(threshold, "blob")} that day, below the privacy threshold), so no value `
+      + `is shown`,
+  }));
+}
+
+function describeFolded(marks) {
+  return marks.length ? ` ${plural(marks.length, "day")} with a segment folded into Other `
+    + "below the privacy threshold (a gap)." : "";
 }
 
 // ---- flagged days ---------------------------------------------------------------------------
@@ -288,13 +328,13 @@ function describe(file, rows, from, to) {
   if (names.length === 1) {
     const latest = valued[valued.length - 1];
     const values = valued.map((r) => r.value);
-    return `${page.title}, ${range}, ${scope}: ${valued.length} days with a value; latest `
+    return `${page.title}, ${range}, ${scope}: ${plural(valued.length, "day")} with a value; latest `
       + `${formatValue(latest.value, page.percent)} on ${dayText(latest.date / DAY_MS)}; lowest `
       + `${formatValue(Math.min(...values), page.percent)}, highest `
       + `${formatValue(Math.max(...values), page.percent)}.`;
   }
   return `${page.title}, ${range}, ${scope}: ${names.length} series (${names.join(", ")}), `
-    + `${valued.length} values.`;
+    + `${plural(valued.length, "value")}.`;
 }
 
 async function drawSeries(file, shown, items, i0, i1, present) {
@@ -306,13 +346,15 @@ async function drawSeries(file, shown, items, i0, i1, present) {
   const template = kpi.state.mode === "area" ? page.specs.areas : page.specs.lines;
   const flags = await flagRows(rows, kpi.state.mode === "area");
   kpi.flags = flags;
+  const folded = foldedMarks(rows);
   const description = describe(file, rows, dayNumber(file.first_day) + i0,
-    dayNumber(file.first_day) + i1) + describeFlags(flags);
+    dayNumber(file.first_day) + i1) + describeFlags(flags) + describeFolded(folded);
   $("chart-caption").textContent = description;
   kpi.views.main = await draw($("chart"), template, {
-    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags,
+    rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags, folded,
   }, page.themes, {
     description,
+    days: [dayNumber(file.first_day) + i0, dayNumber(file.first_day) + i1],
     renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
     noPoints: rows.length > CANVAS_ABOVE,
   });
@@ -362,7 +404,7 @@ function fillFunnelTable({ steps, totals }) {
   steps.forEach((step, j) => {
     const cells = [
       step,
-      String(totals[j]),
+      formatValue(totals[j], false),
       percentCell(totals[j], totals[0]),
       j === lastStep ? "—" : percentCell(totals[j + 1], totals[j]),
       percentCell(totals[lastStep], totals[j]),
@@ -403,7 +445,8 @@ async function drawFunnel(file, series, items, i0, i1, present) {
   const from = dayNumber(file.first_day) + i0;
   const to = dayNumber(file.first_day) + i1;
   const funnelText = `${page.title} funnel, ${dayText(from)} to ${dayText(to)} (UTC): `
-    + numbers.steps.map((step, j) => `${step}: ${numbers.totals[j]}`).join("; ") + ".";
+    + numbers.steps.map((step, j) => `${step}: ${formatValue(numbers.totals[j], false)}`)
+      .join("; ") + ".";
   $("funnel-caption").textContent = funnelText;
   const drawn = [draw($("funnel"), page.specs.funnel, { funnel }, page.themes,
     { description: funnelText })];
@@ -428,15 +471,17 @@ async function drawFunnel(file, series, items, i0, i1, present) {
     const stepRows = rows.filter((r) => r.measure === step);
     const flags = await flagRows(stepRows);
     kpi.flags.push(...flags);
+    const folded = foldedMarks(stepRows);
     caption.textContent = describe(file, stepRows, from, to).replace(page.title, step)
-      + describeFlags(flags);
+      + describeFlags(flags) + describeFolded(folded);
     caption.className = "visually-hidden";
     figure.append(heading, box, caption);
     panels.append(figure);
     drawn.push(draw(box, page.specs.panel, {
-      rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags,
+      rows: stepRows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags, folded,
     }, page.themes, {
       description: caption.textContent, renderer: perPanel > CANVAS_ABOVE ? "canvas" : "svg",
+      days: [from, to],
     }).then((view) => { kpi.views[step] = view; }));
   }
   const views = await Promise.all(drawn);
@@ -501,7 +546,7 @@ function fillDataTable() {
   const details = $("data-table");
   if (!details.open) return;
   const { header, rows, labels, numeric } = tableRows(true);
-  const table = dataTable(page.problems.length ? "data quality" : "data", `${rows.length} rows, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
+  const table = dataTable(page.problems.length ? "data quality" : "data", `${plural(rows.length, "row")}, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
     header, rows, (name) => numeric.has(name), labels);
   details.querySelector(".table-wrap").replaceChildren(table);
 }
@@ -544,7 +589,7 @@ async function fillFlagList() {
     return;
   }
   const table = dataTable("data flags",
-    `${flags.length} flagged ${flags.length === 1 ? "day" : "days"}`, FLAG_COLUMNS,
+    plural(flags.length, "flagged day"), FLAG_COLUMNS,
     flags.map((flag) => FLAG_COLUMNS.map((name) => String(flag[name]))),
     (name) => name === "value" || name === "baseline");
   const wrap = document.createElement("div");
@@ -594,7 +639,10 @@ function say(id, text) {
 function syncControls() {
   const { from, to, seg, mode } = kpi.state;
   for (const [input, day] of [[$("from"), from], [$("to"), to]]) {
-    if (input.value !== dayText(day)) input.value = dayText(day); // keep a caret where it is
+    // never under the reader's fingers (a date being typed); a clipped date shows on leaving
+    if (input !== document.activeElement && input.value !== dayText(day)) {
+      input.value = dayText(day);
+    }
   }
   for (const input of [$("from"), $("to")]) {
     input.setCustomValidity("");
@@ -662,7 +710,6 @@ function onToggle(event) {
     say("picker-note", "At least one series stays visible.");
     return;
   }
-  say("picker-note", "");
   kpi.state.show = checked;
   render();
 }
@@ -677,9 +724,11 @@ function applyRange(from, to, note = "") {
 function onDateChange(event) {
   const inputs = { from: $("from"), to: $("to") };
   // Chromium reports a change on every typed part of a date (a year of "0002" on the way to
-  // "2026"): refuse, never rewrite, an out-of-range value, so typing is not interrupted.
+  // "2026"): a year still being typed is refused; a whole date past the published days is
+  // clipped to them, as in the address (the field keeps what is typed until it is left).
+  const typing = Object.values(inputs).some((input) => input.value.startsWith("0"));
   const range = checkRange(dayNumber(inputs.from.value), dayNumber(inputs.to.value),
-    { clip: false });
+    { clip: !typing });
   for (const input of Object.values(inputs)) {
     input.setCustomValidity("");
     input.removeAttribute("aria-invalid");
@@ -703,8 +752,14 @@ function wire() {
       applyRange(from, to);
     });
   }
-  $("from").addEventListener("change", onDateChange);
-  $("to").addEventListener("change", onDateChange);
+  for (const [input, key] of [[$("from"), "from"], [$("to"), "to"]]) {
+    input.addEventListener("change", onDateChange);
+    input.addEventListener("blur", () => { // show the day the view uses (e.g. clipped)
+      if (!input.hasAttribute("aria-invalid") && kpi.state[key] !== undefined) {
+        input.value = dayText(kpi.state[key]);
+      }
+    });
+  }
   if ($("seg")) {
     $("seg").addEventListener("change", () => {
       kpi.state.seg = $("seg").value;
@@ -744,9 +799,14 @@ function render() {
       try {
         await renderNow();
       } catch (error) {
-        say("empty", `This view could not be drawn (${error.message}).`);
         $("views").hidden = true;
-        console.error(error);
+        if (error.reloading) { // a newer build: the page is reloading as it
+          say("empty", "A newer build of the site was published: reloading…");
+          console.info(error.message);
+        } else {
+          say("empty", `This view could not be drawn (${error.message}).`);
+          console.error(error);
+        }
       }
     } while (again);
     running = null;
@@ -763,6 +823,7 @@ async function renderNow() {
   }
   syncControls();
   writeUrl();
+  say("picker-note", ""); // "at least one series stays visible" was about the view before
   const { from, to, seg } = kpi.state;
   const file = await viewOf(seg, from, to);
   const i0 = 0;

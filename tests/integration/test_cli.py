@@ -70,7 +70,7 @@ def test_parallel_backfill_then_skip_done_does_only_new_days(settings):
     result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-03",
                                   "--no-progress", "--skip-done"], env=env)
     assert result.exit_code == 0, result.output
-    assert "1 days" in result.output  # only 2026-10-03 was new
+    assert "1 day, " in result.output  # only 2026-10-03 was new
     manifest = json.loads((settings.site_dir / "data" / "manifest.json").read_text())
     assert (manifest["first_day"], manifest["last_day"]) == ("2026-10-01", "2026-10-03")
     result = runner.invoke(main, ["backfill", "--start", "2026-10-01", "--end", "2026-10-02",

@@ -59,9 +59,10 @@ def test_splicing_changed_days_equals_a_build_from_scratch(fractional_day, min_s
     assert (named["blobs"] < 5).any() == (min_segment_count == 0)  # small segments, or folded
 
     assert spliced.revs == scratch.revs
-    for part in ("groups", "sites_histogram", "quality"):
+    for part in ("groups", "sites_histogram", "quality", "folded"):
         pd.testing.assert_frame_equal(getattr(spliced.aggregates, part),
                                       getattr(scratch.aggregates, part))
+    assert (len(scratch.aggregates.folded) > 0) == (min_segment_count > 0)
     for name, report in scratch.reports.items():
         pd.testing.assert_frame_equal(spliced.reports[name], report)
     assert spliced.files() == scratch.files()

@@ -170,7 +170,7 @@ def test_canonical_of_no_blobs_is_typed_and_empty():
 
 def test_canonical_refuses_a_histogram_that_does_not_hold_the_summed_blobs():
     groups, histogram = one_pass([sites_blob(0.5), sites_blob(2.25), sites_blob(None)])
-    with pytest.raises(ValueError, match="holds 1 blobs, its sites_count 2"):
+    with pytest.raises(ValueError, match="holds 1 blob, its sites_count 2"):
         canonical(groups, histogram[histogram["sites"] != 0.5])
     with pytest.raises(ValueError, match="is not the sum of its sites histogram"):
         canonical(groups, histogram.assign(sites=histogram["sites"] + 1.0))

@@ -203,3 +203,27 @@ def test_the_setting_defaults_to_5_and_must_be_a_whole_number_of_0_or_more():
         Settings.from_env({"KPI_MIN_SEGMENT_COUNT": "-1"})
     with pytest.raises(ValueError, match="KPI_MIN_SEGMENT_COUNT='2.5'"):
         Settings.from_env({"KPI_MIN_SEGMENT_COUNT": "2.5"})
+
+
+def test_the_folded_segments_of_each_day_are_recorded(exact):
+    folded = fold_small_segments(exact, 5).folded
+    os_rows = folded[folded.segmentation == "OS"]
+    assert list(zip(os_rows.date, os_rows.segment, strict=True)) == [
+        (DAY, "Android"), (DAY, "FirefoxOS")]  # Other and Total are never "folded"
+    assert fold_small_segments(exact, 0).folded.empty
+
+
+def test_view_files_say_which_shown_segments_were_folded_on_which_day(tmp_path):
+    built = published(5)
+    render_site(tmp_path / "site", built.aggregates, built.reports, CONFIG,
+                datetime(2026, 10, 3, tzinfo=UTC), files=built.files())
+    view = json.loads((tmp_path / "site" / "data" / "view" / "assertions" / "OS" / "2026.json")
+                      .read_text(encoding="utf-8"))
+    # Android is shown on NEXT_DAY, folded on DAY (index 0); FirefoxOS is never shown, so it
+    # is named nowhere
+    assert view["folded"] == [{"segment": "Android", "days": [0]}]
+    assert [s["segment"] for s in view["series"]] == ["Android", "Linux", "Other", "Windows 7"]
+    assert view["series"][0]["value"] == [None, 6]  # the existing arrays are unchanged
+    total = json.loads((tmp_path / "site" / "data" / "view" / "assertions" / "Total"
+                        / "2026.json").read_text(encoding="utf-8"))
+    assert total["folded"] == []

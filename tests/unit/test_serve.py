@@ -36,3 +36,32 @@ def test_a_busy_port_is_named(tmp_path):
             make_server(tmp_path, port=port)
         result = CliRunner().invoke(main, ["serve", "--dir", str(tmp_path), "--port", str(port)])
         assert result.exit_code == 1 and "already in use" in result.output
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(base URL, folder) of `make_server` serving an empty folder, in a thread."""
+    import threading
+
+    server = make_server(tmp_path, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_empty_site_folder_says_it_waits_for_the_first_run(served):
+    import httpx
+
+    base, folder = served
+    (folder / "stray").mkdir()  # a folder without a page is never listed either
+    answer = httpx.get(f"{base}/")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "waiting for the first run" in answer.text
+    assert "Directory listing" not in answer.text and "stray" not in answer.text
+    assert '<meta http-equiv="refresh" content="30">' in answer.text  # shows the site once built
+    listing = httpx.get(f"{base}/stray/")
+    assert listing.status_code == 404 and "Directory listing" not in listing.text
+    (folder / "index.html").write_text("<h1>Overview</h1>", encoding="utf-8")
+    assert httpx.get(f"{base}/").text == "<h1>Overview</h1>"  # published: the site itself

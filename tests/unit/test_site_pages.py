@@ -25,7 +25,7 @@ def _layers(spec: dict) -> list[dict]:
 def test_series_chart_reads_named_data_and_colours_from_rows():
     spec = charts.spec(charts.series_chart("Success rate", percent=True, ratio=True))
     assert "$schema" not in spec
-    data, rules, labels, flags = _layers(spec)
+    data, rules, labels, folded, flags = _layers(spec)
     assert data["data"] == {"name": "rows"}
     assert data["mark"]["type"] == "line"
     assert data["encoding"]["color"] == {"field": "color", "type": "nominal", "legend": None,
@@ -38,6 +38,11 @@ def test_series_chart_reads_named_data_and_colours_from_rows():
     assert labels["mark"]["type"] == "text" and labels["encoding"]["text"]["field"] == "milestone"
     assert spec["width"] == "container"
     assert flags["data"] == {"name": "flags"}
+    # days a shown segment was folded into Other: a hollow mark at the foot, the text as tooltip
+    assert folded["data"] == {"name": "folded"}
+    assert folded["mark"]["type"] == "point" and folded["mark"]["filled"] is False
+    assert folded["encoding"]["y"] == {"value": 295}
+    assert folded["encoding"]["tooltip"] == {"field": "text", "type": "nominal"}
 
 
 def test_flagged_days_are_diamonds_on_the_value_axis_with_their_text_as_tooltip():
