@@ -44,6 +44,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from kpi.words import plural
+
 LEVEL_DAYS = 7  # the recent level: the median of this many previous days
 OVERDISPERSION = 2.0  # daily KPIs vary more than pure sampling noise: variance × 2
 ROBUST_SD = 1.4826  # median absolute deviation → standard deviation, for normal noise
@@ -66,22 +68,24 @@ class AnomalyRules:
     def describe(self) -> str:
         """The rule in words, for the Definitions page."""
         low = 1 - self.min_change
+        weeks = plural(self.weeks, "week")
+        count_change = (f"a fall below {low:.0%} of the baseline or a rise above "
+                        f"{1 / low:.0%} of it" if low > 0 else "no change at all (never flagged)")
         return (
             "Each day is compared with two baselines: its recent level (the median of the "
             f"previous {LEVEL_DAYS} days) and its weekly rhythm (the median of the same weekday "
-            f"in the previous {self.weeks} weeks). A day is flagged low (or high) only when it "
+            f"in the previous {weeks}). A day is flagged low (or high) only when it "
             "lies below (or above) both by more than the largest of: "
             f"{self.spread_factor:g} times the measure's day-to-day noise (1.4826 × the median "
             "absolute deviation of its day-to-day changes over the previous "
-            f"{self.weeks} weeks, divided by √2); {self.sampling_factor:g} times its sampling "
+            f"{weeks}, divided by √2); {self.sampling_factor:g} times its sampling "
             "noise (Poisson for a count, binomial for a rate at the largest p (1 − p) between "
-            "the day and its baseline, variance doubled); and, for a count, a fall below "
-            f"{low:.0%} of the baseline or a rise above {1 / low:.0%} of it, for a rate a change "
-            f"of {self.min_rate_change:.0%} of the baseline. Counts are compared as ratios, "
-            "rates as differences. No verdict before "
-            f"{self.min_history_days} days of history, nor for a segment with fewer than "
-            f"{self.min_volume} blobs (for a rate, in its denominator) over its recent days or, "
-            "for a rate, on the day."
+            f"the day and its baseline, variance doubled); and, for a count, {count_change}; "
+            f"for a rate, a change of {self.min_rate_change:.0%} of the baseline. Counts are "
+            "compared as ratios, rates as differences. No verdict before "
+            f"{plural(self.min_history_days, 'day')} of history, nor for a segment with fewer "
+            f"than {plural(self.min_volume, 'blob')} (for a rate, in its denominator) over its "
+            "recent days or, for a rate, on the day."
         )
 
 

@@ -158,3 +158,12 @@ def test_an_outage_in_any_week_after_the_first_is_flagged_whatever_the_weekday()
             lost = (start + timedelta(days=outage)).isoformat()
             assert [(f.date, f.direction) for f in flags.itertuples()][:1] == [(lost, "low")]
             assert len(set(flags.date) - {lost}) <= 1, (weekday, outage, flags)
+
+
+def test_the_rule_in_words_reads_for_any_thresholds():
+    words = AnomalyRules().describe()
+    assert "previous 4 weeks" in words and "below 50% of the baseline" in words
+    assert "200% of it" in words and "7 days of history" in words
+    edge = AnomalyRules(weeks=1, min_change=1.0, min_history_days=1).describe()
+    assert "previous 1 week)" in edge and "1 day of history" in edge
+    assert "never flagged" in edge
