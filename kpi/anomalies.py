@@ -2,11 +2,12 @@
 
 For each headline measure (the `HEADLINES` below), Total and each segment with enough volume,
 each day is compared with two baselines: its recent level (the median of the previous 7 days)
-and its weekly rhythm (the median of the same weekday in the previous `weeks` weeks). A day is
-flagged only when it lies beyond both, on the same side, by more than the threshold: a quiet
-Sunday is low against the week but not against the Sundays before it, and a normal day after
-an outage is high against that one weekday but not against the week. Counts are compared as
-ratios (logarithms: their noise grows with their size), rates as differences.
+and its weekly rhythm (the median of the same weekday in the previous `weeks` weeks; the recent
+level stands in when no such day has a value). A day is flagged only when it lies beyond both,
+on the same side, by more than the threshold: a quiet Sunday is low against the week but not
+against the Sundays before it, and a normal day after an outage is high against that one
+weekday but not against the week. Counts are compared as ratios (logarithms: their noise grows
+with their size), rates as differences.
 
 The threshold is the largest of:
 - `spread_factor` × the measure's day-to-day noise, estimated from all recent days: 1.4826 ×
@@ -20,8 +21,9 @@ The threshold is the largest of:
 - the smallest change worth a flag: a count below (1 − `min_change`) × its baseline or above it
   divided by that; a rate `min_rate_change` × its baseline away from it.
 
-No verdict without `min_history_days` days of history before the day, nor for a segment whose
-recent volume (blobs; for a rate its denominator, on the day too) is under `min_volume`. On
+No verdict before the series has `min_history_days` days with a value (a segment that appears
+late waits its own week), nor before its noise rests on 5 day-to-day changes, nor for a segment
+whose recent volume (blobs; for a rate its denominator, on the day too) is under `min_volume`. On
 Total, a processed day with no row at all (no blob) counts as 0 for the count measures, so a
 day the source lost entirely is flagged too.
 
@@ -47,6 +49,7 @@ import pandas as pd
 from kpi.words import plural
 
 LEVEL_DAYS = 7  # the recent level: the median of this many previous days
+MIN_CHANGES = 5  # day-to-day changes the noise needs before a day gets a verdict
 OVERDISPERSION = 2.0  # daily KPIs vary more than pure sampling noise: variance × 2
 ROBUST_SD = 1.4826  # median absolute deviation → standard deviation, for normal noise
 COLUMNS = ["date", "report", "segmentation", "segment", "measure", "value", "baseline",
@@ -82,8 +85,9 @@ class AnomalyRules:
             "noise (Poisson for a count, binomial for a rate at the largest p (1 − p) between "
             f"the day and its baseline, variance doubled); and, for a count, {count_change}; "
             f"for a rate, a change of {self.min_rate_change:.0%} of the baseline. Counts are "
-            "compared as ratios, rates as differences. No verdict before "
-            f"{plural(self.min_history_days, 'day')} of history, nor for a segment with fewer "
+            "compared as ratios, rates as differences. No verdict before the series has "
+            f"{plural(self.min_history_days, 'day')} with a value and {MIN_CHANGES} "
+            "day-to-day changes to measure its noise on, nor for a segment with fewer "
             f"than {plural(self.min_volume, 'blob')} (for a rate, in its denominator) over its "
             "recent days or, for a rate, on the day."
         )
@@ -176,16 +180,24 @@ def _scale(values: np.ndarray) -> np.ndarray:
     return ROBUST_SD * _column_medians(np.abs(values - center)) / math.sqrt(2)
 
 
-def day_to_day_noise(values: np.ndarray, days: int) -> np.ndarray:
+def day_to_day_noise(values: np.ndarray, days: int) -> tuple[np.ndarray, np.ndarray]:
     """The noise of each day's value, from the day-to-day changes among the `days` days before
-    it (NaN until two consecutive days exist): see the module's docstring."""
-    changes = values - _lagged(values, [1])[0]
-    return _scale(_lagged(changes, range(1, days + 1)))
+    it (see the module's docstring), and how many changes it rests on (NaN with none)."""
+    changes = _lagged(values - _lagged(values, [1])[0], range(1, days + 1))
+    return _scale(changes), (~np.isnan(changes)).sum(axis=0)
 
 
 def _as_logs(values: np.ndarray) -> np.ndarray:
-    """Counts as logarithms (a day without any blob as half a blob, so it stays finite)."""
-    return np.log(np.fmax(values, 0.5))
+    """Counts as logarithms (a day without any blob as half a blob, so it stays finite; a day
+    without a value stays NaN)."""
+    return np.log(np.where(np.isnan(values), np.nan, np.fmax(values, 0.5)))
+
+
+def _largest_spread(day: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """The largest p (1 − p) between a rate and its baseline (0.25 when 0.5 lies between)."""
+    low, high = np.fmin(day, baseline), np.fmax(day, baseline)
+    return np.where((low <= 0.5) & (high >= 0.5), 0.25,
+                    np.fmax(low * (1 - low), high * (1 - high)))
 
 
 def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: AnomalyRules,
@@ -205,17 +217,19 @@ def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: Anomal
     values, volumes = value.to_numpy(dtype=float), volume.to_numpy(dtype=float)
     n = len(grid)
     scaled = values if ratio else _as_logs(values)
-    scaled = np.where(np.isnan(values), np.nan, scaled)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no baseline
-        recent = _lagged(values, range(1, LEVEL_DAYS + 1))
-        weekdays = _lagged(values, [7 * k for k in range(1, rules.weeks + 1)])
-        level, rhythm = _column_medians(recent), _column_medians(weekdays)
+        shown_level = _column_medians(_lagged(values, range(1, LEVEL_DAYS + 1)))
+        shown_rhythm = _column_medians(_lagged(values, [7 * k for k in range(1, rules.weeks + 1)]))
         base_volume = _column_medians(_lagged(volumes, range(1, LEVEL_DAYS + 1)))
-        noise = day_to_day_noise(scaled, 7 * rules.weeks)
-        if not ratio:
-            level, rhythm = _as_logs(level), _as_logs(rhythm)
-        above_level, above_rhythm = scaled - level, scaled - rhythm
+        noise, changes = day_to_day_noise(scaled, 7 * rules.weeks)
+        level, rhythm = ((shown_level, shown_rhythm) if ratio
+                         else (_as_logs(shown_level), _as_logs(shown_rhythm)))
+        above_level = scaled - level
+        # no same weekday in the previous weeks (days missing): the recent level alone
+        above_rhythm = np.where(np.isnan(rhythm), above_level, scaled - rhythm)
+        shown_rhythm = np.where(np.isnan(rhythm), shown_level, shown_rhythm)
+        rhythm = np.where(np.isnan(rhythm), level, rhythm)
         # the baseline the day is judged against: the nearer one, when the day lies on the
         # same side of both (else it is within its normal range: no verdict needed)
         nearer_is_level = np.abs(above_level) <= np.abs(above_rhythm)
@@ -223,10 +237,7 @@ def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: Anomal
         change = np.where(nearer_is_level, above_level, above_rhythm)
         same_side = np.sign(above_level) == np.sign(above_rhythm)
         if ratio:
-            low, high = np.fmin(baseline, values), np.fmax(baseline, values)
-            spread = np.where((low <= 0.5) & (high >= 0.5), 0.25,
-                              np.fmax(low * (1 - low), high * (1 - high)))
-            sampling = np.sqrt(OVERDISPERSION * spread / volumes)
+            sampling = np.sqrt(OVERDISPERSION * _largest_spread(values, baseline) / volumes)
             smallest = rules.min_rate_change * np.abs(baseline)
         else:
             sampling = np.sqrt(OVERDISPERSION / base_volume)
@@ -235,15 +246,17 @@ def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: Anomal
         sampling = np.nan_to_num(sampling, nan=0.0, posinf=0.0)
         limit = np.fmax.reduce([rules.spread_factor * np.nan_to_num(noise, nan=0.0),
                                 rules.sampling_factor * sampling, smallest])
-    history = (grid - grid[0]).days.to_numpy() >= rules.min_history_days
+    # history: the series' own days with a value before the day (a segment that appears late
+    # waits as long as the site did), and enough day-to-day changes to know its noise
+    valued = ~np.isnan(values)
+    history = ((np.cumsum(valued) - valued) >= rules.min_history_days) & (changes >= MIN_CHANGES)
     enough = base_volume >= rules.min_volume
     if ratio:
         enough &= volumes >= rules.min_volume
-    flagged = (~np.isnan(values) & ~np.isnan(baseline) & history & enough & same_side
+    flagged = (valued & ~np.isnan(baseline) & history & enough & same_side
                & (limit > 0) & (np.abs(change) > limit))
     where = np.flatnonzero(flagged)
-    shown = baseline if ratio else np.where(nearer_is_level, _column_medians(recent),
-                                            _column_medians(weekdays))
+    shown = np.where(nearer_is_level, shown_level, shown_rhythm)
     return pd.DataFrame({
         "date": grid[where].strftime("%Y-%m-%d"),
         "value": values[where],
@@ -284,8 +297,7 @@ def clear_weekly_change(daily: list[float | None], current: float, previous: flo
     if kind == "count" and volumes:
         sampling = math.sqrt(OVERDISPERSION * sum(1 / max(v, 0.5) for v in volumes))
     elif kind == "rate" and volumes and min(volumes) > 0:
-        low, high = sorted((current, previous))
-        spread = 0.25 if low <= 0.5 <= high else max(low * (1 - low), high * (1 - high))
+        spread = float(_largest_spread(np.array(current), np.array(previous)))
         sampling = math.sqrt(OVERDISPERSION * spread * sum(1 / v for v in volumes))
     limit = max(rules.spread_factor * math.sqrt(2 / 7) * (0.0 if math.isnan(noise) else noise),
                 rules.sampling_factor * sampling)

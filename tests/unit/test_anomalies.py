@@ -163,7 +163,45 @@ def test_an_outage_in_any_week_after_the_first_is_flagged_whatever_the_weekday()
 def test_the_rule_in_words_reads_for_any_thresholds():
     words = AnomalyRules().describe()
     assert "previous 4 weeks" in words and "below 50% of the baseline" in words
-    assert "200% of it" in words and "7 days of history" in words
+    assert "200% of it" in words and "7 days with a value" in words
     edge = AnomalyRules(weeks=1, min_change=1.0, min_history_days=1).describe()
-    assert "previous 1 week)" in edge and "1 day of history" in edge
+    assert "previous 1 week)" in edge and "1 day with a value" in edge
     assert "never flagged" in edge
+
+
+def _counts(values: dict[int, float], start: date = date(2026, 9, 7)) -> tuple[dict, list[str]]:
+    """A segment's daily counts (day index: value; a missing index has no row)."""
+    report = pd.DataFrame([
+        {"date": (start + timedelta(days=k)).isoformat(), "segmentation": "OS",
+         "segment": "Linux", "measure": "value", "value": float(v), "numerator": None,
+         "denominator": None} for k, v in sorted(values.items())])
+    days = [(start + timedelta(days=k)).isoformat() for k in range(max(values) + 1)]
+    return {"assertions": report}, days
+
+
+def test_a_day_without_its_same_weekdays_is_judged_against_the_recent_level():
+    values = {k: 1000 + 7 * (k % 3) for k in range(1, 22)}
+    del values[7], values[14]  # the weekday of day 21 is missing in every earlier week
+    values[21] = 100
+    reports, days = _counts(values)
+    flags = detect_anomalies(reports, days, AnomalyRules(), LAST_STEPS)
+    assert flags[["date", "direction", "baseline"]].values.tolist() == [
+        [days[21], "low", 1007.0]]
+
+
+def test_a_segment_that_appears_late_waits_for_its_own_week_of_history():
+    values = {30 + k: v for k, v in enumerate([200, 500, 1200, 2600, 2700, 2650, 2720, 2690,
+                                               2710])}
+    reports, days = _counts(values)
+    assert detect_anomalies(reports, days, AnomalyRules(), LAST_STEPS).empty
+    values[39] = 200  # after its own 7 days, an outage is flagged
+    reports, days = _counts(values)
+    flags = detect_anomalies(reports, days, AnomalyRules(), LAST_STEPS)
+    assert flags[["date", "direction"]].values.tolist() == [[days[39], "low"]]
+
+
+def test_no_verdict_until_the_noise_rests_on_five_day_to_day_changes():
+    values = {k: 1000 for k in range(0, 16, 2)}  # every other day: no consecutive days
+    values[16] = 100
+    reports, days = _counts(values)
+    assert detect_anomalies(reports, days, AnomalyRules(), LAST_STEPS).empty
