@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from kpi.config import PRODUCTION_CONFIG
 
-MIN_OUTAGE_OFFSET = 14  # days of history before the outage: two same weekdays as baseline
+MIN_OUTAGE_OFFSET = 14  # days of history before the outage: two weeks of baseline and noise
 DEMO_MILESTONE = "Demo milestone: new sign-in dialog"
 
 

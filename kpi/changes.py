@@ -23,7 +23,8 @@ build reports only real changes, not every other day as new.
 The archive keeps the data files (`data/*.csv`, `data/*.json`, including `manifest.json` and
 `changes.csv`; not the view files nor the pages) of the last `ARCHIVE_BUILDS` builds, this one
 included, *and* of the last build of each of the last `ARCHIVE_DAYS` UTC days (this build's day
-and the 13 before, by `built_at`), under `archive/<build id>/data/`, newest first in
+and the 13 before, by `built_at`), and the newest build of every day (not a range build: the
+next build reads its changes against it), under `archive/<build id>/data/`, newest first in
 `archive/index.json`. So a catch-up of many runs in one night does not push the previous
 nights' files out. A build takes the previous build's archives (hard links: no copy, no extra
 space; a copy across file systems) and drops the rest: the archive rotates.
@@ -364,8 +365,9 @@ def _day_of(built_at: object) -> date | None:
 def archive(target: Path, previous: Path | None, keep: int = ARCHIVE_BUILDS,
             days: int = ARCHIVE_DAYS) -> list[dict]:
     """Write `target/archive/`: this build's data files and those of the previous build's
-    archives (its own included): the newest `keep` builds, and the newest build of each of the
-    last `days` UTC days (this build's day and the ones before, by `built_at`); and
+    archives (its own included): the newest `keep` builds, the newest build of each of the
+    last `days` UTC days (this build's day and the ones before, by `built_at`) and the newest
+    build of every day (not a range build: the next build's changes are read against it); and
     `archive/index.json`, the builds newest first (`build_id`, `built_at`, `path`). Returns
     that index."""
     sources: list[tuple[dict, Path]] = []
@@ -392,6 +394,7 @@ def archive(target: Path, previous: Path | None, keep: int = ARCHIVE_BUILDS,
                                 previous / ARCHIVE / build_id / "data"))
     today = _day_of(manifest["built_at"])
     index, seen, nights = [], set(), set()
+    full_kept = False  # the newest build of every day: what range builds are compared against
     for entry, data_dir in sources:
         build_id = entry["build_id"]
         if build_id in seen or not _SAFE_ID.fullmatch(build_id) or not data_dir.is_dir():
@@ -402,8 +405,10 @@ def archive(target: Path, previous: Path | None, keep: int = ARCHIVE_BUILDS,
                            and timedelta(0) <= today - day < timedelta(days))
         if day is not None:
             nights.add(day)  # sources run newest first: the day's first is its last build
-        if len(index) >= keep and not last_of_its_day:
+        full = scope_of(data_dir) is None
+        if len(index) >= keep and not last_of_its_day and not (full and not full_kept):
             continue
+        full_kept = full_kept or full
         folder = target / ARCHIVE / build_id / "data"
         folder.mkdir(parents=True)
         for path in _data_files(data_dir):

@@ -140,12 +140,12 @@ FOLDED_COLOR = "#8a94a3"  # a neutral grey, readable on light and dark backgroun
 
 
 def folded_layer(height: int) -> alt.Chart:
-    """A hollow grey diamond at the foot of the plot on each day of the `folded` dataset: the
+    """A hollow grey circle at the foot of the plot on each day of the `folded` dataset: the
     days on which shown series were folded into `Other` (below the privacy threshold), which
     their lines leave as gaps. Its tooltip is the row's `text`, written by the page."""
     return (
         alt.Chart(_named("folded"))
-        .mark_point(shape="diamond", filled=False, color=FOLDED_COLOR, strokeWidth=1.5,
+        .mark_point(shape="circle", filled=False, color=FOLDED_COLOR, strokeWidth=1.5,
                     opacity=1)
         .encode(
             x=alt.X("date:T"),

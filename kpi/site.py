@@ -437,7 +437,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         changes=changes.page_context(
             changed, {page.id: changes.ReportDisplay(page.tab, page.percent, page.y_title)
                       for page in PAGES}, QUALITY_LABELS),
-        **common,
+        archive_builds=changes.ARCHIVE_BUILDS, archive_days=changes.ARCHIVE_DAYS, **common,
     )
     (target / "changes.html").write_text(changes_page, encoding="utf-8")
     changes.archive(target, previous)  # last: every data file of this build is written

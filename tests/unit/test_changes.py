@@ -150,13 +150,15 @@ def test_a_long_list_of_changes_is_capped_and_points_to_the_file():
     assert context["restated"][0]["reports"] == ["Sign-in attempts"]
 
 
-def fake_build(folder: Path, n: int, previous: Path | None) -> Path:
-    """A build folder with only data files (what `archive` reads), its id `n`."""
+def fake_build(folder: Path, n: int, previous: Path | None,
+               days: list[str] | None = None) -> Path:
+    """A build folder with only data files (what `archive` reads), its id `n`; a range build of
+    `days` (first, last) when given."""
     data = folder / "data"
     data.mkdir(parents=True)
     built_at = (BUILT + timedelta(hours=n)).isoformat().replace("+00:00", "Z")
     (data / "manifest.json").write_text(json.dumps({"build_id": f"build{n:02}",
-                                                    "built_at": built_at}))
+                                                    "built_at": built_at, "range": days}))
     (data / "assertions.csv").write_text(f"night {n}\n")
     (data / "view").mkdir()
     (data / "view" / "x.json").write_text("{}")
@@ -175,6 +177,17 @@ def test_archives_rotate(tmp_path):
     assert kept == [f"build{n:02}" for n in range(2, 16)]  # the oldest two are gone
     assert (previous / "archive" / "build05" / "data" / "assertions.csv").read_text() == "night 5\n"
     assert not (previous / "archive" / "build05" / "data" / "view").exists()
+
+
+def test_the_newest_full_build_stays_archived_behind_any_number_of_range_builds(tmp_path):
+    """Range builds are compared against the last build of every day; 20 of them in a row
+    must not rotate it out (the next full build would then call every other day new)."""
+    previous = fake_build(tmp_path / "full", 0, None)
+    for n in range(1, 21):
+        previous = fake_build(tmp_path / f"r{n}", n, previous, ["2026-10-02", "2026-10-02"])
+    index = json.loads((previous / "archive" / "index.json").read_text())
+    assert [entry["build_id"] for entry in index][-1] == "build00"
+    assert len(index) == ARCHIVE_BUILDS + 1  # the last 14, and the full build behind them
 
 
 def test_range_builds_are_compared_over_their_days_and_the_next_full_build_per_day(tmp_path):
