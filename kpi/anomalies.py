@@ -111,6 +111,17 @@ HEADLINES = (
 )
 
 
+def history_days(rules: AnomalyRules) -> int:
+    """The days before a day that its verdict can read (its weekdays, its noise, its level)."""
+    return max(7 * rules.weeks + 1, LEVEL_DAYS, rules.min_history_days)
+
+
+def last_steps(config) -> dict[str, str]:
+    """The step reports' completion measures `detect_anomalies` watches (`config`: a
+    `kpi.config.Config`)."""
+    return {"password_reset": config.steps("password_reset")[-1]}
+
+
 def detect_anomalies(reports: dict[str, pd.DataFrame], days: list[str],
                      rules: AnomalyRules, last_steps: dict[str, str]) -> pd.DataFrame:
     """Flagged days. One row per (date, report, segmentation, segment, measure) flagged.

@@ -196,6 +196,8 @@ def build_site(start: date | None, end: date | None, allow_empty: bool) -> None:
     """Rebuild the static site from the aggregates stored in CouchDB."""
     from kpi.pipeline import build_site as build
 
+    if start and end and end < start:
+        raise click.BadParameter("--end is before --start")
     click.echo(_fail_cleanly(build, _settings(), None, None, start, end, allow_empty))
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from kpi.aggregate import count_columns
 from kpi.aggregate_docs import with_histograms
+from kpi.anomalies import detect_anomalies, history_days, last_steps
 from kpi.config import Config, load_config
 from kpi.couch import AGGREGATES, MANIFESTS, CouchStore
 from kpi.ingest import (  # noqa: F401 (the pipeline's API: its entry points import these)
@@ -313,10 +314,14 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
             raise PipelineError(msg)
         built_at = now or datetime.now(UTC)
         shown = published_build(settings.site_dir)  # what changes.csv compares with
+        # a range build's first days are judged with the weeks before it, as a full build would
+        flags = (judged_flags(settings, config, start, end)
+                 if start is not None and built.aggregates.days else None)
         site = publish(
             lambda target: render_site(target, built.aggregates, built.reports, config,
                                        built_at, files=built.files(), previous=shown,
-                                       refusals=refusals, range_asked=range_asked),
+                                       refusals=refusals, range_asked=range_asked,
+                                       flags=flags),
             settings.site_dir,
         )
         if whole:
@@ -324,6 +329,23 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     log.info("published %s (%d days, %d recomputed)", site, len(built.aggregates.days),
              len(changed))
     return site
+
+
+def judged_flags(settings: Settings, config: Config, start: date,
+                 end: date | None) -> pd.DataFrame:
+    """The flagged days of [start, end] (`kpi.anomalies`), judged with the weeks before
+    `start` they need (`history_days`) and small segments folded as the site folds them: what
+    a build of every day flags on those days."""
+    from kpi.reports import build_reports, fold_small_segments
+
+    first = start - timedelta(days=history_days(config.anomalies))
+    aggregates = fold_small_segments(load_aggregates(settings, first, end, config),
+                                     settings.min_segment_count)
+    flags = detect_anomalies(build_reports(aggregates, config), aggregates.days,
+                             config.anomalies, last_steps(config))
+    shown = (flags["date"] >= start.isoformat()) & (
+        flags["date"] <= end.isoformat() if end is not None else True)
+    return flags[shown].reset_index(drop=True)
 
 
 def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
@@ -414,19 +436,12 @@ def check_anomalies(days: list[date], settings: Settings, config: Config | None 
     Returns:
         The flags of `days` (dicts with `kpi.anomalies.COLUMNS`).
     """
-    from kpi.anomalies import detect_anomalies
-    from kpi.reports import build_reports, fold_small_segments
     from kpi.tasks import load_callback
 
     if not days:
         return []
     config = config or load_config(settings.config_path)
-    rules = config.anomalies
-    first = min(days) - timedelta(days=7 * rules.weeks + rules.min_history_days)
-    aggregates = fold_small_segments(load_aggregates(settings, first, max(days), config),
-                                     settings.min_segment_count)
-    flags = detect_anomalies(build_reports(aggregates, config), aggregates.days, rules,
-                             {"password_reset": config.steps("password_reset")[-1]})
+    flags = judged_flags(settings, config, min(days), max(days))
     wanted = {day.isoformat() for day in days}
     mine = [flag for flag in flags.to_dict("records") if flag["date"] in wanted]
     for flag in mine:

@@ -36,7 +36,10 @@ QUALITY_LABELS = {  # what the pages call them
     "skipped_empty_stream": "Skipped (empty stream)", "rejected_invalid": "Rejected (quarantined)",
     "aggregated": "Aggregated",
 }
-PROBLEM_MEASURES = ("duplicate", "skipped_empty_stream", "rejected_invalid")  # above 0: a problem
+PROBLEM_MEASURES = ("duplicate", "skipped_empty_stream", "rejected_invalid")  # bad rows
+# a day's bad rows make it a problem day from this share of its rows fetched on (any on a day
+# without fetched rows): a steady trickle is normal and stays in the chart and the table
+PROBLEM_SHARE = 0.02
 OTHER = "Other"  # the catch-all segment of every segmentation (SPEC 3.3)
 FOLDED_COLUMNS = ["date", "segmentation", "segment"]
 

@@ -32,10 +32,10 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kpi import __version__, changes, charts
-from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies
+from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies, last_steps
 from kpi.config import Config
 from kpi.refusals import refusals_csv, refusals_json
-from kpi.reports import PROBLEM_MEASURES, QUALITY_LABELS, Aggregates, to_csv, to_json
+from kpi.reports import PROBLEM_MEASURES, PROBLEM_SHARE, QUALITY_LABELS, Aggregates, to_csv, to_json
 from kpi.views import (
     COMPLEMENT,
     KINDS,
@@ -215,6 +215,7 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         "measures": list(measures_of(page.id, config)),
         "labels": QUALITY_LABELS if page.id == "data_quality" else {},
         "problems": list(page.problems),
+        "problem_share": PROBLEM_SHARE,
         "refusals": [{"day": r["day"], "would_remove": r["would_remove"]}
                      for r in refusals or []] if page.problems else [],
         "first_day": days[0] if days else None,
@@ -341,7 +342,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
                 config: Config, built_at: datetime,
                 files: dict[str, tuple[str, bytes]] | None = None,
                 previous: Path | None = None, refusals: list[dict] | None = None,
-                range_asked: tuple[str | None, str | None] | None = None) -> None:
+                range_asked: tuple[str | None, str | None] | None = None,
+                flags: pd.DataFrame | None = None) -> None:
     """Write the whole site (data files, view files, pages, assets) into the folder `target`.
 
     Args:
@@ -365,6 +367,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
             --start/--end`; None for an open end), written to the manifest as `range`, so the
             changes of this build and the next are compared day by day (`kpi.changes`);
             default None: a build of every stored day.
+        flags: the flagged days (`detect_anomalies`), when judged on more days than shown (a
+            range build's first days against the weeks before it); default: from `reports`.
     """
     refusals = refusals or []
     days = aggregates.days
@@ -385,8 +389,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "range": list(range_asked) if range_asked else None,
     }
     (data_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    flags = detect_anomalies(reports, days, config.anomalies,
-                             {"password_reset": config.steps("password_reset")[-1]})
+    if flags is None:
+        flags = detect_anomalies(reports, days, config.anomalies, last_steps(config))
     (data_dir / "anomalies.csv").write_text(anomalies_csv(flags), encoding="utf-8", newline="")
     (data_dir / "anomalies.json").write_bytes(anomalies_json(flags))
     (data_dir / "refusals.csv").write_text(refusals_csv(refusals), encoding="utf-8",
@@ -410,7 +414,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "version": __version__,
         "assets": asset_version(),
     }
-    tiles = headline_tiles(reports, aggregates, config)
+    tiles = headline_tiles(reports, aggregates, config, flags)
     index = env.get_template("index.html").render(
         title="Overview", current="index", row_counts=manifest["reports"], tiles=tiles,
         overview_config=overview_config(tiles), **common,
@@ -420,7 +424,8 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         title="Definitions", current="definitions", differences=DIFFERENCES,
         segmentations=sorted(config.segmentations.items()),
         min_segment_count=aggregates.min_segment_count,
-        anomaly_rule=config.anomalies.describe(), **common,
+        anomaly_rule=config.anomalies.describe(), anomaly_rules=config.anomalies,
+        problem_share=f"{PROBLEM_SHARE:.0%}", **common,
     )
     (target / "definitions.html").write_text(definitions, encoding="utf-8")
     for page in PAGES:

@@ -244,9 +244,23 @@ def headlines(config: Config) -> tuple[Headline, ...]:
     )
 
 
-def _window(last_day: str, end_offset: int) -> list[str]:
+def _window(last_day: str, end_offset: int, left_out: frozenset[str] = frozenset()) -> list[str]:
+    """The 7 days ending `end_offset` days before `last_day`, but those `left_out`."""
     end = date.fromisoformat(last_day) - timedelta(days=end_offset)
-    return [(end - timedelta(days=n)).isoformat() for n in range(WINDOW_DAYS - 1, -1, -1)]
+    days = [(end - timedelta(days=n)).isoformat() for n in range(WINDOW_DAYS - 1, -1, -1)]
+    return [day for day in days if day not in left_out]
+
+
+def _left_out(headline: Headline, flags: pd.DataFrame | None) -> frozenset[str]:
+    """The days a tile leaves out of its weeks: those flagged for its own measure (Total), and
+    those whose rows fetched were flagged (the source lost or doubled a day: every measure of
+    it is off)."""
+    if flags is None or flags.empty:
+        return frozenset()
+    total = flags[flags["segmentation"] == "Total"]
+    own = (total["report"] == headline.report) & (total["measure"] == headline.measure)
+    fetched = (total["report"] == "data_quality") & (total["measure"] == "fetched")
+    return frozenset(total.loc[own | fetched, "date"])
 
 
 def _summary(headline: Headline, total: pd.DataFrame, aggregates: Aggregates,
@@ -274,8 +288,11 @@ def _summary(headline: Headline, total: pd.DataFrame, aggregates: Aggregates,
 
 
 def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
-                   config: Config) -> list[dict]:
+                   config: Config, flags: pd.DataFrame | None = None) -> list[dict]:
     """The overview tiles: last complete day, last 7 days vs the 7 before, and a sparkline.
+
+    The two weeks leave out the flagged days (`_left_out`; `flags` as `detect_anomalies`
+    returns them): a week is not better news for recovering from an outage in the one before.
 
     Returns:
         One dict per headline: `id, label, report, measure, percent, up_is_good, summary, last_day,
@@ -301,14 +318,16 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
         values = dict(zip(total["date"], total["value"], strict=True))
         current = previous = change = direction = good = None
         clear = False
+        left_out = _left_out(headline, flags)
         if last_day:
-            current = _summary(headline, total, aggregates, _window(last_day, 0))
-            previous = _summary(headline, total, aggregates, _window(last_day, WINDOW_DAYS))
+            current = _summary(headline, total, aggregates, _window(last_day, 0, left_out))
+            previous = _summary(headline, total, aggregates,
+                                _window(last_day, WINDOW_DAYS, left_out))
         if current is not None and previous is not None:
             difference = current - previous
             direction = "up" if difference > 0 else "down" if difference < 0 else "flat"
             clear = direction != "flat" and _clear(headline, total, values, last_day, current,
-                                                   previous, config)
+                                                   previous, config, left_out)
             good = (direction == "up") == headline.up_is_good if clear else None
             if headline.summary == "mean per day":  # relative; none from a week of zeros
                 change = difference / previous if previous else None
@@ -328,12 +347,19 @@ def headline_tiles(reports: dict[str, pd.DataFrame], aggregates: Aggregates,
             "last_value": values.get(last_day), "current": current, "previous": previous,
             "change": change, "direction": direction, "beyond_noise": clear, "good": good,
             "recent": recent,
+            "left_out": sorted(day for day in left_out if last_day and _in_weeks(day, last_day)),
         })
     return tiles
 
 
+def _in_weeks(day: str, last_day: str) -> bool:
+    """Whether `day` is in the two weeks a tile compares."""
+    return 0 <= (date.fromisoformat(last_day) - date.fromisoformat(day)).days < 2 * WINDOW_DAYS
+
+
 def _clear(headline: Headline, total: pd.DataFrame, values: dict[str, float], last_day: str,
-           current: float, previous: float, config: Config) -> bool:
+           current: float, previous: float, config: Config,
+           left_out: frozenset[str] = frozenset()) -> bool:
     """Whether the week-over-week change lies beyond the measure's noise (the flags' noise
     model, `clear_weekly_change`): its daily values over the anomaly rule's weeks, and each
     week's blobs (a count) or denominator (a rate)."""
@@ -344,7 +370,8 @@ def _clear(headline: Headline, total: pd.DataFrame, values: dict[str, float], la
     if headline.summary == "median":
         return clear_weekly_change(daily, current, previous, "value", None, config.anomalies)
     column = "value" if headline.summary == "mean per day" else "denominator"
-    volumes = tuple(float(total.loc[total["date"].isin(_window(last_day, offset)), column].sum())
+    volumes = tuple(float(total.loc[total["date"].isin(_window(last_day, offset, left_out)),
+                                    column].sum())
                     for offset in (0, WINDOW_DAYS))
     kind = "count" if headline.summary == "mean per day" else "rate"
     return clear_weekly_change(daily, current, previous, kind, volumes, config.anomalies)

@@ -3,20 +3,17 @@
 // the page loaded; report.js draws them.
 import { dayNumber, dayText, formatValue } from "./common.js";
 
-// A day's duplicate, skipped or rejected rows make it a problem day from this share of the rows
-// fetched that day on (any at all on a day without a fetched count): a steady trickle of bad
-// rows is normal and stays in the table and the chart, not in the list of days to look at.
-export const PROBLEM_SHARE = 0.01;
-
 /**
  * One record per day of the view `file` (`length` days) that has data or a refusal, oldest
- * first, from the page config's `measures`, `labels`, `problems` and `refusals`:
+ * first, from the page config's `measures`, `labels`, `problems`, `problem_share` (a day's bad
+ * rows make it a problem day from that share of its rows fetched on) and `refusals`:
  * `{day, counts: {measure: n}, refusal, flags, over, problems}`, where `over` lists the problem
- * measures at `PROBLEM_SHARE` or more of the day's fetched rows, and `problems` names, in words,
+ * measures at `problem_share` or more of the day's fetched rows, and `problems` names, in words,
  * why the day is a problem day (those counts, a refused restatement, a flag on the data quality
  * report); empty for a good day.
  */
-export function qualityDays(file, length, { measures, labels, problems, refusals }, flags) {
+export function qualityDays(file, length,
+  { measures, labels, problems, problem_share: share, refusals }, flags) {
   const origin = dayNumber(file.first_day);
   const refused = new Map(refusals.map((r) => [r.day, r]));
   const flagged = new Map();
@@ -42,7 +39,7 @@ export function qualityDays(file, length, { measures, labels, problems, refusals
       || flag.measure} flagged ${flag.direction}`);
     const fetched = counts.fetched;
     const over = problems.filter((m) => counts[m] > 0
-      && !(fetched > 0 && counts[m] < PROBLEM_SHARE * fetched));
+      && !(fetched > 0 && counts[m] < share * fetched));
     const reasons = over.map(short);
     if (refusal) reasons.push("restatement refused");
     days.push({ day, counts, refusal, flags: dayFlags, over,

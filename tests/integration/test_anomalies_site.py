@@ -11,7 +11,7 @@ import pytest
 
 from fake_source import create_app
 from fake_source.server import running_in_thread
-from kpi.pipeline import backfill
+from kpi.pipeline import backfill, build_site
 
 pytestmark = pytest.mark.integration
 LAST = date(2026, 10, 31)
@@ -41,3 +41,12 @@ def test_an_outage_day_is_flagged_low_and_normal_weeks_are_not(settings):
     first_week = {(FIRST + timedelta(days=n)).isoformat() for n in range(7)}
     assert not [f for f in flags if f["date"] in first_week]
     assert len({f["date"] for f in flags} - {OUTAGE.isoformat()}) <= 1, flags
+
+    # a range build of the outage's week judges its days with the weeks before it, as the full
+    # build did: the same flags on those days
+    week = [OUTAGE - timedelta(days=2), OUTAGE + timedelta(days=4)]
+    build_site(here, start=week[0], end=week[1])
+    with open(settings.site_dir / "data" / "anomalies.csv", encoding="utf-8") as handle:
+        ranged = list(csv.DictReader(handle))
+    in_week = [f for f in flags if week[0].isoformat() <= f["date"] <= week[1].isoformat()]
+    assert ranged == in_week and any(f["date"] == OUTAGE.isoformat() for f in ranged)

@@ -65,3 +65,9 @@ def test_an_empty_site_folder_says_it_waits_for_the_first_run(served):
     assert listing.status_code == 404 and "Directory listing" not in listing.text
     (folder / "index.html").write_text("<h1>Overview</h1>", encoding="utf-8")
     assert httpx.get(f"{base}/").text == "<h1>Overview</h1>"  # published: the site itself
+
+
+def test_build_site_refuses_a_reversed_range_as_a_usage_error():
+    result = CliRunner().invoke(main, ["build-site", "--start", "2026-11-26",
+                                       "--end", "2026-11-20"])
+    assert result.exit_code == 2 and "--end is before --start" in result.output

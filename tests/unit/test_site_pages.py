@@ -419,3 +419,11 @@ def test_tiles_colour_a_change_only_beyond_the_noise(tmp_path, scale):
         assert change["data-good"] == "true"
         assert verdict == "(better; higher is better)"
     assert change.select_one(".arrow").get_text() == "▲"
+
+
+def test_the_definitions_page_defines_no_clear_change_and_problem_days(site):
+    target, _ = site
+    soup = BeautifulSoup((target / "definitions.html").read_text(encoding="utf-8"), "html.parser")
+    tiles = " ".join(soup.find(id="no-clear-change").get_text().split())
+    assert "3 × √(2/7)" in tiles and "4 × the two weeks' sampling noise" in tiles
+    assert "reach 2% of the rows fetched" in soup.find(id="problem-day").get_text()

@@ -280,3 +280,31 @@ def test_a_week_within_the_daily_noise_is_no_clear_change():
     limit = 4 * (2 * 0.25 * (1 / 700 + 1 / 700)) ** 0.5  # 0.0756
     assert not clear_weekly_change(flat, 0.5 + limit * 0.95, 0.5, "rate", (700, 700), rules)
     assert clear_weekly_change(flat, 0.5 + limit * 1.05, 0.5, "rate", (700, 700), rules)
+
+
+def test_tiles_leave_flagged_days_out_of_both_weeks():
+    """A week after an outage is no better news for recovering from it: the day flagged low
+    (its own measure or rows fetched) is left out, and the tile says which day."""
+    import pandas as pd
+
+    aggregates = aggregates_of(_week_blobs(40))
+    reports = build_reports(aggregates, CONFIG)
+    plain = {t["id"]: t for t in headline_tiles(reports, aggregates, CONFIG)}
+    flags = pd.DataFrame([
+        {"date": "2026-10-05", "report": "data_quality", "segmentation": "Total",
+         "segment": "Total", "measure": "fetched", "value": 1.0, "baseline": 9.0,
+         "direction": "low"},
+        {"date": "2026-10-12", "report": "assertions", "segmentation": "Total",
+         "segment": "Total", "measure": "value", "value": 1.0, "baseline": 9.0,
+         "direction": "low"},
+        {"date": "2026-10-11", "report": "assertions", "segmentation": "OS",
+         "segment": "Linux", "measure": "value", "value": 1.0, "baseline": 9.0,
+         "direction": "low"}])
+    tiles = {t["id"]: t for t in headline_tiles(reports, aggregates, CONFIG, flags)}
+    tile = tiles["assertions"]
+    assert tile["left_out"] == ["2026-10-05", "2026-10-12"]  # not a segment's flag
+    # days 9..15 but 12: 40 × (10 + 11 + 12 + 14 + 15 + 16) over 6 days with data
+    assert tile["current"] == 40 * (10 + 11 + 12 + 14 + 15 + 16) / 6
+    assert tile["previous"] == 40 * (3 + 4 + 5 + 7 + 8 + 9) / 6  # days 2..8 but 5
+    assert plain["assertions"]["current"] == 40 * 91 / 7 and plain["assertions"]["left_out"] == []
+    assert tiles["bounce_rate"]["left_out"] == ["2026-10-05"]  # rows fetched: every tile
