@@ -12,9 +12,11 @@ refusal), then `check_restatements` fails the run, naming each refused day; trig
 
 Which days a run processes: the run with logical date D (at KPI_NIGHTLY_AT, UTC, daily)
 processes the UTC day D − 1 (`kpi.pipeline.processing_day`) and restates the KPI_RESTATE_DAYS
-days before it (`kpi.pipeline.nightly_days`). A manual trigger without a logical date processes
-yesterday. Catchup starts at KPI_START_DATE: the first run (logical date KPI_START_DATE + 1 day)
-processes KPI_START_DATE itself. Every task is one call into `kpi/`; logic and tests live there.
+days before it (`kpi.pipeline.nightly_days`); a backfill run and a scheduled run catching up
+restate none (`kpi.pipeline.run_restate_days`; the `restate_days` Param overrides). A manual
+trigger without a logical date processes yesterday. Catchup starts at KPI_START_DATE: the first
+run (logical date KPI_START_DATE + 1 day) processes KPI_START_DATE itself. Every task is one
+call into `kpi/`; logic and tests live there.
 """
 
 from __future__ import annotations
@@ -43,19 +45,28 @@ AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS
     default_args=default_args(SETTINGS),
     tags=["kpi", "persona"],
     doc_md=__doc__,
-    params={"allow_removals": Param(
-        False, type="boolean",
-        description="Let this run's restatements remove any number of stored rows (a "
-                    "restatement removing more than KPI_RESTATE_MAX_REMOVED of a day, or all "
-                    "of it, is refused otherwise).",
-    )},
+    params={
+        "allow_removals": Param(
+            False, type="boolean",
+            description="Let this run's restatements remove any number of stored rows (a "
+                        "restatement removing more than KPI_RESTATE_MAX_REMOVED of a day, or "
+                        "all of it, is refused otherwise).",
+        ),
+        "restate_days": Param(
+            None, type=["null", "integer"], minimum=0,
+            description="Days before its own this run restates. Empty: KPI_RESTATE_DAYS for "
+                        "the night's scheduled run and a manual run, 0 for a backfill run and "
+                        "a scheduled run catching up (each day is fetched once).",
+        ),
+    },
 )
 def kpi_nightly():
     @task
-    def plan(logical_date=None, dag_run=None) -> list[dict]:
+    def plan(logical_date=None, dag_run=None, params=None) -> list[dict]:
         from kpi.pipeline import nightly_plan
 
-        return nightly_plan(logical_date, dag_run.run_after, dag_run.run_id)
+        return nightly_plan(logical_date, dag_run.run_after, dag_run.run_id,
+                            str(dag_run.run_type), params["restate_days"])
 
     @task(max_active_tis_per_dagrun=SETTINGS.extract_parallel)
     def extract_and_store(window: dict) -> dict:

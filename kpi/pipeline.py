@@ -349,16 +349,37 @@ def judged_flags(settings: Settings, config: Config, start: date,
 
 
 def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
-                 now: datetime | None = None) -> list[date]:
+                 now: datetime | None = None, restate_days: int | None = None) -> list[date]:
     """The UTC days a nightly run restates and processes, oldest first.
 
-    Its own day (`processing_day`) and the `restate_days` before it, never before
-    `start_date`: late rows (a session that started before midnight and was sent after it)
-    and corrected rows reach their day within that many nights.
+    Its own day (`processing_day`) and the `restate_days` before it (default: the setting),
+    never before `start_date`: late rows (a session that started before midnight and was sent
+    after it) and corrected rows reach their day within that many nights.
     """
     day = processing_day(logical_date, now)
-    first = max(day - timedelta(days=settings.restate_days), settings.start_date)
+    restate = settings.restate_days if restate_days is None else restate_days
+    first = max(day - timedelta(days=restate), settings.start_date)
     return days_between(first, day) if first <= day else []
+
+
+def run_restate_days(run_type: str, day: date, asked: int | None, settings: Settings,
+                     now: datetime) -> int:
+    """How many days before its own a DAG run restates.
+
+    `asked` (the run's `restate_days` Param) when given; else 0 for a backfill run and for a
+    scheduled run catching up (its day is not the last one that has ended at `now`: the runs
+    after it process the next days, each of them once), and `KPI_RESTATE_DAYS` for the
+    scheduled run of the night and a manual run. So a catch-up of 30 nights, or a backfill of
+    30 days, fetches each day once, not 1 + KPI_RESTATE_DAYS times; only the nightly run
+    restates.
+    """
+    if asked is not None:
+        return asked
+    if run_type == "backfill":
+        return 0
+    if run_type == "scheduled" and day < processing_day(None, now):
+        return 0
+    return settings.restate_days
 
 
 # Airflow task entry points: one call each from dags/. Settings come from the environment and,
@@ -366,9 +387,10 @@ def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
 
 
 def nightly_plan(logical_date: datetime | None, run_after: datetime | None,
-                 run_id: str) -> list[dict]:
-    """Airflow task: the fetch windows of the run's days (`nightly_days`), for the mapped
-    extract tasks.
+                 run_id: str, run_type: str = "manual",
+                 restate_days: int | None = None) -> list[dict]:
+    """Airflow task: the fetch windows of the run's days (`nightly_days`, restating
+    `run_restate_days` days), for the mapped extract tasks.
 
     `run_after` (the run's own time, fixed for all its tasks) decides the days of a run without
     a logical date, so a manual run works on the same days even when it crosses midnight.
@@ -378,8 +400,12 @@ def nightly_plan(logical_date: datetime | None, run_after: datetime | None,
     settings = airflow_settings()
     now = datetime.now(UTC)  # a worker's clock a little behind the scheduler's is no reason to
     now = max(now, run_after) if run_after else now  # refuse the day that just ended
-    return plan_windows(nightly_days(logical_date, settings, now=run_after), settings, run_id,
-                        now)
+    day = processing_day(logical_date, run_after)
+    restate = run_restate_days(run_type, day, restate_days, settings, now)
+    if restate != settings.restate_days:
+        log.info("run %s (%s) restates %d days before %s", run_id, run_type, restate, day)
+    return plan_windows(nightly_days(logical_date, settings, now=run_after,
+                                     restate_days=restate), settings, run_id, now)
 
 
 def nightly_extract_window(window: dict) -> dict:

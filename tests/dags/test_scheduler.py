@@ -151,7 +151,9 @@ def test_scheduler_catchup_and_backfill_equal_one_pass(settings, recent_source, 
         runs = airflow.wait_for("kpi_nightly", 2)
         assert [r[0][:10] for r in runs] == [(d + timedelta(days=1)).isoformat() for d in days]
         airflow.wait_for("kpi_publish", 1)
-        closed = airflow.aggregated()  # the second run restates the first day (RESTATE_DAYS=1)
+        # the first run catches up (its day is not the last that ended): it restates nothing;
+        # the night's own run restates the day before it (RESTATE_DAYS=1)
+        closed = airflow.aggregated()
         assert [(d["day"], d["from_windows"]) for d in closed] == [
             (days[0].isoformat(), True), (days[0].isoformat(), True),
             (days[1].isoformat(), True)]
@@ -176,5 +178,7 @@ def test_scheduler_catchup_and_backfill_equal_one_pass(settings, recent_source, 
         rerun = airflow.wait_for("kpi_nightly", 2, ended_after=started)
         assert [r[3] for r in rerun] == ["backfill", "backfill"]
         assert documents(settings) == first
+        # a backfill run restates nothing: each day is fetched and closed once, not twice
+        assert [d["day"] for d in airflow.aggregated()] == [d.isoformat() for d in days]
     finally:
         airflow.stop()

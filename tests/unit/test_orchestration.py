@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from kpi import tasks
 from kpi.connections import connection_url, with_connections
-from kpi.pipeline import nightly_days, processing_day
+from kpi.pipeline import nightly_days, processing_day, run_restate_days
 from kpi.settings import Settings
 
 
@@ -40,6 +40,24 @@ def test_a_manual_run_takes_its_days_from_its_own_time():
     settings = Settings(restate_days=0, start_date=date(2026, 10, 1))
     run_after = datetime(2026, 11, 26, 23, 59, 59, tzinfo=UTC)
     assert nightly_days(None, settings, now=run_after) == [date(2026, 11, 25)]
+
+
+@pytest.mark.parametrize(("run_type", "day", "asked", "expected"), [
+    ("scheduled", date(2026, 11, 26), None, 3),  # the night's run: its day just ended
+    ("scheduled", date(2026, 11, 20), None, 0),  # catching up: the next runs follow
+    ("backfill", date(2026, 11, 26), None, 0),
+    ("manual", date(2026, 11, 20), None, 3),
+    ("backfill", date(2026, 11, 20), 2, 2),  # the Param decides when given
+    ("scheduled", date(2026, 11, 26), 0, 0),
+])
+def test_only_the_nights_own_run_restates_unless_asked(run_type, day, asked, expected):
+    """A catch-up of 30 nights or a backfill of 30 days fetches each day once, not
+    1 + KPI_RESTATE_DAYS times."""
+    settings = Settings(restate_days=3, start_date=date(2026, 10, 1))
+    now = datetime(2026, 11, 27, 0, 40, tzinfo=UTC)
+    assert run_restate_days(run_type, day, asked, settings, now) == expected
+    logical = datetime.combine(day, datetime.min.time(), UTC) + timedelta(days=1)
+    assert len(nightly_days(logical, settings, restate_days=expected)) == 1 + expected
 
 
 def test_nightly_time_is_a_utc_cron_and_is_validated():
