@@ -376,7 +376,11 @@ async function drawProblems(file, series, items, i0, i1, present) {
   if (!rows.length) return;
   kpi.views.problems = await draw($("problem-chart"), page.specs.problems, {
     rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags: [],
-  }, page.themes, { description, renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg" });
+  }, page.themes, {
+    description, renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
+    // the main chart's day labels (same days, same width): a day sits under the same label
+    days: [dayNumber(file.first_day) + i0, dayNumber(file.first_day) + i1],
+  });
 }
 
 function funnelNumbers(file, series, items, i0, i1) {
