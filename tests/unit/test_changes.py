@@ -100,6 +100,12 @@ def test_the_previous_build_stays_readable_in_the_archive(two_builds):
     assert (old / "changes.csv").is_file()
     assert not (old / "view").exists()  # data files only
     assert not list((second / "archive").rglob("*.html"))
+    # the page's link to the previous build's files says what it opens
+    soup = BeautifulSoup((second / "changes.html").read_text(), "html.parser")
+    links = {a["href"]: " ".join(a.get_text().split()) for a in soup.select("a[href^=archive]")}
+    assert links[f"archive/{build_id(first)}/data/manifest.json"] == (
+        f"archive/{build_id(first)}/data/manifest.json")
+    assert links["archive/index.json"] == "archive index (index.json)"
     # hard links, not copies
     assert (old / "assertions.csv").stat().st_ino == (
         first / "archive" / build_id(first) / "data" / "assertions.csv").stat().st_ino
