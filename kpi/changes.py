@@ -256,20 +256,27 @@ class ReportDisplay:
     value_name: str = "value"
 
 
-def value_text(text: str, percent: bool) -> str:
+def value_text(text: str, percent: bool, decimals: int | None = None) -> str:
     """A published value as its report page shows it: 53.27% (rates, as their tooltips), 1,234,
-    2.5 (at most 4 decimals); a dash when absent; the text itself when it is not a number."""
-    if not text:
-        return "—"
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    if not math.isfinite(value):
-        return text
+    2.50 (`decimals`, default `decimals_of(text)`); a dash when absent; the text itself when it
+    is not a number."""
+    value = _number(text)
+    if value is None:
+        return text or "—"
     if percent:
         return f"{100 * value:.2f}%"
-    return _grouped(value)
+    return _grouped(value, decimals_of(text) if decimals is None else decimals)
+
+
+def decimals_of(*texts: str) -> int:
+    """The decimals a row of values is shown with: none for whole numbers (counts), else
+    `DECIMALS` (means, as 2.50), or 4 where `DECIMALS` would show two different values alike."""
+    values = [v for v in map(_number, texts) if v is not None]
+    if all(v.is_integer() for v in values):
+        return 0
+    if len({round(v, DECIMALS) for v in values}) < len(set(values)):
+        return 4
+    return DECIMALS
 
 
 def delta_text(old: str, new: str, percent: bool) -> str:
@@ -277,33 +284,44 @@ def delta_text(old: str, new: str, percent: bool) -> str:
     relative change; `new` or `removed` when the value appeared or disappeared."""
     if not old or not new:
         return "removed" if old else "new"
-    try:
-        before, after = float(old), float(new)
-    except ValueError:
-        return "—"
-    if not (math.isfinite(before) and math.isfinite(after)):
+    before, after = _number(old), _number(new)
+    if before is None or after is None:
         return "—"
     if percent:
         return f"{100 * (after - before):+.2f} pts"
-    difference = _grouped(after - before)
+    difference = _grouped(after - before, decimals_of(old, new))
     sign = "" if difference.startswith("-") else "+"
     relative = f" ({(after - before) / before:+.1%})" if before else ""
     return f"{sign}{difference}{relative}"
 
 
-def _grouped(value: float) -> str:
-    """1,234 or 2.5: digits grouped, at most 4 decimals, no trailing zeros."""
-    if value.is_integer():
+DECIMALS = 2  # a value that is not whole (a mean of sites): 2.50, as the overview's precision
+
+
+def _number(text: str) -> float | None:
+    """The finite number a CSV cell writes, else None (empty, not a number, infinite)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _grouped(value: float, decimals: int) -> str:
+    """1,234 or 2.50: digits grouped, `decimals` decimals (a whole number without any)."""
+    if decimals == 0 and value.is_integer():
         return f"{int(value):,}"
-    return f"{value:,.4f}".rstrip("0").rstrip(".")
+    return f"{value:,.{decimals}f}"
 
 
 def page_context(changes: Changes, reports: dict[str, ReportDisplay],
                  measure_labels: dict[str, str] | None = None, limit: int = 500) -> dict:
     """What the Changes page shows: restated days (newest first) with at most `limit` changed
-    values in all, formatted as the report pages show them (`reports`: each report's display;
-    `measure_labels`: the names the pages give measures, such as the data quality ones), the
-    days new in this build, the days no longer published."""
+    values in all, formatted as the report pages show them (`reports`: each report's display,
+    in the site's order of pages; `measure_labels`: the names the pages give measures, such as
+    the data quality ones, in their order), the days new in this build, the days no longer
+    published. A day's values follow the reports' order, then Total before the segments, then
+    the measures' order."""
     measure_labels = measure_labels or {}
     added = sorted(changes.new_days - changes.old_days, reverse=True) if changes.previous_build \
         else []
@@ -314,26 +332,38 @@ def page_context(changes: Changes, reports: dict[str, ReportDisplay],
         if change.date not in whole:
             by_day.setdefault(change.date, []).append(change)
 
+    pages = {report: n for n, report in enumerate(reports)}  # the site's order of pages
+    measures = {measure: n for n, measure in enumerate(measure_labels)}
+
+    def display(report: str) -> ReportDisplay:
+        return reports.get(report, ReportDisplay(report))
+
+    def order(change: Change) -> tuple:
+        """The report's page, Total first, the segment, the measure in its labels' order."""
+        return (pages.get(change.report, len(pages)), display(change.report).label,
+                change.segmentation != "Total", change.segmentation, change.segment,
+                measures.get(change.measure, len(measures)), change.measure)
+
     def shown(change: Change) -> dict:
-        display = reports.get(change.report, ReportDisplay(change.report))
-        measure = (display.value_name if change.measure == "value"
+        report = display(change.report)
+        measure = (report.value_name if change.measure == "value"
                    else measure_labels.get(change.measure, change.measure))
-        return {**vars(change), "report_label": display.label, "measure_label": measure,
+        decimals = decimals_of(change.old_value, change.new_value)
+        return {**vars(change), "report_label": report.label, "measure_label": measure,
                 "segment_label": "Total" if change.segmentation == "Total"
                 else f"{change.segmentation}: {change.segment}",
-                "old_text": value_text(change.old_value, display.percent),
-                "new_text": value_text(change.new_value, display.percent),
-                "delta_text": delta_text(change.old_value, change.new_value, display.percent)}
+                "old_text": value_text(change.old_value, report.percent, decimals),
+                "new_text": value_text(change.new_value, report.percent, decimals),
+                "delta_text": delta_text(change.old_value, change.new_value, report.percent)}
 
     restated, count = [], 0
     for day in sorted(by_day, reverse=True):
-        day_rows = by_day[day]
+        day_rows = sorted(by_day[day], key=order)
         rows = day_rows[:max(0, limit - count)]
         count += len(rows)
         restated.append({
             "date": day, "count": len(day_rows), "hidden": len(day_rows) - len(rows),
-            "reports": sorted({reports.get(c.report, ReportDisplay(c.report)).label
-                               for c in day_rows}),
+            "reports": list(dict.fromkeys(display(c.report).label for c in day_rows)),
             "rows": [shown(c) for c in rows],
         })
     return {"previous_build": changes.previous_build, "restated": restated,

@@ -96,18 +96,32 @@ def _colour() -> alt.Color:
     return alt.Color("color:N", scale=None, legend=None)
 
 
+# Where a milestone's label goes: on the side of its rule with more room, cut to that room with
+# an ellipsis ("Demo milestone: new sign-i…"), so a name is never cut mid-letter at the chart's
+# edge and never widens the chart (its width fits the marks' bounds); the tooltip has it whole.
+_MILESTONE_X = "scale('x', datum.date)"
+_MILESTONE_RIGHT = f"{_MILESTONE_X} > width / 2"  # more room left of the rule
+LABEL_GAP = 3  # px between the rule and its label
+
+
 def milestone_layers() -> list[alt.Chart]:
-    """A dashed rule and a text label per milestone of the `milestones` dataset."""
+    """A dashed rule and a text label per milestone of the `milestones` dataset.
+
+    The label sits just above the plot, never over the data (in a small chart the lines reach
+    its top), and is cut with an ellipsis to the room beside its rule.
+    """
     base = alt.Chart(_named("milestones")).encode(
         x=alt.X("date:T"), tooltip=[alt.Tooltip("milestone:N", title="Milestone")]
     )
     rules = base.mark_rule(strokeDash=[4, 3])
-    # clipped to the plot: a long name near the right edge must not shrink the whole chart (the
-    # width fits the marks' bounds); the tooltip still gives it whole
-    labels = base.mark_text(align="left", baseline="top", dx=3, dy=2, fontSize=10,
-                            clip=True).encode(
-        text="milestone:N", y=alt.value(0)
-    )
+    labels = base.mark_text(
+        baseline="bottom", dy=-2, fontSize=10, ellipsis="…",
+        align=alt.ExprRef(f"{_MILESTONE_RIGHT} ? 'right' : 'left'"),
+        dx=alt.ExprRef(f"{_MILESTONE_RIGHT} ? -{LABEL_GAP} : {LABEL_GAP}"),
+        # the room on its side; at least 1 px (a limit of 0 would mean no limit)
+        limit=alt.ExprRef(f"max(1, ({_MILESTONE_RIGHT} ? {_MILESTONE_X} : width - "
+                          f"{_MILESTONE_X}) - {LABEL_GAP})"),
+    ).encode(text="milestone:N", y=alt.value(0))
     return [rules, labels]
 
 

@@ -152,13 +152,26 @@ export async function loadFlags(build) {
 }
 
 /**
- * A flag in words, in the chart's units (percent for fractions): "flagged low: value 12 vs
- * baseline 140 (value, Total)", or with `onDay` "flagged low on 2026-10-12: 12 vs baseline 140".
+ * A flag's measure as its report page names it: the `value` of a report by the page's value
+ * name (`reports`, the report-names JSON: `{report: {label, percent, value_name}}`), another
+ * measure by its label (`labels`: the data quality counts), else as published (step names).
  */
-export function flagText(flag, percent, onDay = false) {
+export function measureName(flag, reports = {}, labels = {}) {
+  if (flag.measure === "value" && Object.hasOwn(reports, flag.report)) {
+    return reports[flag.report].value_name;
+  }
+  return Object.hasOwn(labels, flag.measure) ? labels[flag.measure] : flag.measure;
+}
+
+/**
+ * A flag in words, in the chart's units (percent for fractions): "flagged low: value 12 vs
+ * baseline 140 (Sign-in attempts, Total)" (`measure`: the measure's name, by default as
+ * published), or with `onDay` "flagged low on 2026-10-12: 12 vs baseline 140".
+ */
+export function flagText(flag, percent, onDay = false, measure = flag.measure) {
   const value = formatValue(flag.value, percent);
   const baseline = formatValue(flag.baseline, percent);
   if (onDay) return `flagged ${flag.direction} on ${flag.date}: ${value} vs baseline ${baseline}`;
   return `flagged ${flag.direction}: value ${value} vs baseline ${baseline} `
-    + `(${flag.measure}, ${flag.segment})`;
+    + `(${measure}, ${flag.segment})`;
 }

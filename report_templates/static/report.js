@@ -2,12 +2,14 @@
 // all computed here from the page's view files (data/view/<report>/<segmentation>/<year>.json).
 // The state lives in the URL (?from=…&to=…&seg=…[&mode=area][&show=…]) so a view can be shared.
 import {
-  DAY_MS, dayNumber, dayText, draw, embedded, flagText, formatValue, loadFlags, onThemeChange,
-  plural, release,
+  DAY_MS, dayNumber, dayText, draw, embedded, flagText, formatValue, loadFlags, measureName,
+  onThemeChange, plural, release,
 } from "./common.js";
 import { qualityDays, qualityTable } from "./quality.js";
 
 const page = embedded("page-config");
+// every report's tab name, value name and units (`{report: {label, percent, value_name}}`)
+const reportNames = embedded("report-names") || {};
 const $ = (id) => document.getElementById(id);
 const TOP = 6; // series visible by default when a segmentation has more
 const CANVAS_ABOVE = 2500; // points; beyond this the charts draw on a canvas
@@ -310,7 +312,7 @@ async function flagRows(rows, stacked = false) {
         .reduce((sum, r) => sum + (r.value ?? 0), 0);
     }
     result.push({ date, value, direction: flag.direction, series: row.series,
-      text: flagText(flag, page.percent) });
+      text: flagText(flag, page.percent, false, measureName(flag, reportNames, page.labels)) });
   }
   return result;
 }
@@ -374,7 +376,11 @@ async function drawProblems(file, series, items, i0, i1, present) {
   if (!rows.length) return;
   kpi.views.problems = await draw($("problem-chart"), page.specs.problems, {
     rows, milestones: milestonesIn(kpi.state.from, kpi.state.to), flags: [],
-  }, page.themes, { description, renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg" });
+  }, page.themes, {
+    description, renderer: rows.length > CANVAS_ABOVE ? "canvas" : "svg",
+    // the main chart's day labels (same days, same width): a day sits under the same label
+    days: [dayNumber(file.first_day) + i0, dayNumber(file.first_day) + i1],
+  });
 }
 
 function funnelNumbers(file, series, items, i0, i1) {
@@ -573,9 +579,27 @@ function downloadView() {
 
 const FLAG_COLUMNS = ["date", "report", "segmentation", "segment", "measure", "value", "baseline",
   "direction"];
+const FLAG_LABELS = { date: "Day", report: "Report", segmentation: "Segmentation",
+  segment: "Segment", measure: "Measure", value: "Value", baseline: "Baseline",
+  direction: "Direction" };
 let flagListFilled = false;
 
-/** Every flagged day of the build, as a table (or "No day flagged."), once per page load. */
+/** A flag's cells as its report's page shows them: the tab name, the measure's name, values
+ * in the report's units (percent for rates) with grouped digits. */
+function flagCells(flag) {
+  const report = Object.hasOwn(reportNames, flag.report) ? reportNames[flag.report] : null;
+  const percent = Boolean(report && report.percent);
+  const cells = {
+    ...flag,
+    report: report ? report.label : flag.report,
+    measure: measureName(flag, reportNames, page.labels),
+    value: formatValue(flag.value, percent),
+    baseline: formatValue(flag.baseline, percent),
+  };
+  return FLAG_COLUMNS.map((name) => String(cells[name]));
+}
+
+/** Every flag of the build, as a table (or "No day flagged."), once per page load. */
 async function fillFlagList() {
   const box = $("flag-list");
   if (!box || flagListFilled) return;
@@ -588,10 +612,10 @@ async function fillFlagList() {
     box.replaceChildren(none);
     return;
   }
+  const days = new Set(flags.map((flag) => flag.date)).size; // many flags can share a day
   const table = dataTable("data flags",
-    plural(flags.length, "flagged day"), FLAG_COLUMNS,
-    flags.map((flag) => FLAG_COLUMNS.map((name) => String(flag[name]))),
-    (name) => name === "value" || name === "baseline");
+    `${plural(flags.length, "flag")} on ${plural(days, "day")}`, FLAG_COLUMNS,
+    flags.map(flagCells), (name) => name === "value" || name === "baseline", FLAG_LABELS);
   const wrap = document.createElement("div");
   wrap.className = "table-wrap";
   wrap.append(table);

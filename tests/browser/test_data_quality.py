@@ -21,6 +21,7 @@ from fake_source.generator import blobs_for_day, history_days
 from kpi.reports import QUALITY_LABELS, QUALITY_MEASURES, build_reports
 from kpi.serve import make_server
 from kpi.site import publish, render_site
+from tests.browser.test_polish import x_labels
 from tests.browser.test_site import CONFIG, browser, close, open_page, published
 from tests.unit.kpi_helpers import aggregates_of
 
@@ -151,4 +152,17 @@ def test_a_range_without_problems_says_so(browser, site):
     assert page.locator("#problem-days").inner_text().strip() == (
         "No problem day from 2026-10-10 to 2026-10-20.")
     assert opened.problems == []
+    close(opened)
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_both_charts_label_the_same_days(browser, site, width):
+    base, _ = site
+    opened = open_page(browser, f"{base}/data_quality.html?from=2026-10-10&to=2026-10-30",
+                       width=width)
+    page = opened.page
+    main = [text for text, _, _ in x_labels(page, "#chart")]
+    problems = [text for text, _, _ in x_labels(page, "#problem-chart")]
+    assert len(main) >= 3
+    assert problems == main  # a day sits under the same label in both charts
     close(opened)

@@ -94,7 +94,8 @@ def test_the_chart_marks_a_flagged_day_at_its_value_with_value_and_baseline(
     drawn = page.evaluate("window.kpi.flags")
     assert [(f["date"], f["value"], f["direction"]) for f in drawn] == [
         (_ms(FLAG_DAY), value, "low")]
-    text = f"flagged low: value {value:,.0f} vs baseline {4 * value:,.0f} (value, Total)"
+    text = (f"flagged low: value {value:,.0f} vs baseline {4 * value:,.0f} "
+            "(Sign-in attempts (blobs), Total)")
     assert tooltip_of(page, symbols) == text
     assert text in page.locator("#chart-caption").inner_text()
     # stacked areas: still marked (at the top of its band; Total alone is its value)
@@ -118,7 +119,7 @@ def test_a_flagged_rate_is_marked_in_percent(browser, site, assertions_low):
     symbols = page.locator(FLAG_SYMBOLS)
     assert symbols.count() == 1
     assert tooltip_of(page, symbols) == (
-        "flagged low: value 25.0% vs baseline 50.0% (value, Total)")
+        "flagged low: value 25.0% vs baseline 50.0% (Success rate, Total)")
     # segmented by OS: the Total flag is not drawn
     act(page, lambda: page.select_option("#seg", "OS"))
     assert page.locator(FLAG_SYMBOLS).count() == 0
@@ -151,14 +152,35 @@ def test_the_data_quality_page_lists_flagged_days(browser, site, assertions_low)
     page = opened.page
     rows = page.evaluate("""[...document.querySelectorAll('#flag-list tbody tr')]
         .map(tr => [...tr.children].map(cell => cell.textContent))""")
-    assert rows[0] == [FLAG_DAY, "assertions", "Total", "Total", "value", str(int(value)),
-                       str(int(4 * value)), "low"]
+    # the reports' tab names, the pages' measure names, numbers as the pages show them
+    assert rows[0] == [FLAG_DAY, "Sign-in attempts", "Total", "Total",
+                       "Sign-in attempts (blobs)", f"{value:,.0f}", f"{4 * value:,.0f}", "low"]
     assert rows[1][3] == HOSTILE  # text, never markup
+    assert rows[2] == ["2026-10-25", "New user success", "Total", "Total", "Success rate",
+                       "25.0%", "50.0%", "low"]
     assert len(rows) == 3
+    assert page.locator("#flag-list caption").inner_text() == "3 flags on 2 days"
     assert page.locator("#flag-list thead th").all_text_contents() == [
-        "date", "report", "segmentation", "segment", "measure", "value", "baseline", "direction"]
+        "Day", "Report", "Segmentation", "Segment", "Measure", "Value", "Baseline", "Direction"]
     assert page.locator("main img").count() == 0
     close(opened)
+
+
+def test_many_flags_on_one_day_are_counted_as_one_day(browser, site):
+    base, folder = site
+    flags = [flag("assertions", FLAG_DAY, 1000 + n, 30_000, "low", "OS", f"OS {n}")
+             for n in range(37)]
+    write_flags(folder, flags)
+    try:
+        opened = open_page(browser, f"{base}/data_quality.html")
+        page = opened.page
+        assert page.locator("#flag-list caption").inner_text() == "37 flags on 1 day"
+        assert page.locator("#flag-list tbody tr").count() == 37
+        assert page.locator("#flag-list tbody tr").first.locator("td").nth(5).inner_text() == (
+            "1,000")
+        close(opened)
+    finally:
+        write_flags(folder, [])
 
 
 @pytest.mark.parametrize("flags", [[], None], ids=["empty", "missing"])
@@ -202,7 +224,7 @@ def test_step_charts_and_funnel_panels_mark_the_flagged_step(browser, site):
         assert symbols.count() == 1
         assert tooltip_of(page, symbols) == (
             f"flagged high: value {fetched:,.0f} vs baseline {fetched / 3:,.2f}".rstrip("0")
-            .rstrip(".") + " (fetched, Total)")
+            .rstrip(".") + " (Fetched, Total)")
         close(opened)
         opened = open_page(browser, f"{base}/password_reset.html")
         page = opened.page

@@ -14,6 +14,7 @@ from kpi.serve import make_server
 from tests.browser.test_site import (
     CONFIG,
     LAST_DAY,
+    MILESTONE,
     _build,
     act,
     browser,
@@ -157,3 +158,58 @@ def test_one_day_is_one_day_not_one_days(browser, one_day):
     assert descriptions and all("last 1 day:" in d for d in descriptions), descriptions
     close(opened)
     assert date.fromisoformat(LAST_DAY.isoformat())  # the site's only day
+
+
+MILESTONE_LABELS = """box => {
+    const plot = box.querySelector('svg .role-frame.root path.background').getBoundingClientRect();
+    return [...box.querySelectorAll('.mark-text.role-mark text')].map(t => {
+        const b = t.getBoundingClientRect();
+        return {text: t.textContent, left: b.left, right: b.right, top: b.top,
+                bottom: b.bottom, plot: [plot.left, plot.right, plot.top]};
+    });
+}"""
+
+
+def milestone_labels(page, selector) -> list[dict]:
+    return [label for box in page.locator(selector).all()
+            for label in box.evaluate(MILESTONE_LABELS)]
+
+
+def assert_whole_or_ellipsis_within_the_plot(labels, names) -> None:
+    for label in labels:
+        left, right, _ = label["plot"]
+        assert left - 0.5 <= label["left"] and label["right"] <= right + 0.5, label
+        text = label["text"]
+        assert text in names or (text.endswith("…") and any(
+            name.startswith(text[:-1]) for name in names)), label
+
+
+def test_a_milestone_label_fits_the_chart_with_an_ellipsis_and_its_tooltip_is_whole(
+        browser, site):
+    base, _, _ = site
+    opened = open_page(browser, f"{base}/assertions.html", width=360)
+    page = opened.page
+    names = [name for name, _ in CONFIG.milestones] + [MILESTONE]
+    labels = milestone_labels(page, "#chart")
+    assert labels
+    assert_whole_or_ellipsis_within_the_plot(labels, names)
+    cut = [label for label in labels if label["text"].endswith("…")]
+    assert cut, labels  # at 360 px this long name does not fit beside its rule
+    page.locator("#chart .mark-text.role-mark text").first.hover(force=True)
+    tooltip = page.locator("#vg-tooltip-element")
+    tooltip.wait_for(state="visible")
+    assert any(name in tooltip.inner_text() for name in names)
+    close(opened)
+
+
+def test_milestone_labels_of_small_step_charts_stay_above_the_data(browser, site):
+    base, _, _ = site
+    opened = open_page(browser, f"{base}/new_user.html", width=1280)
+    page = opened.page
+    names = [name for name, _ in CONFIG.milestones] + [MILESTONE]
+    labels = milestone_labels(page, "#panels .chart")
+    assert labels
+    for label in labels:
+        assert label["bottom"] <= label["plot"][2] + 0.5, label  # above the plot's top
+    assert_whole_or_ellipsis_within_the_plot(labels, names)
+    close(opened)

@@ -100,6 +100,12 @@ def test_the_previous_build_stays_readable_in_the_archive(two_builds):
     assert (old / "changes.csv").is_file()
     assert not (old / "view").exists()  # data files only
     assert not list((second / "archive").rglob("*.html"))
+    # the page's link to the previous build's files says what it opens
+    soup = BeautifulSoup((second / "changes.html").read_text(), "html.parser")
+    links = {a["href"]: " ".join(a.get_text().split()) for a in soup.select("a[href^=archive]")}
+    assert links[f"archive/{build_id(first)}/data/manifest.json"] == (
+        f"archive/{build_id(first)}/data/manifest.json")
+    assert links["archive/index.json"] == "archive index (index.json)"
     # hard links, not copies
     assert (old / "assertions.csv").stat().st_ino == (
         first / "archive" / build_id(first) / "data" / "assertions.csv").stat().st_ino
@@ -250,8 +256,58 @@ def test_the_changes_page_formats_values_as_the_report_pages_do(tmp_path):
         ("New user success", "Success rate"): ("53.30%", "53.27%", "-0.03 pts"),
         ("Sign-in attempts", "Sign-in attempts (blobs)"): ("1,234", "1,310", "+76 (+6.2%)"),
         ("Data quality", "Skipped (empty stream)"): ("0", "12", "+12"),
-        ("Persona adoption", "Mean sites signed in"): ("2.5", "—", "removed"),
+        ("Persona adoption", "Mean sites signed in"): ("2.50", "—", "removed"),
     }
+
+
+def test_the_changes_page_lists_a_day_in_the_site_order_of_reports_then_segment_and_measure():
+    """The rows of a day follow the site's pages (the navigation's order), not the code points
+    of the report ids; Total before the segments, the data quality counts in their order."""
+    def change(report, segmentation, segment, measure):
+        return changes.Change("2026-10-02", report, segmentation, segment, measure, "1", "2")
+
+    rows = sorted([change("assertions", "Total", "Total", "value"),
+                   change("assertions", "OS", "Linux", "value"),
+                   change("assertions", "Locale", "English", "value"),
+                   change("bounce_rate", "Total", "Total", "value"),
+                   change("data_quality", "Total", "Total", "stored"),
+                   change("data_quality", "Total", "Total", "fetched"),
+                   change("sites", "Total", "Total", "value"),
+                   change("unknown_report", "Total", "Total", "value")],
+                  key=lambda c: (c.report, c.segmentation, c.segment, c.measure))  # as compare
+    context = changes.page_context(
+        changes.Changes(rows, "previous", frozenset({"2026-10-02"}), frozenset({"2026-10-02"})),
+        site_displays(), site_measure_labels())
+    day = context["restated"][0]
+    assert [(r["report_label"], r["segment_label"], r["measure_label"]) for r in day["rows"]] == [
+        ("Persona adoption", "Total", "Mean sites signed in"),
+        ("Sign-in attempts", "Total", "Sign-in attempts (blobs)"),
+        ("Sign-in attempts", "Locale: English", "Sign-in attempts (blobs)"),
+        ("Sign-in attempts", "OS: Linux", "Sign-in attempts (blobs)"),
+        ("Bounce rate", "Total", "Bounce rate"),
+        ("Data quality", "Total", "Fetched"),
+        ("Data quality", "Total", "Stored"),
+        ("unknown_report", "Total", "value"),
+    ]
+    assert day["reports"] == ["Persona adoption", "Sign-in attempts", "Bounce rate",
+                              "Data quality", "unknown_report"]
+
+
+@pytest.mark.parametrize(("old", "new", "texts"), [
+    ("2.365", "2.4924", ("2.37", "2.49", "+0.13 (+5.4%)")),  # means: 2 decimals, always
+    ("2.5", "2.191", ("2.50", "2.19", "-0.31 (-12.4%)")),
+    ("2", "2.5", ("2.00", "2.50", "+0.50 (+25.0%)")),  # one side whole, the other not
+    ("2.4924", "", ("2.49", "—", "removed")),
+    ("2.4921", "2.4924", ("2.4921", "2.4924", "+0.0003 (+0.0%)")),  # 2 decimals would hide it
+    ("1234", "1310", ("1,234", "1,310", "+76 (+6.2%)")),  # counts stay whole
+])
+def test_a_mean_is_shown_with_two_decimals_on_both_sides_of_a_change(old, new, texts):
+    rows = [changes.Change("2026-10-02", "sites", "Total", "Total", "value", old, new)]
+    context = changes.page_context(
+        changes.Changes(rows, "previous", frozenset({"2026-10-02"}), frozenset({"2026-10-02"})),
+        site_displays())
+    row = context["restated"][0]["rows"][0]
+    assert (row["old_text"], row["new_text"], row["delta_text"]) == texts
 
 
 def site_displays():

@@ -36,6 +36,10 @@ def test_series_chart_reads_named_data_and_colours_from_rows():
     assert tips == ["date", "series", "value", "numerator", "denominator"]
     assert rules["data"] == labels["data"] == {"name": "milestones"}
     assert labels["mark"]["type"] == "text" and labels["encoding"]["text"]["field"] == "milestone"
+    # above the plot (never over the data), cut to the room beside its rule with an ellipsis
+    assert labels["encoding"]["y"] == {"value": 0} and labels["mark"]["baseline"] == "bottom"
+    assert labels["mark"]["ellipsis"] == "…" and "width" in labels["mark"]["limit"]["expr"]
+    assert "clip" not in labels["mark"]
     assert spec["width"] == "container"
     assert flags["data"] == {"name": "flags"}
     # days a shown segment was folded into Other: a hollow mark at the foot, the text as tooltip
