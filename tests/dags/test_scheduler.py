@@ -174,7 +174,8 @@ def test_scheduler_catchup_and_backfill_equal_one_pass(settings, recent_source, 
         airflow.cli("backfill", "create", "--dag-id", "kpi_nightly",
                     "--from-date", (days[0] + timedelta(days=1)).isoformat(),
                     "--to-date", (days[1] + timedelta(days=1)).isoformat(),
-                    "--reprocess-behavior", "completed", "--max-active-runs", "1")
+                    "--reprocess-behavior", "completed", "--max-active-runs", "1",
+                    attempts=5)  # SQLite may be locked by the scheduler on a loaded machine
         rerun = airflow.wait_for("kpi_nightly", 2, ended_after=started)
         assert [r[3] for r in rerun] == ["backfill", "backfill"]
         assert documents(settings) == first
