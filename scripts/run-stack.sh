@@ -42,7 +42,7 @@ if [ "$MODE" = distributed ]; then
   export AIRFLOW__CELERY__BROKER_URL=redis://127.0.0.1:$REDIS_PORT/0
   export AIRFLOW__CELERY__RESULT_BACKEND=redis://127.0.0.1:$REDIS_PORT/1
   export AIRFLOW__CELERY__WORKER_CONCURRENCY=${KPI_DEMO_WORKER_CONCURRENCY:-2}
-  # a task unacknowledged for this long is handed to another worker (Celery's Redis default,
+  # a task unacknowledged for this long is handed to another worker (Airflow's default,
   # stated so the workers do not warn; longer than the default KPI_TASK_TIMEOUT_MINUTES)
   export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=86400
   # The publish task's queue: set for the DAG processor (which routes the task) and the worker
