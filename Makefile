@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench clean constraints
+.PHONY: setup run run-distributed stop test lint bench clean constraints
 
 setup: $(VENV)/.installed node_modules/.installed
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-redis.sh
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ node_modules/.installed: package.json package-lock.json
 
 run: setup
 	bash scripts/run-stack.sh
+
+run-distributed: setup
+	bash scripts/run-stack.sh --distributed
 
 stop:
 	bash scripts/stop-stack.sh

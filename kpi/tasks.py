@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -40,6 +42,13 @@ def task_failed(context: dict) -> None:
     path = Settings.from_env().failure_callback
     if path:
         load_callback(path)(context)
+
+
+def worker_hostname() -> str:
+    """The host name a task reports to Airflow (`[core] hostname_callable`): the worker's own
+    name in `KPI_WORKER_NAME` when set (`make run-distributed` runs two Celery workers on one
+    machine, told apart by it), else the machine's, as Airflow's default gives it."""
+    return os.environ.get("KPI_WORKER_NAME") or socket.getfqdn()
 
 
 AGGREGATES_ASSET_NAME = "kpi_aggregates"

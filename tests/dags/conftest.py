@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+REPO = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = REPO / "dags"
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="kpi-airflow-")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -31,3 +32,15 @@ def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+@pytest.fixture
+def scratch_root(tmp_path):
+    """A repository layout of its own for scripts/run-stack.sh (.devdata, .airflow and the
+    site are created in it)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("scripts", "dags", ".venv"):
+        (root / name).symlink_to(REPO / name)
+    (root / "site_output").mkdir()  # as in a clone (its .gitkeep)
+    return root

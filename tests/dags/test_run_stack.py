@@ -22,7 +22,6 @@ import pytest
 from kpi.devserver import free_port
 
 pytestmark = pytest.mark.dags
-REPO = Path(__file__).resolve().parents[2]
 
 
 def marked(mark: str) -> list[psutil.Process]:
@@ -72,17 +71,6 @@ def nightly_runs(root: Path) -> list[tuple[str, str]]:
                               "where dag_id = 'kpi_nightly'").fetchall()
     except sqlite3.OperationalError:  # tables not migrated yet
         return []
-
-
-@pytest.fixture
-def scratch_root(tmp_path):
-    """A repository layout of its own (.devdata, .airflow and the site are created in it)."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("scripts", "dags", ".venv"):
-        (root / name).symlink_to(REPO / name)
-    (root / "site_output").mkdir()  # as in a clone (its .gitkeep)
-    return root
 
 
 def test_make_run_listens_on_localhost_only(scratch_root):
