@@ -66,7 +66,7 @@ def kpi_nightly():
         from kpi.pipeline import nightly_plan
 
         return nightly_plan(logical_date, dag_run.run_after, dag_run.run_id,
-                            str(dag_run.run_type), params["restate_days"])
+                            dag_run.run_type, params["restate_days"])
 
     @task(max_active_tis_per_dagrun=SETTINGS.extract_parallel)
     def extract_and_store(window: dict) -> dict:

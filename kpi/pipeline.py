@@ -362,9 +362,10 @@ def nightly_days(logical_date: datetime | date | str | None, settings: Settings,
     return days_between(first, day) if first <= day else []
 
 
-def run_restate_days(run_type: str, day: date, asked: int | None, settings: Settings,
+def run_restate_days(run_type: object, day: date, asked: int | None, settings: Settings,
                      now: datetime) -> int:
-    """How many days before its own a DAG run restates.
+    """How many days before its own a DAG run restates (`run_type`: Airflow's `DagRunType`,
+    or its value).
 
     `asked` (the run's `restate_days` Param) when given; else 0 for a backfill run and for a
     scheduled run catching up (its day is not the last one that has ended at `now`: the runs
@@ -373,6 +374,7 @@ def run_restate_days(run_type: str, day: date, asked: int | None, settings: Sett
     30 days, fetches each day once, not 1 + KPI_RESTATE_DAYS times; only the nightly run
     restates.
     """
+    run_type = getattr(run_type, "value", run_type)  # the Task SDK's enum prints its name
     if asked is not None:
         return asked
     if run_type == "backfill":
@@ -387,7 +389,7 @@ def run_restate_days(run_type: str, day: date, asked: int | None, settings: Sett
 
 
 def nightly_plan(logical_date: datetime | None, run_after: datetime | None,
-                 run_id: str, run_type: str = "manual",
+                 run_id: str, run_type: object = "manual",
                  restate_days: int | None = None) -> list[dict]:
     """Airflow task: the fetch windows of the run's days (`nightly_days`, restating
     `run_restate_days` days), for the mapped extract tasks.

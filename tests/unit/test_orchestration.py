@@ -60,6 +60,16 @@ def test_only_the_nights_own_run_restates_unless_asked(run_type, day, asked, exp
     assert len(nightly_days(logical, settings, restate_days=expected)) == 1 + expected
 
 
+def test_the_run_type_is_read_from_the_task_sdks_enum():
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    settings = Settings(restate_days=3, start_date=date(2026, 10, 1))
+    now = datetime(2026, 11, 27, 0, 40, tzinfo=UTC)
+    assert str(DagRunType.BACKFILL) != "backfill"  # why its value is read, not its text
+    assert run_restate_days(DagRunType.BACKFILL, date(2026, 11, 26), None, settings, now) == 0
+    assert run_restate_days(DagRunType.SCHEDULED, date(2026, 11, 26), None, settings, now) == 3
+
+
 def test_nightly_time_is_a_utc_cron_and_is_validated():
     assert Settings(nightly_at="02:30").nightly_cron == "30 2 * * *"
     for bad in ("2:30", "24:00", "noon"):
