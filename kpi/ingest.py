@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -256,7 +256,8 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
         digests_raw, digests_quarantined = store.digests(RAW, day), store.digests(QUARANTINE, day)
         fresh = not (digests_raw or digests_quarantined)
         staging = None if fresh else Staging(store, day, run, "one-pass")
-        snapshot = store_rows(store, day, windows, digests_raw, digests_quarantined,
+        batches = _pooled(windows, min(settings.bulk_size, POOLED_ROWS))
+        snapshot = store_rows(store, day, batches, digests_raw, digests_quarantined,
                               IncompleteMark(store, day), aggregator.add, staging)
     present_raw, present_quarantined = set(digests_raw), set(digests_quarantined)
     del digests_raw, digests_quarantined
@@ -269,6 +270,23 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     finally:
         drop_staging(store, day, run)
     return manifest
+
+
+POOLED_ROWS = 1000  # a batch's rows: Apache CouchDB writes 1,000 a request as fast as 5,000,
+# and the first write of a quiet day starts after its first window or two, not after its last
+
+
+def _pooled(windows: Iterable[list], size: int) -> Iterator[list]:
+    """Consecutive windows' rows joined into batches of at least `size` rows (the last may
+    be smaller), so a quiet day costs a few full `_bulk_docs`, not one small one a window."""
+    pool: list = []
+    for rows in windows:
+        pool = rows if not pool else pool + rows
+        if len(pool) >= size:
+            yield pool
+            pool = []
+    if pool:
+        yield pool
 
 
 def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str],
