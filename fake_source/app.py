@@ -97,10 +97,11 @@ class BlobStore:
 
     def range_body(self, start: int | None, end: int | None) -> bytes:
         """The JSON of `range(start, end)`: generated rows from their encoded JSON when no
-        posted or verbatim row falls in the range."""
+        posted or verbatim row falls in the range and `range` is not replaced (tests change
+        what the source returns by replacing it)."""
         lo = -1 if start is None else start
         hi = float("inf") if end is None else end
-        if any(lo <= row["key"] <= hi for row in self.posted) or any(
+        if "range" in vars(self) or any(lo <= row["key"] <= hi for row in self.posted) or any(
                 lo <= key <= hi for key, _, _ in self.verbatim):
             return _dumps(self.range(start, end))
         parts: list[bytes] = []

@@ -280,7 +280,16 @@ def _pooled(windows: Iterable[list], size: int) -> Iterator[list]:
     """Consecutive windows' rows joined into batches of at least `size` rows (the last may
     be smaller), so a quiet day costs a few full `_bulk_docs`, not one small one a window."""
     pool: list = []
-    for rows in windows:
+    windows = iter(windows)
+    while True:
+        try:
+            rows = next(windows)
+        except StopIteration:
+            break
+        except Exception:  # the windows fetched before a failure are stored, as unpooled
+            if pool:
+                yield pool
+            raise
         pool = rows if not pool else pool + rows
         if len(pool) >= size:
             yield pool

@@ -58,8 +58,9 @@ class Behind(Generic[T]):
 
     `submit` returns the results of the calls that had to finish to make room, oldest first;
     `drain` waits for all and returns theirs. A failed call's exception is raised by the
-    `submit` or `drain` that collects it; `close` (or leaving `with`) waits for the running
-    call and drops the others.
+    `submit` or `drain` that collects it; `close` (or leaving `with`, also on a failure)
+    waits for every queued call, as code without overlap would have made each one before going
+    on (their failures are then left to the failure being raised).
     """
 
     def __init__(self, depth: int = 1) -> None:
@@ -89,9 +90,7 @@ class Behind(Generic[T]):
         return done
 
     def close(self) -> None:
-        """Drop the queued calls that have not started; wait for the running one."""
-        for future in self._pending:
-            future.cancel()
+        """Wait for every queued call (their results and failures are dropped)."""
         self._pending.clear()
         self._pool.shutdown(wait=True)
 
