@@ -372,7 +372,7 @@ class DayAggregator:
     batch.
     """
 
-    STAGE_BLOBS = 20_000
+    STAGE_BLOBS = 5_000
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -26,7 +26,7 @@ from kpi.aggregate import DayAggregator, combine, count_columns
 from kpi.aggregate_docs import aggregates_document, decode_frames, encode_frames, put_aggregates
 from kpi.config import Config, load_config
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError, content_of
-from kpi.overlap import Ahead, gc_paused
+from kpi.overlap import Ahead
 from kpi.parts import closed_by, delete_parts, mark_closed, read_parts, write_part
 from kpi.removed import restore_removed
 from kpi.reports import QUALITY_MEASURES
@@ -246,7 +246,7 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     """
     run = f"one-pass:{uuid.uuid4().hex}"
     aggregator = DayAggregator(config)
-    with (KpiggybankClient(settings) as client, gc_paused(),
+    with (KpiggybankClient(settings) as client,
           Ahead(functools.partial(fetch_rows, client, day, bounds)
                 for bounds in day_windows(settings, day)) as windows):  # fetched ahead,
         # the first while the stored day is read

@@ -35,7 +35,7 @@ from kpi.couch import (
     day_prefix,
     prefix_range,
 )
-from kpi.overlap import Behind, gc_paused
+from kpi.overlap import Behind
 from kpi.removed import GONE, MOVED, move_to_removed
 from kpi.rows import (
     DOC_MARGIN,
@@ -239,7 +239,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             if on_stored is not None:
                 on_stored(blobs)
 
-    with gc_paused(), Behind[list[dict]](depth=1) as writes:
+    with Behind[list[dict]](depth=1) as writes:
         for rows in batches:
             pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
             moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
