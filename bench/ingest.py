@@ -13,7 +13,10 @@ serving a page costs it next to nothing) serves one day of `--blobs` blobs.
    nothing; timed against the first run.
 3. Plain insert, same run, same server: the same raw documents (read back from the pipeline's
    database into a file first, untimed) written by plain `_bulk_docs` of `--plain-batch` (1,000)
-   documents into another fresh database; only the writes are timed.
+   documents into another fresh database; only the writes are timed. Twice: in id order (as
+   `_all_docs` returns them; Apache CouchDB appends to its B-tree) and in the source's order
+   (timestamp, then id: what the pipeline receives; random ids land all over the B-tree, which
+   costs Apache CouchDB about 3x the time).
 
 `--mode backfill`: the source serves `--days` days of about `--per-day` blobs; the pipeline is
 `kpi backfill` of those days including its site build, the re-run a second `kpi backfill`, and
@@ -148,16 +151,23 @@ def main() -> None:
               + (f", {again['written']:,} documents written" if "written" in again else "")
               + f"; raw revisions {'unchanged' if unchanged else 'CHANGED'}")
 
-        # the same raw documents, to a file (untimed), then plain _bulk_docs (timed)
-        path = workdir / "docs.jsonl"
-        with path.open("wb") as out:
-            for day in days:
-                for doc in store.day_docs(RAW, day):
-                    out.write(orjson.dumps({k: v for k, v in doc.items() if k != "_rev"}) + b"\n")
-        written, plain_s = plain_insert(url, f"{prefix}_plain", path, args.plain_batch)
-        print(f"plain _bulk_docs, {args.plain_batch:,} per request: {written:,} documents in "
-              f"{plain_s:.1f} s = {written / plain_s:,.0f} docs/s")
-        print(f"ratio pipeline / plain insert: {pipeline_s / plain_s:.2f}")
+        # the same raw documents, to files (untimed): in id order (as `_all_docs` reads them)
+        # and in the source's order (timestamp, id: the order the pipeline receives them);
+        # then plain _bulk_docs of each (timed)
+        docs = [{k: v for k, v in doc.items() if k != "_rev"}
+                for day in days for doc in store.day_docs(RAW, day)]
+        orders = {"id order": docs,
+                  "source order": sorted(docs, key=lambda doc: (doc["blob"]["timestamp"],
+                                                                  doc["kpiggybank_id"]))}
+        for order, ordered in orders.items():
+            path = workdir / f"{order.split()[0]}.jsonl"
+            path.write_bytes(b"".join(orjson.dumps(doc) + b"\n" for doc in ordered))
+            written, plain_s = plain_insert(url, f"{prefix}_plain_{order.split()[0]}", path,
+                                            args.plain_batch)
+            print(f"plain _bulk_docs, {args.plain_batch:,} per request, {order}: {written:,} "
+                  f"documents in {plain_s:.1f} s = {written / plain_s:,.0f} docs/s; ratio "
+                  f"pipeline / plain insert ({order}): {pipeline_s / plain_s:.2f}")
+        del docs, orders
         print(f"ratio re-run / first run: {rerun_s / pipeline_s:.2f}")
         with httpx.Client(timeout=600) as client:
             for name in client.get(f"{url}/_all_dbs").json():
