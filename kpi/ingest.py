@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -26,6 +26,7 @@ from kpi.aggregate import DayAggregator, combine, count_columns
 from kpi.aggregate_docs import aggregates_document, decode_frames, encode_frames, put_aggregates
 from kpi.config import Config, load_config
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError, content_of
+from kpi.overlap import Ahead
 from kpi.parts import closed_by, delete_parts, mark_closed, read_parts, write_part
 from kpi.removed import restore_removed
 from kpi.reports import QUALITY_MEASURES
@@ -244,15 +245,22 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
         StagingLost: another run of the day dropped rows this pass staged (nothing applied).
     """
     run = f"one-pass:{uuid.uuid4().hex}"
-    delete_parts(store, day)  # they describe an older snapshot than this one
-    present_raw, present_quarantined = _stored_ids(store, day)
-    fresh = not (present_raw or present_quarantined)
-    staging = None if fresh else Staging(store, day, run, "one-pass")
     aggregator = DayAggregator(config)
-    with KpiggybankClient(settings) as client:
-        windows = (fetch_rows(client, day, bounds) for bounds in day_windows(settings, day))
-        snapshot = store_rows(store, day, windows, present_raw, present_quarantined,
+    with (KpiggybankClient(settings) as client,
+          Ahead(functools.partial(fetch_rows, client, day, bounds)
+                for bounds in day_windows(settings, day)) as windows):  # fetched ahead,
+        # the first while the stored day is read
+        delete_parts(store, day)  # they describe an older snapshot than this one
+        # the stored rows' digests: a re-run reads the day once, by key range, and writes
+        # only rows whose content differs
+        digests_raw, digests_quarantined = store.digests(RAW, day), store.digests(QUARANTINE, day)
+        fresh = not (digests_raw or digests_quarantined)
+        staging = None if fresh else Staging(store, day, run, "one-pass")
+        batches = _pooled(windows, min(settings.bulk_size, POOLED_ROWS))
+        snapshot = store_rows(store, day, batches, digests_raw, digests_quarantined,
                               IncompleteMark(store, day), aggregator.add, staging)
+    present_raw, present_quarantined = set(digests_raw), set(digests_quarantined)
+    del digests_raw, digests_quarantined
     part = Part(snapshot, *aggregator.result(), aggregator.skipped_empty_stream,
                 aggregator.aggregated)
     try:
@@ -262,6 +270,32 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     finally:
         drop_staging(store, day, run)
     return manifest
+
+
+POOLED_ROWS = 1000  # a batch's rows: Apache CouchDB writes 1,000 a request as fast as 5,000,
+# and the first write of a quiet day starts after its first window or two, not after its last
+
+
+def _pooled(windows: Iterable[list], size: int) -> Iterator[list]:
+    """Consecutive windows' rows joined into batches of at least `size` rows (the last may
+    be smaller), so a quiet day costs a few full `_bulk_docs`, not one small one a window."""
+    pool: list = []
+    windows = iter(windows)
+    while True:
+        try:
+            rows = next(windows)
+        except StopIteration:
+            break
+        except Exception:  # the windows fetched before a failure are stored, as unpooled
+            if pool:
+                yield pool
+            raise
+        pool = rows if not pool else pool + rows
+        if len(pool) >= size:
+            yield pool
+            pool = []
+    if pool:
+        yield pool
 
 
 def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str],

@@ -13,7 +13,9 @@ nothing of the day changes. Removed rows are moved to `<prefix>_removed`, never 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,11 +29,13 @@ from kpi.couch import (
     RAW,
     CouchStore,
     DocumentTooLarge,
+    Present,
     StoreError,
     content_of,
     day_prefix,
     prefix_range,
 )
+from kpi.overlap import Behind
 from kpi.removed import GONE, MOVED, move_to_removed
 from kpi.rows import (
     DOC_MARGIN,
@@ -116,7 +120,7 @@ class Staging:
         self.staged: set[str] = set()  # ids staged by this object
         self.staged_rows = staged_rows  # for an attempt staged elsewhere: its count
 
-    def add(self, kind: str, docs: list[dict], present: set[str] | None) -> None:
+    def add(self, kind: str, docs: list[dict], present: Present | None) -> None:
         """Stage those of `docs` (for database `kind`) that differ from what is stored; a
         document this object staged before and that is now delivered as stored is unstaged."""
         changed = self.store.differing(kind, docs, present)
@@ -169,7 +173,7 @@ class Staging:
 
 
 def store_rows(store: CouchStore, day: date, batches: Iterable[list],
-               present_raw: set[str] | None, present_quarantined: set[str] | None,
+               present_raw: Present | None, present_quarantined: Present | None,
                before_write: Callable[[], None] | None = None,
                on_stored: Callable[[list[dict]], None] | None = None,
                staging: Staging | None = None) -> Snapshot:
@@ -183,62 +187,30 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     says its earlier blob was handed to `on_stored` (`restage`). Rows without an id are told
     apart by content. So `fetched = stored + rejected_invalid + duplicate`.
 
+    Each batch is written by one thread, batches in order, while the next batch is validated
+    (`kpi.overlap.Behind`); `on_stored` gets a batch's blobs once they are written.
+
     Args:
-        present_raw, present_quarantined: the day's stored ids (None: look each batch up).
+        present_raw, present_quarantined: the day's stored ids (None: look each batch up), or
+            their `content_digest`s by id (`CouchStore.digests`: unchanged rows are not read).
         before_write: called before the first write.
         on_stored: called with each batch's valid blobs (e.g. to aggregate them).
         staging: when given (a restatement), new and changed rows are staged there rather
             than written, until `close_snapshot` lets them in.
     """
     final: dict[str, tuple[str, str, str]] = {}  # doc id → (database, digest, reason or status)
-    written_before: set[str] = set()  # doc ids an earlier batch wrote (or staged)
+    written_before: set[str] = set()  # doc ids an earlier batch wrote, or is writing (or staging)
     snapshot = Snapshot()
     counts, reasons = snapshot.counts, snapshot.reasons
     prefix = day_prefix(day)
     limit = store.settings.max_document_bytes
-    for rows in batches:
-        pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
-        moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
-        received: dict[str, object] = {}  # doc id → its row as received (for a 413)
-        for row in rows:
-            counts["fetched"] += 1
-            check = check_row(row, day)
-            row_id = row.get("id") if isinstance(row, dict) else None
-            if check.status == "rejected" and not usable_id(row_id):
-                doc = quarantine_doc(day, row, check.reason, final, limit)
-                if doc is None:
-                    counts["duplicate"] += 1
-                    continue
-                pending[QUARANTINE][doc["_id"]] = doc
-                _count(counts, reasons, QUARANTINE, final[doc["_id"]][2], +1)
-                continue
-            doc_id = prefix + row_id
-            if check.status == "rejected":
-                row, digest, size = storable(row)
-                kind, note = QUARANTINE, check.reason
-                doc = {"_id": doc_id, "day": day.isoformat(), "reason": note, "row": row}
-            else:
-                blob, digest, size = storable(blob_of(row))
-                kind, note = RAW, check.status
-                doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": blob}
-            if size + 2 * len(doc_id) + DOC_MARGIN > limit:
-                kind, note = QUARANTINE, TOO_LARGE
-                doc = too_large_doc(doc_id, day, row)
-            received[doc_id] = row
-            earlier = final.get(doc_id)
-            if earlier is not None:
-                counts["duplicate"] += 1
-                if earlier[1] == digest:
-                    continue
-                _count(counts, reasons, earlier[0], earlier[2], -1)
-                if doc_id in written_before:
-                    snapshot.restage |= earlier[0] == RAW
-                    if earlier[0] != kind and staging is None:
-                        moved[earlier[0]].append(doc_id)
-                pending[earlier[0]].pop(doc_id, None)
-            final[doc_id] = (kind, digest, note)
-            pending[kind][doc_id] = doc
-            _count(counts, reasons, kind, note, +1)
+    # A batch is written (one thread, in order) while the next is validated: the writer changes
+    # the extract's counts only for a row the server refuses as too large, under this lock
+    counting = threading.Lock()
+
+    def write(pending: dict[str, dict[str, dict]], moved: dict[str, list[str]],
+              received: dict[str, object]) -> list[dict]:
+        """Write (or stage) one batch's documents; the blobs it stored in raw."""
         for kind in (RAW, QUARANTINE):
             if moved[kind]:
                 store.delete(kind, moved[kind], before_write)
@@ -257,19 +229,86 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                     doc = pending[kind].pop(doc_id, None)
                     if doc is None or "_attachments" in doc:
                         raise
-                    row = received.get(doc_id, doc.get("row"))
-                    _count(counts, reasons, kind, final[doc_id][2], -1)
-                    final[doc_id] = (QUARANTINE, final[doc_id][1], TOO_LARGE)
-                    pending[QUARANTINE][doc_id] = too_large_doc(doc_id, day, row)
-                    _count(counts, reasons, QUARANTINE, TOO_LARGE, +1)
-            written_before.update(pending[kind])
-        if on_stored is not None:
-            on_stored([doc["blob"] for doc in pending[RAW].values()])
+                    with counting:
+                        _quarantine_too_large(day, doc_id, doc, received, final, counts,
+                                              reasons, pending)
+        return [doc["blob"] for doc in pending[RAW].values()]
+
+    def stored(blob_batches: list[list[dict]]) -> None:
+        for blobs in blob_batches:
+            if on_stored is not None:
+                on_stored(blobs)
+
+    with Behind[list[dict]](depth=1) as writes:
+        for rows in batches:
+            pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
+            moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
+            received: dict[str, object] = {}  # doc id → its row as received (for a 413)
+            with counting:
+                for row in rows:
+                    counts["fetched"] += 1
+                    check = check_row(row, day)
+                    row_id = row.get("id") if isinstance(row, dict) else None
+                    if check.status == "rejected" and not usable_id(row_id):
+                        doc = quarantine_doc(day, row, check.reason, final, limit)
+                        if doc is None:
+                            counts["duplicate"] += 1
+                            continue
+                        pending[QUARANTINE][doc["_id"]] = doc
+                        _count(counts, reasons, QUARANTINE, final[doc["_id"]][2], +1)
+                        continue
+                    doc_id = prefix + row_id
+                    if check.status == "rejected":
+                        row, digest, size = storable(row)
+                        kind, note = QUARANTINE, check.reason
+                        doc = {"_id": doc_id, "day": day.isoformat(), "reason": note, "row": row}
+                    else:
+                        blob, digest, size = storable(blob_of(row))
+                        kind, note = RAW, check.status
+                        doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": blob}
+                    if size + 2 * len(doc_id) + DOC_MARGIN > limit:
+                        kind, note = QUARANTINE, TOO_LARGE
+                        doc = too_large_doc(doc_id, day, row)
+                    received[doc_id] = row
+                    earlier = final.get(doc_id)
+                    if earlier is not None:
+                        counts["duplicate"] += 1
+                        if earlier[1] == digest:
+                            continue
+                        _count(counts, reasons, earlier[0], earlier[2], -1)
+                        if doc_id in written_before:
+                            snapshot.restage |= earlier[0] == RAW
+                            if earlier[0] != kind and staging is None:
+                                moved[earlier[0]].append(doc_id)
+                        pending[earlier[0]].pop(doc_id, None)
+                    final[doc_id] = (kind, digest, note)
+                    pending[kind][doc_id] = doc
+                    _count(counts, reasons, kind, note, +1)
+            # written in order after the earlier batches: a later batch may replace or move them
+            written_before.update(pending[RAW], pending[QUARANTINE])
+            stored(writes.submit(functools.partial(write, pending, moved, received)))
+        stored(writes.drain())
     if staging is not None:
         snapshot.staging, snapshot.staged_rows = staging.attempt, staging.staged_rows
     snapshot.raw_ids = {doc_id for doc_id, (kind, _, _) in final.items() if kind == RAW}
     snapshot.quarantine_ids = set(final) - snapshot.raw_ids
     return snapshot
+
+
+def _quarantine_too_large(day: date, doc_id: str, doc: dict, received: dict[str, object],
+                          final: dict[str, tuple[str, str, str]], counts: Counter,
+                          reasons: Counter, pending: dict[str, dict[str, dict]]) -> None:
+    """Quarantine a batch's row the server refused as too large, kept whole as an attachment
+    (`too_large_doc`), unless a later batch delivered other content for its id meanwhile: that
+    delivery, counted already, replaces it."""
+    row = received.get(doc_id, doc.get("row"))
+    kind, digest, note = final[doc_id]
+    if digest != storable(doc["blob"] if "blob" in doc else doc.get("row"))[1]:
+        return
+    _count(counts, reasons, kind, note, -1)
+    final[doc_id] = (QUARANTINE, digest, TOO_LARGE)
+    pending[QUARANTINE][doc_id] = too_large_doc(doc_id, day, row)
+    _count(counts, reasons, QUARANTINE, TOO_LARGE, +1)
 
 
 def _count(counts: Counter, reasons: Counter, kind: str, note: str, step: int) -> None:

@@ -25,6 +25,7 @@ import httpx
 import orjson
 from tenacity import RetryError
 
+from kpi.overlap import gc_paused
 from kpi.retry import retrying
 from kpi.settings import Settings, split_credentials
 
@@ -241,7 +242,8 @@ def decode_rows(body: bytes) -> object:
         ValueError: the body is not JSON (truncated, garbage).
     """
     try:
-        return orjson.loads(body)
+        with gc_paused():  # a page is many small objects, without reference cycles
+            return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
     try:

@@ -7,11 +7,9 @@ DataFrame out.
 
 from __future__ import annotations
 
-import gc
 import math
 from collections import Counter
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -19,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
+from kpi.overlap import gc_paused
 from kpi.source import MAX_TIMESTAMP_MS, check_row
 
 OUTCOMES = ("bounce", "fail", "fallback", "idp", "assertion")
@@ -237,18 +236,6 @@ def _number_or_marker(value: object) -> object:
 def _invalid_reason(blob: object) -> str:
     """Why `blob` fails validation, in the words of `kpi.source.check_row`."""
     return check_row({"id": "-", "value": blob}).reason
-
-
-@contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector: millions of small objects make it the main cost."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCounts]:
