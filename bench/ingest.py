@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=4500, help="blobs a day (backfill)")
     parser.add_argument("--couchdb-url", default="")
     parser.add_argument("--chunk-hours", type=int, default=1)
-    parser.add_argument("--bulk-size", type=int, default=5000, help="the pipeline's")
+    parser.add_argument("--bulk-size", type=int, default=1000, help="the pipeline's")
     parser.add_argument("--parallel", type=int, default=1, help="days at once (backfill)")
     parser.add_argument("--plain-batch", type=int, default=1000, help="the plain insert's")
     args = parser.parse_args()

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from urllib.parse import quote
@@ -64,6 +66,7 @@ class DocumentTooLarge(StoreError):
     def __init__(self, doc_id: str, message: str) -> None:
         super().__init__(message)
         self.doc_id = doc_id
+        self.written = 0  # documents the refusing call wrote nonetheless (other chunks)
 
 
 @dataclass
@@ -72,6 +75,57 @@ class UpsertResult:
 
     written: int = 0
     unchanged: int = 0
+
+    def add(self, other: UpsertResult) -> None:
+        self.written += other.written
+        self.unchanged += other.unchanged
+
+
+class _Once:
+    """`before_write`, called at most once however many threads write (None: nothing)."""
+
+    def __init__(self, call: Callable[[], None] | None) -> None:
+        self._call, self._lock, self._done = call, threading.Lock(), call is None
+
+    def __call__(self) -> None:
+        if self._done:
+            return
+        with self._lock:
+            if not self._done:
+                self._call()
+                self._done = True
+
+
+class Encoded:
+    """A JSON value held as its encoding (sorted keys), written as is: a big day's documents
+    wait for their write in a fraction of the memory of the decoded value. Equal to the
+    value it encodes, so documents holding one compare with documents read back."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Encoded):
+            return self.data == other.data
+        return orjson.loads(self.data) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Encoded({self.data[:60]!r}...)"
+
+
+def _fragment(value: object) -> orjson.Fragment:
+    if isinstance(value, Encoded):
+        return orjson.Fragment(value.data)
+    raise TypeError(type(value).__name__)
+
+
+def dumps(value: object, option: int = 0) -> bytes:
+    """`orjson.dumps`, with `Encoded` values written as they are encoded."""
+    return orjson.dumps(value, default=_fragment, option=option)
 
 
 def content_of(doc: dict) -> dict:
@@ -84,7 +138,7 @@ def content_digest(doc: dict) -> bytes:
     """The SHA-1 of a document's content (`content_of`) as sorted-key JSON: equal digests mean
     equal content; b"" (equal to no digest) when JSON cannot encode it."""
     try:
-        return hashlib.sha1(orjson.dumps(content_of(doc), option=orjson.OPT_SORT_KEYS)).digest()
+        return hashlib.sha1(dumps(content_of(doc), orjson.OPT_SORT_KEYS)).digest()
     except orjson.JSONEncodeError:
         return b""
 
@@ -188,7 +242,7 @@ class CouchStore:
         try:
             response = self._http.request(
                 method, path, params=params,
-                content=None if body is None else orjson.dumps(body),
+                content=None if body is None else dumps(body),
                 headers=None if body is None else {"Content-Type": "application/json"},
             )
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # not worth retrying
@@ -317,26 +371,54 @@ class CouchStore:
 
         Raises:
             DocumentTooLarge: CouchDB refused a document of `docs` as too large (nothing of
-                its batch was written; the error names the document).
+                its chunk of `bulk_size` was written; the error names the document, and its
+                `written` counts the documents the other chunks wrote).
         """
         outcome = UpsertResult()
         size = self.settings.bulk_size
-        for first in range(0, len(docs), size):
-            batch, unchanged = self._same_digest(docs[first : first + size], present)
-            outcome.unchanged += unchanged
-            existing = self._existing(kind, batch, present)
-            to_write = []
-            for doc in batch:
-                old = existing.get(doc["_id"])
-                if old is not None and content_of(old) == content_of(doc):
-                    outcome.unchanged += 1
-                    continue
-                to_write.append({**doc, "_rev": old["_rev"]} if old is not None else doc)
-            if to_write and before_write is not None:
-                before_write()
-            written, unchanged = self._write_resolving_conflicts(kind, to_write)
-            outcome.written += written
-            outcome.unchanged += unchanged
+        chunks = [docs[first : first + size] for first in range(0, len(docs), size)]
+        once = _Once(before_write)
+        if len(chunks) < 2 or self.settings.couchdb_writers < 2:
+            for chunk in chunks:
+                outcome.add(self._upsert_chunk(kind, chunk, present, once))
+            return outcome
+        # the chunks hold distinct ids: they are written `couchdb_writers` at a time (a
+        # CouchDB server takes several requests at once: ids in order, 17,900 against 14,800
+        # documents a second on Apache CouchDB 3.4.3, 2 cores)
+        with ThreadPoolExecutor(self.settings.couchdb_writers,
+                                thread_name_prefix="kpi-write") as pool:
+            futures = [pool.submit(self._upsert_chunk, kind, chunk, present, once)
+                       for chunk in chunks]
+            too_large = None
+            for future in futures:
+                try:
+                    outcome.add(future.result())
+                except DocumentTooLarge as exc:  # the other chunks are still counted
+                    too_large = too_large or exc
+        if too_large is not None:
+            too_large.written += outcome.written
+            raise too_large
+        return outcome
+
+    def _upsert_chunk(self, kind: str, batch: list[dict], present: Present | None,
+                      before_write: Callable[[], None]) -> UpsertResult:
+        """`upsert` of at most `bulk_size` documents."""
+        outcome = UpsertResult()
+        batch, unchanged = self._same_digest(batch, present)
+        outcome.unchanged += unchanged
+        existing = self._existing(kind, batch, present)
+        to_write = []
+        for doc in batch:
+            old = existing.get(doc["_id"])
+            if old is not None and content_of(old) == content_of(doc):
+                outcome.unchanged += 1
+                continue
+            to_write.append({**doc, "_rev": old["_rev"]} if old is not None else doc)
+        if to_write:
+            before_write()
+        written, unchanged = self._write_resolving_conflicts(kind, to_write)
+        outcome.written += written
+        outcome.unchanged += unchanged
         return outcome
 
     @staticmethod
@@ -481,7 +563,8 @@ class CouchStore:
     def _iter_rows(self, kind: str, startkey: str, endkey: str | None,
                    include_docs: bool, limit: int | None = None,
                    attachments: bool = False) -> Iterator[dict]:
-        page = limit or self.settings.bulk_size
+        # ids and revisions only: 10× as many a page (200,000 of them in 2 s on Apache CouchDB)
+        page = limit or self.settings.bulk_size * (1 if include_docs else 10)
         params = {"startkey": orjson.dumps(startkey).decode(), "limit": page + 1,
                   "include_docs": "true" if include_docs else "false"}
         if attachments:

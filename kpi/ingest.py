@@ -256,7 +256,7 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
         digests_raw, digests_quarantined = store.digests(RAW, day), store.digests(QUARANTINE, day)
         fresh = not (digests_raw or digests_quarantined)
         staging = None if fresh else Staging(store, day, run, "one-pass")
-        batches = _pooled(windows, min(settings.bulk_size, POOLED_ROWS))
+        batches = _pooled(windows, RUN_ROWS)
         snapshot = store_rows(store, day, batches, digests_raw, digests_quarantined,
                               IncompleteMark(store, day), aggregator.add, staging)
     present_raw, present_quarantined = set(digests_raw), set(digests_quarantined)
@@ -272,13 +272,24 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     return manifest
 
 
-POOLED_ROWS = 1000  # a batch's rows: Apache CouchDB writes 1,000 a request as fast as 5,000,
-# and the first write of a quiet day starts after its first window or two, not after its last
+RUN_ROWS = 100_000  # rows validated, then written in id order, at a time
+
+
+def _row_key(row: object) -> str:
+    row_id = row.get("id") if isinstance(row, dict) else None
+    return row_id if isinstance(row_id, str) else ""
 
 
 def _pooled(windows: Iterable[list], size: int) -> Iterator[list]:
-    """Consecutive windows' rows joined into batches of at least `size` rows (the last may
-    be smaller), so a quiet day costs a few full `_bulk_docs`, not one small one a window."""
+    """Consecutive windows' rows joined into runs of at least `size` rows (the last may be
+    smaller), each sorted by id (stably: a later delivery of an id stays later).
+
+    Apache CouchDB writes documents in id order several times faster than in the source's
+    order (timestamps: the ids land all over its B-tree): 200,000 documents took 13.5 s in id
+    order and 51 s in timestamp order, 1,000 a request, on 2 cores. Runs of 100,000 sorted rows
+    keep most of that gain (12.9 s, two writers) while the next run is fetched and validated,
+    and bound the memory of a big day.
+    """
     pool: list = []
     windows = iter(windows)
     while True:
@@ -286,15 +297,18 @@ def _pooled(windows: Iterable[list], size: int) -> Iterator[list]:
             rows = next(windows)
         except StopIteration:
             break
-        except Exception:  # the windows fetched before a failure are stored, as unpooled
+        except Exception:  # the windows fetched before a failure are stored
             if pool:
+                pool.sort(key=_row_key)
                 yield pool
             raise
-        pool = rows if not pool else pool + rows
+        pool.extend(rows)
         if len(pool) >= size:
+            pool.sort(key=_row_key)
             yield pool
             pool = []
     if pool:
+        pool.sort(key=_row_key)
         yield pool
 
 

@@ -20,12 +20,18 @@ def storable(value: object) -> tuple[object, str, int]:
     surrogate in a string), a copy with containers deeper than `MAX_DEPTH` cut to null, such
     integers as floats and such strings with `?` for the surrogate instead: any row the source
     sends can be stored."""
+    value, data = encoded(value)
+    return value, hashlib.sha1(data).hexdigest(), len(data)
+
+
+def encoded(value: object) -> tuple[object, bytes]:
+    """(`value`, its JSON with sorted keys), `value` made storable as `storable` makes it (the
+    same object when JSON encodes it as it is)."""
     try:
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        return value, orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
         value = _cut(value, 0)
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return value, hashlib.sha1(encoded).hexdigest(), len(encoded)
+        return value, orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _cut(value: object, depth: int) -> object:

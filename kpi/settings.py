@@ -72,7 +72,13 @@ class Settings:
         "empty = the shipped kpi/production.json.",
     )
     bulk_size: int = _setting(
-        "KPI_BULK_SIZE", 5000, "Documents per CouchDB _bulk_docs / _all_docs request."
+        "KPI_BULK_SIZE", 1000,
+        "Documents per CouchDB _bulk_docs request, and per page of documents read "
+        "(ten times as many per page when only ids are read).",
+    )
+    couchdb_writers: int = _setting(
+        "KPI_COUCHDB_WRITERS", 2,
+        "_bulk_docs requests one write of many documents keeps in flight at once (1-8).",
     )
     restate_max_removed: float = _setting(
         "KPI_RESTATE_MAX_REMOVED", 0.1,
@@ -183,6 +189,12 @@ class Settings:
             raise ValueError(msg)
         if self.retry_attempts < 1:
             msg = f"KPI_RETRY_ATTEMPTS={self.retry_attempts} must be at least 1"
+            raise ValueError(msg)
+        if self.bulk_size < 1:
+            msg = f"KPI_BULK_SIZE={self.bulk_size} must be at least 1"
+            raise ValueError(msg)
+        if not 1 <= self.couchdb_writers <= 8:
+            msg = f"KPI_COUCHDB_WRITERS={self.couchdb_writers} must be between 1 and 8"
             raise ValueError(msg)
 
     @classmethod

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from fractions import Fraction
 
+import orjson
+
 from kpi.couch import (
     MANIFESTS,
     PARTS,
@@ -29,6 +31,7 @@ from kpi.couch import (
     RAW,
     CouchStore,
     DocumentTooLarge,
+    Encoded,
     Present,
     StoreError,
     content_of,
@@ -40,6 +43,7 @@ from kpi.removed import GONE, MOVED, move_to_removed
 from kpi.rows import (
     DOC_MARGIN,
     TOO_LARGE,
+    encoded,
     inline_attachments,
     quarantine_doc,
     storable,
@@ -209,8 +213,8 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     counting = threading.Lock()
 
     def write(pending: dict[str, dict[str, dict]], moved: dict[str, list[str]],
-              received: dict[str, object]) -> list[dict]:
-        """Write (or stage) one batch's documents; the blobs it stored in raw."""
+              received: dict[str, object]) -> None:
+        """Write (or stage) one batch's documents."""
         for kind in (RAW, QUARANTINE):
             if moved[kind]:
                 store.delete(kind, moved[kind], before_write)
@@ -225,6 +229,8 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                                                          before_write).written
                     break
                 except DocumentTooLarge as exc:  # a server whose limit is below ours
+                    if staging is None:  # the other chunks' documents were written
+                        snapshot.written += exc.written
                     doc_id = exc.doc_id.removeprefix(staging.prefix if staging else "")
                     doc = pending[kind].pop(doc_id, None)
                     if doc is None or "_attachments" in doc:
@@ -232,18 +238,15 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                     with counting:
                         _quarantine_too_large(day, doc_id, doc, received, final, counts,
                                               reasons, pending)
-        return [doc["blob"] for doc in pending[RAW].values()]
+                        # its blob was aggregated: the day is aggregated again from CouchDB
+                        snapshot.restage |= kind == RAW
 
-    def stored(blob_batches: list[list[dict]]) -> None:
-        for blobs in blob_batches:
-            if on_stored is not None:
-                on_stored(blobs)
-
-    with Behind[list[dict]](depth=1) as writes:
+    with Behind[None](depth=1) as writes:
         for rows in batches:
             pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
             moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
             received: dict[str, object] = {}  # doc id → its row as received (for a 413)
+            blobs: dict[str, dict] = {}  # doc id → the blob of a row going to raw
             with counting:
                 for row in rows:
                     counts["fetched"] += 1
@@ -263,13 +266,16 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                         kind, note = QUARANTINE, check.reason
                         doc = {"_id": doc_id, "day": day.isoformat(), "reason": note, "row": row}
                     else:
-                        blob, digest, size = storable(blob_of(row))
+                        value = blob_of(row)
+                        blob, data = encoded(value)
+                        digest, size = hashlib.sha1(data).hexdigest(), len(data)
                         kind, note = RAW, check.status
-                        doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": blob}
+                        doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": Encoded(data)}
                     if size + 2 * len(doc_id) + DOC_MARGIN > limit:
                         kind, note = QUARANTINE, TOO_LARGE
                         doc = too_large_doc(doc_id, day, row)
-                    received[doc_id] = row
+                    received[doc_id] = (_as_received(row, blob is value) if kind == RAW
+                                        else row)
                     earlier = final.get(doc_id)
                     if earlier is not None:
                         counts["duplicate"] += 1
@@ -281,13 +287,21 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                             if earlier[0] != kind and staging is None:
                                 moved[earlier[0]].append(doc_id)
                         pending[earlier[0]].pop(doc_id, None)
+                        blobs.pop(doc_id, None)
                     final[doc_id] = (kind, digest, note)
                     pending[kind][doc_id] = doc
+                    if kind == RAW:
+                        blobs[doc_id] = blob
                     _count(counts, reasons, kind, note, +1)
+            if isinstance(rows, list):  # the decoded rows are done with: free them now
+                rows.clear()
+            if on_stored is not None:  # aggregated before written: a failed write fails all
+                on_stored(list(blobs.values()))
+            del blobs
             # written in order after the earlier batches: a later batch may replace or move them
             written_before.update(pending[RAW], pending[QUARANTINE])
-            stored(writes.submit(functools.partial(write, pending, moved, received)))
-        stored(writes.drain())
+            writes.submit(functools.partial(write, pending, moved, received))
+        writes.drain()
     if staging is not None:
         snapshot.staging, snapshot.staged_rows = staging.attempt, staging.staged_rows
     snapshot.raw_ids = {doc_id for doc_id, (kind, _, _) in final.items() if kind == RAW}
@@ -302,13 +316,47 @@ def _quarantine_too_large(day: date, doc_id: str, doc: dict, received: dict[str,
     (`too_large_doc`), unless a later batch delivered other content for its id meanwhile: that
     delivery, counted already, replaces it."""
     row = received.get(doc_id, doc.get("row"))
+    if isinstance(row, Received):
+        row = row.row(doc)
     kind, digest, note = final[doc_id]
-    if digest != storable(doc["blob"] if "blob" in doc else doc.get("row"))[1]:
+    content = doc["blob"] if "blob" in doc else doc.get("row")
+    if digest != (hashlib.sha1(content.data).hexdigest() if isinstance(content, Encoded)
+                  else storable(content)[1]):
         return
     _count(counts, reasons, kind, note, -1)
     final[doc_id] = (QUARANTINE, digest, TOO_LARGE)
     pending[QUARANTINE][doc_id] = too_large_doc(doc_id, day, row)
     _count(counts, reasons, QUARANTINE, TOO_LARGE, +1)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A raw row as received, in little memory while its batch waits to be written: a row
+    `{id, key, value}` whose blob is its value less `_id` and `_rev` keeps only those three
+    (`MISSING` when absent); `row` rebuilds it whole from its document (for a 413)."""
+
+    key: object
+    value_id: object
+    value_rev: object
+
+    def row(self, doc: dict) -> dict:
+        value = {name: item for name, item in (("_id", self.value_id), ("_rev", self.value_rev))
+                 if item is not MISSING}
+        row = {"id": doc["kpiggybank_id"]} | ({} if self.key is MISSING else {"key": self.key})
+        return row | {"value": value | orjson.loads(doc["blob"].data)}
+
+
+MISSING = object()
+
+
+def _as_received(row: dict, whole: bool) -> object:
+    """What a 413 needs of a raw `row`: a `Received` when the row can be rebuilt from its
+    document (`whole`: its blob was stored as it came), else the row itself."""
+    if not whole or not row.keys() <= {"id", "key", "value"}:
+        return row
+    value = row["value"]
+    return Received(row.get("key", MISSING), value.get("_id", MISSING),
+                    value.get("_rev", MISSING))
 
 
 def _count(counts: Counter, reasons: Counter, kind: str, note: str, step: int) -> None:

@@ -1,6 +1,7 @@
 """A small real TCP forwarding proxy for fault tests: one HTTP/1.1 request per connection.
 
-Each request is read whole from the client, then `decide(method, path)` says what happens:
+Each request is read whole from the client, then `decide(method, path)` (or, for a proxy made
+`with_body`, `decide(method, path, body)`) says what happens:
 `forward` (send it on, return the answer), `reset` (answer nothing: the client's connection is
 reset with an RST, the server never sees the request) or `drop` (the server gets the request and
 answers it, then the client's connection is closed without the answer: a reply lost after the
@@ -21,9 +22,11 @@ FORWARD, RESET, DROP, REFUSED = "forward", "reset", "drop", "refused"
 class FaultProxy:
     """Listen on 127.0.0.1 (a free port) and forward to `target_port` on 127.0.0.1."""
 
-    def __init__(self, target_port: int, decide: Callable[[str, str], str] | None = None):
+    def __init__(self, target_port: int, decide: Callable[..., str] | None = None,
+                 with_body: bool = False):
         self.target_port = target_port
         self.decide = decide or (lambda method, path: FORWARD)
+        self.with_body = with_body
         self.seen: list[tuple[str, str, str]] = []  # (method, path, action), in order
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -58,9 +61,10 @@ class FaultProxy:
             if request is None:
                 client.close()
                 return
-            method, path, data = request
+            method, path, data, body = request
             with self._lock:  # decisions in arrival order (decide may count)
-                action = self.decide(method, path)
+                action = (self.decide(method, path, body) if self.with_body
+                          else self.decide(method, path))
                 index = len(self.seen)
                 self.seen.append((method, path, action))
             if action == RESET:
@@ -85,8 +89,9 @@ class FaultProxy:
             client.close()
 
 
-def _read_request(sock: socket.socket) -> tuple[str, str, bytes] | None:
-    """(method, path, the request rewritten with `Connection: close`) or None at EOF."""
+def _read_request(sock: socket.socket) -> tuple[str, str, bytes, bytes] | None:
+    """(method, path, the request rewritten with `Connection: close`, its body) or None at
+    EOF."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
@@ -112,7 +117,7 @@ def _read_request(sock: socket.socket) -> tuple[str, str, bytes] | None:
             return None
         body += chunk
     data = b"\r\n".join([lines[0], *headers, b"Connection: close"]) + b"\r\n\r\n" + body
-    return method, path, data
+    return method, path, data, body
 
 
 def _read_to_end(sock: socket.socket) -> bytes:

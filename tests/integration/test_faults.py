@@ -248,14 +248,16 @@ def test_couchdb_down_too_long_fails_naming_the_day_and_a_rerun_repairs_it(
 
 
 def _drop_bulk_answers():
-    """A proxy decision: the answers of the 1st, 2nd, 5th, 8th, 11th … `_bulk_docs` are lost
-    (the server applies each write; never 3 in a row, so 3 attempts always get through)."""
-    count = Counter()
+    """A proxy decision (`with_body`): the answers of the 1st, 2nd, 5th, 8th, 11th … distinct
+    `_bulk_docs` request are lost (the server applies each write); a request sent again (a
+    retry: the same body) is answered, so a write always gets through, whatever other writes
+    run at the same time."""
+    bodies: set[bytes] = set()
 
-    def decide(method: str, path: str) -> str:
-        if method == "POST" and path.endswith("/_bulk_docs"):
-            count["bulk"] += 1
-            if count["bulk"] == 1 or count["bulk"] % 3 == 2:
+    def decide(method: str, path: str, body: bytes) -> str:
+        if method == "POST" and path.endswith("/_bulk_docs") and body not in bodies:
+            bodies.add(body)
+            if len(bodies) == 1 or len(bodies) % 3 == 2:
                 return DROP
         return FORWARD
 
@@ -265,7 +267,7 @@ def _drop_bulk_answers():
 def test_lost_bulk_docs_answers_count_as_written_once(settings, fake_app, couchdb_url):
     """The retry of an applied write meets conflicts; same content is success: exact ids and
     counts, no duplicate. Also when restating (updates with a revision, deletions)."""
-    with FaultProxy(_port(couchdb_url), _drop_bulk_answers()) as proxy:
+    with FaultProxy(_port(couchdb_url), _drop_bulk_answers(), with_body=True) as proxy:
         lossy = replace(settings, couchdb_url=_credentials_of(couchdb_url, proxy.url),
                         bulk_size=50, restate_max_removed=1)  # the restatement removes 13 %
         manifest = extract_and_store(DAY, lossy)
