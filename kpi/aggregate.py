@@ -382,10 +382,12 @@ class DayAggregator:
         self._pool: list[dict] = []
 
     def add(self, blobs: list[dict]) -> None:
-        """Stage and aggregate one batch of stored blobs (pooled while they are few)."""
-        self._pool.extend(blobs)
-        if len(self._pool) >= self.STAGE_BLOBS:
-            self._stage()
+        """Stage and aggregate one batch of stored blobs (pooled while they are few, and
+        staged `STAGE_BLOBS` at a time when they are many)."""
+        for first in range(0, len(blobs), self.STAGE_BLOBS):
+            self._pool.extend(blobs[first:first + self.STAGE_BLOBS])
+            if len(self._pool) >= self.STAGE_BLOBS:
+                self._stage()
 
     def _stage(self) -> None:
         from kpi.stage import stage

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -256,8 +256,7 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
         digests_raw, digests_quarantined = store.digests(RAW, day), store.digests(QUARANTINE, day)
         fresh = not (digests_raw or digests_quarantined)
         staging = None if fresh else Staging(store, day, run, "one-pass")
-        batches = _pooled(windows, RUN_ROWS)
-        snapshot = store_rows(store, day, batches, digests_raw, digests_quarantined,
+        snapshot = store_rows(store, day, windows, digests_raw, digests_quarantined,
                               IncompleteMark(store, day), aggregator.add, staging)
     present_raw, present_quarantined = set(digests_raw), set(digests_quarantined)
     del digests_raw, digests_quarantined
@@ -270,46 +269,6 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     finally:
         drop_staging(store, day, run)
     return manifest
-
-
-RUN_ROWS = 100_000  # rows validated, then written in id order, at a time
-
-
-def _row_key(row: object) -> str:
-    row_id = row.get("id") if isinstance(row, dict) else None
-    return row_id if isinstance(row_id, str) else ""
-
-
-def _pooled(windows: Iterable[list], size: int) -> Iterator[list]:
-    """Consecutive windows' rows joined into runs of at least `size` rows (the last may be
-    smaller), each sorted by id (stably: a later delivery of an id stays later).
-
-    Apache CouchDB writes documents in id order several times faster than in the source's
-    order (timestamps: the ids land all over its B-tree): 200,000 documents took 13.5 s in id
-    order and 51 s in timestamp order, 1,000 a request, on 2 cores. Runs of 100,000 sorted rows
-    keep most of that gain (12.9 s, two writers) while the next run is fetched and validated,
-    and bound the memory of a big day.
-    """
-    pool: list = []
-    windows = iter(windows)
-    while True:
-        try:
-            rows = next(windows)
-        except StopIteration:
-            break
-        except Exception:  # the windows fetched before a failure are stored
-            if pool:
-                pool.sort(key=_row_key)
-                yield pool
-            raise
-        pool.extend(rows)
-        if len(pool) >= size:
-            pool.sort(key=_row_key)
-            yield pool
-            pool = []
-    if pool:
-        pool.sort(key=_row_key)
-        yield pool
 
 
 def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str],

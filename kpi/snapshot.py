@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from fractions import Fraction
+from typing import NamedTuple
 
 import orjson
 
@@ -176,11 +177,14 @@ class Staging:
         return written
 
 
+RUN_ROWS = 100_000  # documents (held encoded: about 1 kB each) sorted and written at a time
+
+
 def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                present_raw: Present | None, present_quarantined: Present | None,
                before_write: Callable[[], None] | None = None,
                on_stored: Callable[[list[dict]], None] | None = None,
-               staging: Staging | None = None) -> Snapshot:
+               staging: Staging | None = None, run_rows: int = RUN_ROWS) -> Snapshot:
     """Validate and store (or stage) rows of UTC `day` (all of it, or one window of it).
 
     Valid rows go to the raw database, invalid ones to quarantine with their reason (SPEC D10),
@@ -191,14 +195,23 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     says its earlier blob was handed to `on_stored` (`restage`). Rows without an id are told
     apart by content. So `fetched = stored + rejected_invalid + duplicate`.
 
-    Each batch is written by one thread, batches in order, while the next batch is validated
-    (`kpi.overlap.Behind`); `on_stored` gets a batch's blobs once they are written.
+    Batches (a fetch window's rows) are validated one by one, each batch's valid blobs handed
+    to `on_stored` at once, and their documents, held encoded, pooled into runs of at least
+    `run_rows` written in id order: Apache CouchDB writes documents in id order several times
+    faster than in the source's (timestamp) order, which scatters random ids over its B-tree
+    (200,000 documents, 1,000 a request, 2 cores: 13.5 s against 51 s; in runs of 100,000
+    sorted ones, two writers, 12.9 s). A run is written by one thread (`kpi.overlap.Behind`),
+    runs in order, while the next is fetched and validated; a failed batch's run is still
+    written before the failure is raised.
 
     Args:
         present_raw, present_quarantined: the day's stored ids (None: look each batch up), or
             their `content_digest`s by id (`CouchStore.digests`: unchanged rows are not read).
         before_write: called before the first write.
-        on_stored: called with each batch's valid blobs (e.g. to aggregate them).
+        on_stored: called with each batch's valid blobs (e.g. to aggregate them), before
+            they are written; a blob replaced by a later batch's delivery, or refused by the
+            server as too large, sets the snapshot's `restage`.
+        run_rows: the documents pooled before they are sorted and written.
         staging: when given (a restatement), new and changed rows are staged there rather
             than written, until `close_snapshot` lets them in.
     """
@@ -241,12 +254,35 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                         # its blob was aggregated: the day is aggregated again from CouchDB
                         snapshot.restage |= kind == RAW
 
+    def new_run() -> tuple[dict[str, dict[str, dict]], dict[str, list[str]], dict[str, object]]:
+        return {RAW: {}, QUARANTINE: {}}, {RAW: [], QUARANTINE: []}, {}
+
+    # pending: doc id → document of the run to write; moved: ids to delete first (a later
+    # delivery moved them to the other database); received: doc id → its row as received
+    pending, moved, received = new_run()
+
+    def submit_run() -> None:
+        nonlocal pending, moved, received
+        # written in id order (Apache CouchDB appends to its B-tree), in order after the earlier
+        # runs: a later run may replace or move their documents
+        sorted_pending = {kind: dict(sorted(docs.items())) for kind, docs in pending.items()}
+        written_before.update(pending[RAW], pending[QUARANTINE])
+        writes.submit(functools.partial(write, sorted_pending, moved, received))
+        pending, moved, received = new_run()
+
     with Behind[None](depth=1) as writes:
-        for rows in batches:
-            pending: dict[str, dict[str, dict]] = {RAW: {}, QUARANTINE: {}}
-            moved: dict[str, list[str]] = {RAW: [], QUARANTINE: []}
-            received: dict[str, object] = {}  # doc id → its row as received (for a 413)
-            blobs: dict[str, dict] = {}  # doc id → the blob of a row going to raw
+        batches = iter(batches)
+        while True:
+            try:
+                rows = next(batches)
+            except StopIteration:
+                break
+            except Exception:  # the rows fetched before a failure are stored
+                if pending[RAW] or pending[QUARANTINE] or moved[RAW] or moved[QUARANTINE]:
+                    submit_run()
+                writes.drain()
+                raise
+            blobs: dict[str, dict] = {}  # doc id → the blob of a row of this batch going to raw
             with counting:
                 for row in rows:
                     counts["fetched"] += 1
@@ -270,7 +306,9 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                         blob, data = encoded(value)
                         digest, size = hashlib.sha1(data).hexdigest(), len(data)
                         kind, note = RAW, check.status
-                        doc = {"_id": doc_id, "kpiggybank_id": row_id, "blob": Encoded(data)}
+                        # (orjson's output keeps a spare of several kB: an exact copy is kept)
+                        doc = {"_id": doc_id, "kpiggybank_id": row_id,
+                               "blob": Encoded(bytes(memoryview(data)))}
                     if size + 2 * len(doc_id) + DOC_MARGIN > limit:
                         kind, note = QUARANTINE, TOO_LARGE
                         doc = too_large_doc(doc_id, day, row)
@@ -282,12 +320,11 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                         if earlier[1] == digest:
                             continue
                         _count(counts, reasons, earlier[0], earlier[2], -1)
-                        if doc_id in written_before:
-                            snapshot.restage |= earlier[0] == RAW
-                            if earlier[0] != kind and staging is None:
-                                moved[earlier[0]].append(doc_id)
+                        if earlier[0] == RAW and blobs.pop(doc_id, None) is None:
+                            snapshot.restage = True  # its blob was aggregated with its batch
+                        if doc_id in written_before and earlier[0] != kind and staging is None:
+                            moved[earlier[0]].append(doc_id)
                         pending[earlier[0]].pop(doc_id, None)
-                        blobs.pop(doc_id, None)
                     final[doc_id] = (kind, digest, note)
                     pending[kind][doc_id] = doc
                     if kind == RAW:
@@ -298,9 +335,10 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             if on_stored is not None:  # aggregated before written: a failed write fails all
                 on_stored(list(blobs.values()))
             del blobs
-            # written in order after the earlier batches: a later batch may replace or move them
-            written_before.update(pending[RAW], pending[QUARANTINE])
-            writes.submit(functools.partial(write, pending, moved, received))
+            if len(pending[RAW]) + len(pending[QUARANTINE]) >= run_rows:
+                submit_run()
+        if pending[RAW] or pending[QUARANTINE] or moved[RAW] or moved[QUARANTINE]:
+            submit_run()
         writes.drain()
     if staging is not None:
         snapshot.staging, snapshot.staged_rows = staging.attempt, staging.staged_rows
@@ -329,8 +367,7 @@ def _quarantine_too_large(day: date, doc_id: str, doc: dict, received: dict[str,
     _count(counts, reasons, QUARANTINE, TOO_LARGE, +1)
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(NamedTuple):
     """A raw row as received, in little memory while its batch waits to be written: a row
     `{id, key, value}` whose blob is its value less `_id` and `_rev` keeps only those three
     (`MISSING` when absent); `row` rebuilds it whole from its document (for a 413)."""
@@ -347,12 +384,13 @@ class Received:
 
 
 MISSING = object()
+ROW_KEYS = frozenset(("id", "key", "value"))
 
 
 def _as_received(row: dict, whole: bool) -> object:
     """What a 413 needs of a raw `row`: a `Received` when the row can be rebuilt from its
     document (`whole`: its blob was stored as it came), else the row itself."""
-    if not whole or not row.keys() <= {"id", "key", "value"}:
+    if not whole or not row.keys() <= ROW_KEYS:
         return row
     value = row["value"]
     return Received(row.get("key", MISSING), value.get("_id", MISSING),

@@ -110,6 +110,8 @@ def usable_id(row_id: object) -> bool:
     with an unpaired surrogate, which CouchDB could not store)."""
     if not isinstance(row_id, str) or not row_id:
         return False
+    if row_id.isascii():
+        return True
     try:
         row_id.encode("utf-8")
     except UnicodeEncodeError:
@@ -165,7 +167,10 @@ def blob_of(row: dict) -> dict:
     value = row["value"]
     if "_id" not in value and "_rev" not in value:
         return value
-    return {k: v for k, v in value.items() if k not in ("_id", "_rev")}
+    blob = dict(value)  # a copy in C, then the two dropped: the keys keep their order
+    blob.pop("_id", None)
+    blob.pop("_rev", None)
+    return blob
 
 
 class KpiggybankClient:

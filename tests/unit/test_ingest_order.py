@@ -1,49 +1,91 @@
-"""What makes a big day fast without changing what is stored: rows written in id order, runs
-of them, documents held encoded, the day check in integer arithmetic (all without a server)."""
+"""What makes a big day fast without changing what is stored: documents written in id order,
+in runs, held encoded; the day check in integer arithmetic. Without a server: a transport
+records the writes."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime, timedelta
 
+import httpx
 import orjson
 import pytest
 
-from kpi.couch import Encoded, content_digest, content_of, dumps
-from kpi.ingest import _pooled
+from kpi.couch import CouchStore, Encoded, content_digest, content_of, dumps
 from kpi.rows import encoded, storable
-from kpi.snapshot import Received, _as_received
+from kpi.settings import Settings
+from kpi.snapshot import Received, _as_received, store_rows
 from kpi.source import check_row, utc_day_of
 
 DAY = date(2026, 10, 7)
 
 
+START_MS = 1_791_331_200_000  # 2026-10-07T00:00Z
+
+
 def row(row_id: object, n: int = 0) -> dict:
-    return {"id": row_id, "key": n, "value": {"timestamp": n, "event_stream": [["a", n]]}}
+    """A valid row of DAY, `n` ms after its start."""
+    return {"id": row_id, "key": START_MS + n,
+            "value": {"timestamp": START_MS + n, "event_stream": [["a", n]]}}
 
 
-def test_runs_are_sorted_by_id_and_a_repeated_id_keeps_its_delivery_order():
-    windows = [[row("c", 1), row("a", 2)], [row("b", 3), row("a", 4)], [row("d", 5)]]
-    runs = list(_pooled(iter(windows), size=4))
-    assert [[(r["id"], r["key"]) for r in run] for run in runs] == [
-        [("a", 2), ("a", 4), ("b", 3), ("c", 1)], [("d", 5)]]
+def recording_store(bulk_size: int = 2) -> tuple[CouchStore, list[list[str]]]:
+    """A store whose server takes every `_bulk_docs` (and has no document); the ids of each
+    write, in the order the server got them."""
+    writes: list[list[str]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/_bulk_docs"):
+            docs = orjson.loads(request.content)["docs"]
+            writes.append([doc["_id"] for doc in docs])
+            return httpx.Response(201, json=[{"id": doc["_id"], "rev": "1-a", "ok": True}
+                                             for doc in docs])
+        return httpx.Response(200, json={"rows": []})
+
+    settings = Settings(couchdb_url="http://couch.test:5984", bulk_size=bulk_size,
+                        couchdb_writers=1)
+    return CouchStore(settings, transport=httpx.MockTransport(handle)), writes
 
 
-def test_rows_without_a_string_id_sort_first_in_their_delivery_order():
-    odd = [{"id": 7}, None, "not a dict", {"value": 1}]
-    runs = list(_pooled(iter([[row("b"), *odd[:2]], odd[2:]]), 100))
-    assert runs == [[*odd, row("b")]]
+def test_runs_are_written_in_id_order_and_a_repeated_id_keeps_its_last_delivery():
+    store, writes = recording_store()
+    windows = [[row("c", 1), row("a", 2)], [row("b", 3), row("a", 4)], [row("e", 5)],
+               [row("d", 6)]]
+    aggregated: list[list[int]] = []
+
+    def aggregate(blobs: list[dict]) -> None:
+        aggregated.append([blob["timestamp"] - START_MS for blob in blobs])
+
+    snapshot = store_rows(store, DAY, windows, set(), set(), on_stored=aggregate, run_rows=4)
+    prefix = "2026-10-07:"
+    assert writes == [[prefix + "a", prefix + "b"], [prefix + "c", prefix + "e"], [prefix + "d"]]
+    assert snapshot.counts["duplicate"] == 1 and snapshot.written == 5
+    # each window's blobs are aggregated with it; the replaced "a" (window 1) asks for a restage
+    assert aggregated == [[1, 2], [3, 4], [5], [6]] and snapshot.restage
 
 
-def test_the_rows_of_windows_before_a_failing_one_are_still_yielded_sorted():
+def test_a_repeat_inside_one_window_replaces_its_blob_before_it_is_aggregated():
+    store, _ = recording_store()
+    aggregated: list[list[int]] = []
+
+    def aggregate(blobs: list[dict]) -> None:
+        aggregated.append([blob["timestamp"] - START_MS for blob in blobs])
+
+    snapshot = store_rows(store, DAY, [[row("a", 1), row("a", 2)]], set(), set(),
+                          on_stored=aggregate)
+    assert aggregated == [[2]] and not snapshot.restage
+
+
+def test_the_rows_of_windows_before_a_failing_one_are_still_written():
+    store, writes = recording_store(bulk_size=10)
+
     def windows():
         yield [row("z"), row("y")]
         raise RuntimeError("window 2 failed")
 
-    pooled = _pooled(windows(), size=1000)
-    assert [r["id"] for r in next(pooled)] == ["y", "z"]
     with pytest.raises(RuntimeError, match="window 2"):
-        next(pooled)
+        store_rows(store, DAY, windows(), set(), set())
+    assert writes == [["2026-10-07:y", "2026-10-07:z"]]
 
 
 @pytest.mark.parametrize("offset_ms", [-1, -0.5, 0, 0.5, 999, 1000, 86_399_999, 86_399_999.9,
