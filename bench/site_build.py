@@ -2,7 +2,7 @@
 fresh Python process, as every backfill and nightly publish is. Prints figures; asserts nothing.
 
     .venv/bin/python bench/site_build.py [--days 30] [--per-day 1000] [--runs 5]
-                                         [--couchdb-url URL]
+                                         [--couchdb-url URL] [--code DIR ...]
 
 Steps:
 1. Setup, untimed: a fake KPIggybank (its own process) serves `--days` days of about
@@ -21,6 +21,10 @@ Steps:
    command needs, then the cumulative time of the steps of a build (profiled, so each is
    somewhat inflated), and whether Altair was imported at all.
 
+`--code DIR` (repeatable; default: this checkout) builds with the `kpi` of another checkout
+(e.g. `git worktree add /tmp/main main`), each with its own site folder, all from the same
+stored aggregates, the runs interleaved: a before/after on a shared machine.
+
 Default server: a fresh in-memory dev CouchDB (pouchdb-server); `--couchdb-url` for another
 (its databases get a unique prefix and are deleted at the end).
 """
@@ -28,6 +32,7 @@ Default server: a fresh in-memory dev CouchDB (pouchdb-server); `--couchdb-url` 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -71,8 +76,7 @@ print(json.dumps({"imports": imported - start, "build": built - imported,
 
 # The steps of a build the breakdown shows (those the code at hand has), by file:function.
 STEPS = (
-    ("pipeline.py:build_site", "build_site (all, profiled)"),
-    ("buildcache.py:update", "  buildcache.update (read + report changed days)"),
+    ("buildcache.py:update", "  buildcache.update (changed days)"),
     ("site.py:render_site", "  render_site"),
     ("site.py:page_config", "    page_config (13 pages)"),
     ("site.py:_page_specs", "      chart templates, per page"),
@@ -92,10 +96,12 @@ STEPS = (
 )
 
 
-def build_env(settings) -> dict[str, str]:
+def build_env(settings, site_dir: Path, code: Path) -> dict[str, str]:
+    """The environment of a build of `site_dir` with the `kpi` of the checkout `code`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("KPI_")}
     env.update(KPI_COUCHDB_URL=settings.couchdb_url, KPI_DB_PREFIX=settings.db_prefix,
-               KPI_SITE_DIR=str(settings.site_dir), KPI_SOURCE_URL=settings.source_url)
+               KPI_SITE_DIR=str(site_dir), KPI_SOURCE_URL=settings.source_url,
+               PYTHONPATH=str(code))
     return env
 
 
@@ -108,9 +114,28 @@ def caches_beside(site_dir: Path) -> list[Path]:
 
 def timed_build(env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "kpi.cli", "build-site"], env=env, cwd=ROOT,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "kpi.cli", "build-site"], env=env,
+                   cwd=env["PYTHONPATH"], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def breakdown(env: dict[str, str], site_dir: Path) -> None:
+    """Print where one `unchanged` build in a fresh process spends its time."""
+    timed_build(env)  # warm: the breakdown is of an `unchanged` build
+    probe = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=env["PYTHONPATH"],
+                           check=True, capture_output=True, text=True)
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    print(f"\nbreakdown of one `unchanged` build (fresh process), {env['PYTHONPATH']}:")
+    print(f"  imports (kpi.cli, kpi.pipeline)        {result['imports']:6.2f} s")
+    print(f"  build_site, under cProfile             {result['build']:6.2f} s")
+    shown = set()
+    for key, label in STEPS:
+        if key in result["cumulative"] and label not in shown:
+            shown.add(label)
+            print(f"  {label:<46} {result['cumulative'][key]:6.3f} s")
+    print(f"  Altair imported: {result['altair']}; vl_convert imported: {result['vl_convert']}")
+    print("  caches beside the site: "
+          + ", ".join(sorted(path.name for path in caches_beside(site_dir))))
 
 
 def main() -> None:
@@ -119,7 +144,10 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=1000, help="blobs a day")
     parser.add_argument("--runs", type=int, default=5, help="runs per scenario (median)")
     parser.add_argument("--couchdb-url", default="")
+    parser.add_argument("--code", type=Path, action="append",
+                        help="a checkout whose kpi builds (repeatable; default: this one)")
     args = parser.parse_args()
+    codes = [path.resolve() for path in args.code or [ROOT]]
 
     from kpi.devserver import free_port, start_dev_couchdb, stop_process, wait_for_http
     from kpi.pipeline import backfill
@@ -144,49 +172,38 @@ def main() -> None:
         wait_for_http(f"http://127.0.0.1:{source_port}/wsapi/ping", source)
         settings = Settings(
             source_url=f"http://127.0.0.1:{source_port}/wsapi/interaction_data",
-            couchdb_url=url, db_prefix=prefix, site_dir=workdir / "site", http_timeout=600.0,
+            couchdb_url=url, db_prefix=prefix, site_dir=workdir / "site0", http_timeout=600.0,
         )
         start = time.perf_counter()
         backfill(first, LAST_DAY, settings, progress=False, parallel=2)
         print(f"setup: {args.days} days of about {args.per_day:,} blobs stored, aggregated "
               f"and published in {time.perf_counter() - start:.1f} s (untimed)")
-        env = build_env(settings)
-        timed_build(env)  # leaves every cache the code keeps, whatever it is
-
-        times: dict[str, list[float]] = {"unchanged": [], "no build cache": [], "cold": []}
         from kpi.buildcache import cache_path
 
+        sites = {code: workdir / f"site{n}" for n, code in enumerate(codes)}
+        envs = {code: build_env(settings, sites[code], code) for code in codes}
+        for env in envs.values():
+            timed_build(env)  # leaves every cache the code keeps, whatever it is
+        scenarios = ("unchanged", "no build cache", "cold")
+        times = {(code, scenario): [] for code in codes for scenario in scenarios}
         for _ in range(args.runs):
-            times["unchanged"].append(timed_build(env))
-            cache_path(settings.site_dir).unlink(missing_ok=True)
-            times["no build cache"].append(timed_build(env))
-            for path in caches_beside(settings.site_dir):
-                path.unlink()
-            times["cold"].append(timed_build(env))
+            for code, env in envs.items():
+                times[code, "unchanged"].append(timed_build(env))
+                cache_path(sites[code]).unlink(missing_ok=True)
+                times[code, "no build cache"].append(timed_build(env))
+                for path in caches_beside(sites[code]):
+                    path.unlink()
+                times[code, "cold"].append(timed_build(env))
         print(f"\n`python -m kpi.cli build-site`, {args.days} days, wall time of a fresh "
               f"process, median of {args.runs} (min–max):")
-        for scenario, values in times.items():
-            print(f"  {scenario:<15} {statistics.median(values):6.2f} s "
-                  f"({min(values):.2f}–{max(values):.2f})")
-
-        timed_build(env)  # warm again: the breakdown is of an `unchanged` build
-        probe = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, check=True,
-                               capture_output=True, text=True)
-        import json
-
-        result = json.loads(probe.stdout.strip().splitlines()[-1])
-        print("\nbreakdown of one `unchanged` build (fresh process):")
-        print(f"  imports (kpi.cli, kpi.pipeline)        {result['imports']:6.2f} s")
-        print(f"  build_site, under cProfile             {result['build']:6.2f} s")
-        shown = set()
-        for key, label in STEPS:
-            if key in result["cumulative"] and label not in shown:
-                shown.add(label)
-                print(f"  {label:<46} {result['cumulative'][key]:6.3f} s")
-        print(f"  Altair imported: {result['altair']}; vl_convert imported: "
-              f"{result['vl_convert']}")
-        print("  caches beside the site: "
-              + ", ".join(sorted(path.name for path in caches_beside(settings.site_dir))))
+        for code in codes:
+            print(f"  {code}")
+            for scenario in scenarios:
+                values = times[code, scenario]
+                print(f"    {scenario:<15} {statistics.median(values):6.2f} s "
+                      f"({min(values):.2f}–{max(values):.2f})")
+        for code, env in envs.items():
+            breakdown(env, sites[code])
         with httpx.Client(timeout=600) as client:
             for name in client.get(f"{url}/_all_dbs").json():
                 if name.startswith(prefix):
