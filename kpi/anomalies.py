@@ -135,7 +135,7 @@ def detect_anomalies(reports: dict[str, pd.DataFrame], days: list[str],
     Returns:
         COLUMNS, sorted by the first five in code-point order; no row when nothing is flagged.
     """
-    calendar = pd.DatetimeIndex(pd.to_datetime(days)) if days else pd.DatetimeIndex([])
+    calendar = _day_numbers(days)
     found = []
     for headline in HEADLINES:
         report = reports.get(headline.report)
@@ -145,11 +145,17 @@ def detect_anomalies(reports: dict[str, pd.DataFrame], days: list[str],
         rows = report[report["measure"] == measure]
         if not headline.segmented:
             rows = rows[rows["segmentation"] == "Total"]
-        for (segmentation, segment), series in rows.groupby(["segmentation", "segment"],
-                                                            sort=True, observed=True):
-            flags = _flag_series(series, calendar, rules, headline.ratio,
+        # every series of the report at once: parsing and converting per series costs more
+        # than judging it
+        when = _day_numbers(rows["date"])
+        values = _numbers(rows["value"])
+        volumes = _numbers(rows["denominator"]) if headline.ratio else values
+        for (segmentation, segment), at in rows.groupby(["segmentation", "segment"],
+                                                        sort=True, observed=True).indices.items():
+            flags = _flag_series(when[at], values[at], volumes[at], calendar, rules,
+                                 headline.ratio,
                                  zero_fill=segmentation == "Total" and not headline.ratio)
-            if len(flags):
+            if flags is not None:
                 found.append(flags.assign(report=headline.report, segmentation=segmentation,
                                           segment=segment, measure=measure))
     if not found:
@@ -157,6 +163,18 @@ def detect_anomalies(reports: dict[str, pd.DataFrame], days: list[str],
     flagged = pd.concat(found, ignore_index=True)[COLUMNS]
     return flagged.sort_values(COLUMNS[:5], kind="stable", key=_code_points,
                                ignore_index=True)
+
+
+def _day_numbers(dates) -> np.ndarray:
+    """Each date (`YYYY-MM-DD`) as its number of days since 1970-01-01."""
+    if not len(dates):
+        return np.array([], dtype=np.int64)
+    return pd.to_datetime(pd.Index(dates)).to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A column as floats (NaN where it holds no number)."""
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
 
 
 def _code_points(column: pd.Series) -> pd.Series:
@@ -211,22 +229,34 @@ def _largest_spread(day: np.ndarray, baseline: np.ndarray) -> np.ndarray:
                     np.fmax(low * (1 - low), high * (1 - high)))
 
 
-def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: AnomalyRules,
-                 ratio: bool, zero_fill: bool) -> pd.DataFrame:
-    """The flagged days of one measure's daily series (date, value, baseline, direction),
-    computed on a daily grid, all days at once."""
-    by_day = series.assign(when=pd.to_datetime(series["date"])).set_index("when")
-    dates = calendar.union(by_day.index) if len(calendar) else by_day.index
-    grid = pd.date_range(dates[0], dates[-1], freq="D")
-    value = pd.to_numeric(by_day["value"], errors="coerce").reindex(grid)
-    volume = pd.to_numeric(by_day["denominator" if ratio else "value"],
-                           errors="coerce").reindex(grid)
+def _flag_series(when: np.ndarray, value: np.ndarray, volume: np.ndarray,
+                 calendar: np.ndarray, rules: AnomalyRules, ratio: bool,
+                 zero_fill: bool) -> pd.DataFrame | None:
+    """The flagged days of one measure's daily series (date, value, baseline, direction), or
+    None, computed on a daily grid, all days at once.
+
+    `when` holds the series' days (`_day_numbers`), `value` and `volume` (the ratio's
+    denominator, or the value) their figures, `calendar` the processed days, ascending.
+    """
+    if len(np.unique(when)) < len(when):
+        msg = "a series has more than one row for a day"
+        raise ValueError(msg)
+    # the grid: every day from the first to the last one processed or of the series
+    first, last = ((min(calendar.min(), when.min()), max(calendar.max(), when.max()))
+                   if len(calendar) else (when[0], when[-1]))
+    n = max(int(last - first) + 1, 0)
+    if n == 0:
+        return None
+    inside = (when >= first) & (when <= last)
+    at = (when[inside] - first).astype(np.intp)
+    values, volumes = np.full(n, np.nan), np.full(n, np.nan)
+    values[at], volumes[at] = value[inside], volume[inside]
     if zero_fill:  # a processed day without any blob: nothing arrived
-        processed = grid.isin(dates)
-        value = value.where(~processed | value.notna(), 0.0)
-        volume = volume.where(~processed | volume.notna(), 0.0)
-    values, volumes = value.to_numpy(dtype=float), volume.to_numpy(dtype=float)
-    n = len(grid)
+        processed = np.zeros(n, dtype=bool)
+        processed[(calendar - first).astype(np.intp)] = True
+        processed[at] = True
+        values[processed & np.isnan(values)] = 0.0
+        volumes[processed & np.isnan(volumes)] = 0.0
     scaled = values if ratio else _as_logs(values)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no baseline
@@ -268,8 +298,10 @@ def _flag_series(series: pd.DataFrame, calendar: pd.DatetimeIndex, rules: Anomal
                & (limit > 0) & (np.abs(change) > limit))
     where = np.flatnonzero(flagged)
     shown = np.where(nearer_is_level, shown_level, shown_rhythm)
+    if not len(where):
+        return None
     return pd.DataFrame({
-        "date": grid[where].strftime("%Y-%m-%d"),
+        "date": np.datetime_as_string((first + where).astype("datetime64[D]"), unit="D"),
         "value": values[where],
         "baseline": shown[where],
         "direction": np.where(change[where] < 0, "low", "high"),

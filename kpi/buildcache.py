@@ -89,7 +89,9 @@ def cache_path(site_dir: Path) -> Path:
 
 
 @functools.cache
-def _code_digest() -> str:
+def code_digest() -> str:
+    """A digest of this package's code (every module of `kpi/`) and version: what the caches
+    beside a site (this one, `kpi.chartcache`) are stamped with."""
     digest = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -101,7 +103,7 @@ def cache_key(config: Config, source: str, min_segment_count: int) -> str:
     same aggregates (`source`: e.g. the CouchDB server and database prefix) and the same
     small-segment threshold (`KPI_MIN_SEGMENT_COUNT`)."""
     where = hashlib.sha256(source.encode()).hexdigest()[:16]
-    return f"{_code_digest()}:{config.fingerprint}:{where}:min{min_segment_count}"
+    return f"{code_digest()}:{config.fingerprint}:{where}:min{min_segment_count}"
 
 
 def read(path: Path, key: str) -> Built | None:

@@ -280,7 +280,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
     Returns:
         The published site folder.
     """
-    from kpi import buildcache
+    from kpi import buildcache, chartcache
     from kpi.site import publish, publish_lock, published_build, render_site
 
     config = config or load_config(settings.config_path)
@@ -321,7 +321,8 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
             lambda target: render_site(target, built.aggregates, built.reports, config,
                                        built_at, files=built.files(), previous=shown,
                                        refusals=refusals, range_asked=range_asked,
-                                       flags=flags),
+                                       flags=flags,
+                                       chart_cache=chartcache.cache_path(settings.site_dir)),
             settings.site_dir,
         )
         if whole:

@@ -11,7 +11,6 @@ once (`vendor/vega-bundle.js`) and shared by every page; no page references an o
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import functools
 import hashlib
@@ -31,8 +30,10 @@ import orjson
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from kpi import __version__, changes, charts
+from kpi import __version__, changes
 from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies, last_steps
+from kpi.chartcache import ChartTemplates
+from kpi.chartstyle import PALETTE, THEMES
 from kpi.config import Config
 from kpi.refusals import refusals_csv, refusals_json
 from kpi.reports import PROBLEM_MEASURES, PROBLEM_SHARE, QUALITY_LABELS, Aggregates, to_csv, to_json
@@ -162,28 +163,9 @@ DIFFERENCES = (
 )
 
 
-@functools.cache
-def _page_specs(layout: str, y_title: str, percent: bool, ratio: bool,
-                area_toggle: bool, problems: bool = False, validate: bool = False) -> dict:
-    """The Vega-Lite templates of a page (pure in its arguments, so built once per process)."""
-    def spec(chart):
-        return charts.spec(chart, validate)
-
-    specs = {"lines": spec(charts.series_chart(y_title, percent, ratio))}
-    if area_toggle:
-        specs["areas"] = spec(charts.series_chart(y_title, percent, ratio, area=True))
-    if problems:
-        specs["problems"] = spec(charts.series_chart("Problem rows or blobs", False, False,
-                                                     height=160))
-    if layout == "funnel":
-        specs["funnel"] = spec(charts.funnel_chart("Blobs"))
-        specs["panel"] = spec(charts.step_panel_chart(y_title, percent, ratio))
-    return specs
-
-
 def page_config(page: Page, config: Config, days: list[str], reports: dict[str, pd.DataFrame],
                 build: str = "", refusals: list[dict] | None = None,
-                min_segment_count: int = 0) -> dict:
+                min_segment_count: int = 0, templates: ChartTemplates | None = None) -> dict:
     """What a report page's script needs: chart templates, segmentations, segments and steps.
 
     Args:
@@ -196,6 +178,8 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         refusals: the refused restatements (`kpi.refusals.refusals_of`): their days and
             counts, for a page with `problems` (the data quality page's problem days).
         min_segment_count: the folding threshold applied (the tooltip of a folded day says it).
+        templates: where the chart templates come from (`render_site` reads and keeps them
+            beside the site); default: made once per process.
     """
     kind = KINDS[page.id]
     ratio = kind in (RATIO, COMPLEMENT)
@@ -222,24 +206,23 @@ def page_config(page: Page, config: Config, days: list[str], reports: dict[str, 
         "last_day": days[-1] if days else None,
         "milestones": [list(m) for m in config.milestones] if page.milestones else [],
         "min_segment_count": min_segment_count,
-        "palette": list(charts.PALETTE),
-        "themes": charts.THEMES,
-        "specs": copy.deepcopy(
-            _page_specs(page.layout, page.y_title, page.percent, ratio, page.area_toggle,
-                        bool(page.problems))
-        ),
+        "palette": list(PALETTE),
+        "themes": THEMES,
+        "specs": (templates or ChartTemplates()).page(
+            page.layout, page.y_title, page.percent, ratio, page.area_toggle,
+            bool(page.problems)),
     }
 
 
-def overview_config(tiles: list[dict]) -> dict:
-    """What the overview's script needs: the tiles' recent values and the sparkline templates."""
+def overview_config(tiles: list[dict], templates: ChartTemplates | None = None) -> dict:
+    """What the overview's script needs: the tiles' recent values and the sparkline templates
+    (from `templates`, as for `page_config`)."""
     return {
         "tiles": [{key: tile[key] for key in ("id", "label", "report", "measure", "percent",
                                               "recent")}
                   for tile in tiles],
-        "specs": {"percent": charts.spec(charts.sparkline_chart(percent=True)),
-                  "count": charts.spec(charts.sparkline_chart(percent=False))},
-        "themes": charts.THEMES,
+        "specs": (templates or ChartTemplates()).overview(),
+        "themes": THEMES,
     }
 
 
@@ -343,7 +326,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
                 files: dict[str, tuple[str, bytes]] | None = None,
                 previous: Path | None = None, refusals: list[dict] | None = None,
                 range_asked: tuple[str | None, str | None] | None = None,
-                flags: pd.DataFrame | None = None) -> None:
+                flags: pd.DataFrame | None = None, chart_cache: Path | None = None) -> None:
     """Write the whole site (data files, view files, pages, assets) into the folder `target`.
 
     Args:
@@ -369,6 +352,9 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
             default None: a build of every stored day.
         flags: the flagged days (`detect_anomalies`), when judged on more days than shown (a
             range build's first days against the weeks before it); default: from `reports`.
+        chart_cache: where the chart templates are kept between builds
+            (`kpi.chartcache.cache_path`: beside the build cache): read, and written when a
+            template had to be made; default: made once per process.
     """
     refusals = refusals or []
     days = aggregates.days
@@ -414,10 +400,11 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         "version": __version__,
         "assets": asset_version(),
     }
+    templates = ChartTemplates(chart_cache)
     tiles = headline_tiles(reports, aggregates, config, flags)
     index = env.get_template("index.html").render(
         title="Overview", current="index", row_counts=manifest["reports"], tiles=tiles,
-        overview_config=overview_config(tiles), **common,
+        overview_config=overview_config(tiles, templates), **common,
     )
     (target / "index.html").write_text(index, encoding="utf-8")
     definitions = env.get_template("definitions.html").render(
@@ -432,11 +419,12 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         html = env.get_template("report.html").render(
             title=page.tab, current=page.id, page=page,
             page_config=page_config(page, config, days, reports, manifest["build_id"],
-                                    refusals, aggregates.min_segment_count),
+                                    refusals, aggregates.min_segment_count, templates),
             segmentations=segmentations_of(page.id), row_count=len(reports[page.id]),
             refusals=refusals, **common,
         )
         (target / f"{page.id}.html").write_text(html, encoding="utf-8")
+    templates.save()
     changes_page = env.get_template("changes.html").render(
         title="Changes", current="changes",
         changes=changes.page_context(

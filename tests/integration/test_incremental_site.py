@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from kpi import buildcache
+from kpi import buildcache, chartcache
 from kpi.couch import AGGREGATES, CouchStore, content_of
 from kpi.pipeline import backfill, build_site, days_between, extract_and_store
 from kpi.site import builds_dir
@@ -51,6 +51,8 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
 ):
     backfill(START, END, settings, progress=False)  # builds once: the cache holds every day
     assert buildcache.cache_path(settings.site_dir).exists()
+    templates = chartcache.cache_path(settings.site_dir)  # and the chart templates, beside it
+    kept = templates.read_bytes()
     source = fake_app.state.store
     source.range = changed_source(source.range)
     extract_and_store(CHANGED_DAY, settings)  # one day restated
@@ -78,6 +80,7 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
         again = build_site(settings, now=BUILT)
     assert recomputed(caplog) == ["4 days, 0 recomputed)"]
     assert files(again) == files(scratch(settings, tmp_path))
+    assert templates.read_bytes() == kept  # read by every build, made by the first only
 
 
 @pytest.mark.parametrize("damage", ["other configuration", "corrupt", "other databases",

@@ -10,6 +10,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from kpi import charts
+from kpi.chartstyle import THEMES
 from kpi.reports import build_reports, to_csv, to_json
 from kpi.site import PAGES, kpi_change, kpi_number, page_config, render_site
 from kpi.views import segmentations_of
@@ -85,17 +86,15 @@ def test_funnel_chart_bars_follow_step_order():
 def test_every_chart_template_is_valid_vega_lite():
     """Builds skip the schema check (it costs a second per process); here every template of
     every page, and the sparklines, go through it, and equal what the builds use."""
-    from kpi.site import _page_specs
+    from kpi.chartcache import overview_specs, page_specs
     from kpi.views import KINDS
 
     for page in PAGES:
         ratio = KINDS[page.id] in ("ratio", "complement")
         args = (page.layout, page.y_title, page.percent, ratio, page.area_toggle,
                 bool(page.problems))
-        assert _page_specs(*args, validate=True) == _page_specs(*args)
-    for percent in (True, False):
-        chart = charts.sparkline_chart(percent=percent)
-        assert charts.spec(chart, validate=True) == charts.spec(chart)
+        assert page_specs(*args, validate=True) == page_specs(*args)
+    assert overview_specs(validate=True) == overview_specs()
 
 
 def test_an_invalid_template_is_caught_by_the_schema_check():
@@ -107,9 +106,8 @@ def test_an_invalid_template_is_caught_by_the_schema_check():
 
 
 def test_themes_give_dark_and_light_colours():
-    assert charts.THEMES["dark"]["axis"]["labelColor"] != charts.THEMES["light"]["axis"][
-        "labelColor"]
-    assert charts.THEMES["dark"]["background"] is None  # the page's background shows
+    assert THEMES["dark"]["axis"]["labelColor"] != THEMES["light"]["axis"]["labelColor"]
+    assert THEMES["dark"]["background"] is None  # the page's background shows
 
 
 def test_page_configs_match_layouts():
