@@ -9,6 +9,7 @@ Databases (every name starts with `KPI_DB_PREFIX`):
 | `<prefix>_manifests`  | UTC day extracted           | `YYYY-MM-DD`              |
 | `<prefix>_aggregates` | UTC day aggregated          | `YYYY-MM-DD` (and its histogram chunks) |
 | `<prefix>_parts`      | window of a day in progress | `YYYY-MM-DD:<run>:<start>-<end>:<n>` |
+|                       | day's digest record (a re-run's shortcut) | `YYYY-MM-DD~digests` |
 | `<prefix>_removed`    | row a restatement removed   | `YYYY-MM-DD:<raw or quarantine>:<id>` |
 
 Only documented CouchDB 3 API is used: database HEAD/PUT/GET, `_bulk_docs` (per-document
@@ -167,6 +168,7 @@ class CouchStore:
         url, credentials = split_credentials(settings.couchdb_url)
         # credentials travel as basic auth, never in a URL httpx logs or puts in errors;
         # certificates are always verified (against KPI_CA_BUNDLE when set)
+        self._revisions: dict[str, dict[str, str | None]] | None = None  # track_revisions
         self._http = httpx.Client(base_url=url.rstrip("/") + "/", auth=credentials,
                                   timeout=settings.http_timeout, verify=settings.tls_context(),
                                   transport=transport,
@@ -181,6 +183,17 @@ class CouchStore:
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
+
+    def track_revisions(self, kinds: tuple[str, ...]) -> dict[str, dict[str, str | None]]:
+        """From now on, note the revision of each document of `kinds` this store writes, or
+        finds already holding what it was to write after a conflict (None: deleted); returns
+        the notes, kind → id → revision, which fill as writes succeed."""
+        self._revisions = {kind: {} for kind in kinds}
+        return self._revisions
+
+    def _note(self, kind: str, doc_id: str, rev: str | None) -> None:
+        if self._revisions is not None and kind in self._revisions:
+            self._revisions[kind][doc_id] = rev
 
     def name(self, kind: str) -> str:
         """Database name of `kind` (`raw`, `quarantine`, `manifests`, ...)."""
@@ -469,6 +482,7 @@ class CouchStore:
                 old = current.get(doc["_id"])
                 if old is not None and content_of(old) == content_of(content):
                     unchanged += 1
+                    self._note(kind, doc["_id"], old["_rev"])
                 else:
                     retry.append({**content, "_rev": old["_rev"]} if old else content)
             docs = retry
@@ -544,6 +558,12 @@ class CouchStore:
                 f"(e.g. {failed[0]['id']}): {dict(reasons)}"
             )
             raise StoreError(msg)
+        if self._revisions is not None and kind in self._revisions:
+            deleted = {doc["_id"] for doc in docs if doc.get("_deleted")}
+            for result in results:
+                if "error" not in result and "rev" in result:
+                    self._note(kind, result["id"],
+                               None if result["id"] in deleted else result["rev"])
         return conflicts
 
     def iter_range(self, kind: str, startkey: str, endkey: str | None,

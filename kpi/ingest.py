@@ -25,7 +25,17 @@ import pandas as pd
 from kpi.aggregate import DayAggregator, combine, count_columns
 from kpi.aggregate_docs import aggregates_document, decode_frames, encode_frames, put_aggregates
 from kpi.config import Config, load_config
-from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError, content_of
+from kpi.couch import (
+    AGGREGATES,
+    MANIFESTS,
+    QUARANTINE,
+    RAW,
+    CouchStore,
+    StoreError,
+    content_of,
+    day_prefix,
+    prefix_range,
+)
 from kpi.overlap import Ahead
 from kpi.parts import closed_by, delete_parts, mark_closed, read_parts, write_part
 from kpi.removed import restore_removed
@@ -39,7 +49,9 @@ from kpi.snapshot import (
     StagingLost,
     close_snapshot,
     drop_staging,
+    known_rows,
     store_rows,
+    write_record,
 )
 from kpi.source import KpiggybankClient, SourceError, day_windows, fetch_rows
 
@@ -246,28 +258,37 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     """
     run = f"one-pass:{uuid.uuid4().hex}"
     aggregator = DayAggregator(config)
+    written = store.track_revisions((RAW, QUARANTINE))
     with (KpiggybankClient(settings) as client,
           Ahead(functools.partial(fetch_rows, client, day, bounds)
                 for bounds in day_windows(settings, day)) as windows):  # fetched ahead,
         # the first while the stored day is read
         delete_parts(store, day)  # they describe an older snapshot than this one
-        # the stored rows' digests: a re-run reads the day once, by key range, and writes
-        # only rows whose content differs
-        digests_raw, digests_quarantined = store.digests(RAW, day), store.digests(QUARANTINE, day)
-        fresh = not (digests_raw or digests_quarantined)
+        revisions = {kind: store.revisions(kind, *prefix_range(day_prefix(day)))
+                     for kind in (RAW, QUARANTINE)}  # ids and revisions only
+        stored = len(revisions[RAW]) + len(revisions[QUARANTINE])
+        known = known_rows(store, day, revisions) if stored else {}
+        if 2 * len(known) >= stored:  # the digest record knows (most of) the stored rows
+            present_raw, present_quarantined = set(revisions[RAW]), set(revisions[QUARANTINE])
+        else:  # the stored rows' digests: read once, by key range (not each row by id)
+            present_raw, present_quarantined = (store.digests(RAW, day),
+                                                store.digests(QUARANTINE, day))
+        fresh = not stored
         staging = None if fresh else Staging(store, day, run, "one-pass")
-        snapshot = store_rows(store, day, windows, digests_raw, digests_quarantined,
-                              IncompleteMark(store, day), aggregator.add, staging)
-    present_raw, present_quarantined = set(digests_raw), set(digests_quarantined)
-    del digests_raw, digests_quarantined
+        snapshot = store_rows(store, day, windows, present_raw, present_quarantined,
+                              IncompleteMark(store, day), aggregator.add, staging,
+                              known=known)
+    del known, present_raw, present_quarantined
     part = Part(snapshot, *aggregator.result(), aggregator.skipped_empty_stream,
                 aggregator.aggregated)
     try:
-        manifest = _close(store, day, [part], present_raw, present_quarantined,
+        manifest = _close(store, day, [part], set(revisions[RAW]), set(revisions[QUARANTINE]),
                           [staging] if staging else [], fresh,
                           guard_of(settings, allow_removals), run, config)
     finally:
         drop_staging(store, day, run)
+    if "refused" not in manifest and snapshot.rows is not None:
+        write_record(store, day, snapshot.rows, revisions, written)
     return manifest
 
 

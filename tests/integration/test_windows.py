@@ -63,10 +63,11 @@ def one_pass(days, settings):
 
 def documents(settings):
     """Every document of every database, without revisions; of the parts, not the records
-    that a run closed a day (`kpi.parts.mark_closed`), which only the windowed path leaves."""
+    that a run closed a day (`kpi.parts.mark_closed`), which only the windowed path leaves,
+    nor the days' digest records (`kpi.snapshot.write_record`), which only a one pass leaves."""
     store = CouchStore(settings)
     return {kind: [content_of(doc) for doc in store.iter_range(kind, "", None)
-                   if not (kind == PARTS and doc["_id"].endswith(":closed"))]
+                   if not (kind == PARTS and doc["_id"].endswith((":closed", "~digests")))]
             for kind in DATABASES}
 
 
