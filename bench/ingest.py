@@ -2,7 +2,7 @@
 a re-run over an unchanged source against the first run. Prints figures; asserts nothing.
 
     .venv/bin/python bench/ingest.py [--mode day|backfill] [--blobs 1000000] [--days 21]
-                                     [--per-day 4500] [--couchdb-url URL] [--chunk-hours 1]
+                                     [--per-day 4500] [--couchdb-url URL] [--chunk-hours 6]
 
 `--mode day` (default): a fake KPIggybank (its own process; it encodes each row's JSON once, so
 serving a page costs it next to nothing) serves one day of `--blobs` blobs.
@@ -78,9 +78,10 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=21, help="days (backfill)")
     parser.add_argument("--per-day", type=int, default=4500, help="blobs a day (backfill)")
     parser.add_argument("--couchdb-url", default="")
-    parser.add_argument("--chunk-hours", type=int, default=1)
+    parser.add_argument("--chunk-hours", type=int, default=6, help="KPI_FETCH_CHUNK_HOURS")
     parser.add_argument("--bulk-size", type=int, default=1000, help="the pipeline's")
-    parser.add_argument("--parallel", type=int, default=1, help="days at once (backfill)")
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="days at once (backfill; `kpi backfill`'s default)")
     parser.add_argument("--plain-batch", type=int, default=1000, help="the plain insert's")
     args = parser.parse_args()
 

@@ -278,6 +278,7 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
         snapshot = store_rows(store, day, windows, present_raw, present_quarantined,
                               IncompleteMark(store, day), aggregator.add, staging,
                               known=known)
+    all_known = len(known) == stored
     del known, present_raw, present_quarantined
     part = Part(snapshot, *aggregator.result(), aggregator.skipped_empty_stream,
                 aggregator.aggregated)
@@ -287,7 +288,8 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
                           guard_of(settings, allow_removals), run, config)
     finally:
         drop_staging(store, day, run)
-    if "refused" not in manifest and snapshot.rows is not None:
+    unchanged = all_known and not any(written.values()) and len(snapshot.rows or ()) == stored
+    if "refused" not in manifest and snapshot.rows is not None and not unchanged:
         write_record(store, day, snapshot.rows, revisions, written)
     return manifest
 

@@ -41,7 +41,7 @@ from kpi.couch import (
     day_prefix,
     prefix_range,
 )
-from kpi.overlap import Behind
+from kpi.overlap import Behind, gc_paused
 from kpi.removed import GONE, MOVED, move_to_removed
 from kpi.rows import (
     DOC_MARGIN,
@@ -290,7 +290,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                 writes.drain()
                 raise
             blobs: dict[str, dict] = {}  # doc id → the blob of a row of this batch going to raw
-            with counting:
+            with counting, gc_paused():  # many small objects, no cycles (1.2 s of 9 for 200k)
                 for row in rows:
                     counts["fetched"] += 1
                     check = check_row(row, day)
