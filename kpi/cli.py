@@ -94,9 +94,8 @@ def _fail_cleanly(call, *args):
 @click.option("--end", required=True, type=DAY, help="Last UTC day, included.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 32),
-              help="Days processed at once (a small day waits on the servers more than "
-                   "it computes: two at once took 10.6 s where one at a time took 13.4 s "
-                   "for 21 days of 4,000 blobs on Apache CouchDB, 2 cores).")
+              help="Days processed at once (a day waits on the servers more than it "
+                   "computes; each day holds its own memory).")
 @click.option("--skip-done", is_flag=True,
               help="Leave out days already extracted and aggregated (default: restate them).")
 @click.option("--allow-removals", is_flag=True, help=ALLOW_REMOVALS)

@@ -290,7 +290,11 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
         drop_staging(store, day, run)
     unchanged = all_known and not any(written.values()) and len(snapshot.rows or ()) == stored
     if "refused" not in manifest and snapshot.rows is not None and not unchanged:
-        write_record(store, day, snapshot.rows, revisions, written)
+        try:
+            write_record(store, day, snapshot.rows, revisions, written)
+        except StoreError as exc:  # the day is closed: without a record, a re-run reads it
+            log.warning("%s: the digest record was not written (%s); the next run of the "
+                        "day reads its documents", day, exc)
     return manifest
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,9 +59,9 @@ class Behind(Generic[T]):
 
     `submit` returns the results of the calls that had to finish to make room, oldest first;
     `drain` waits for all and returns theirs. A failed call's exception is raised by the
-    `submit` or `drain` that collects it; `close` (or leaving `with`, also on a failure)
-    waits for every queued call, as code without overlap would have made each one before going
-    on (their failures are then left to the failure being raised).
+    `submit` or `drain` that collects it; `close` waits for every queued call, and leaving
+    `with` on a failure waits for the running one and drops those not started (their work is
+    lost with the failure being raised).
     """
 
     def __init__(self, depth: int = 1) -> None:
@@ -71,8 +72,8 @@ class Behind(Generic[T]):
     def __enter__(self) -> Behind[T]:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(cancel=exc_type is not None)
 
     def submit(self, call: Callable[[], T]) -> list[T]:
         """Queue `call`; the results of the calls collected to keep the bound."""
@@ -89,20 +90,37 @@ class Behind(Generic[T]):
             done.append(self._pending.popleft().result())
         return done
 
-    def close(self) -> None:
-        """Wait for every queued call (their results and failures are dropped)."""
+    def close(self, cancel: bool = False) -> None:
+        """Wait for every queued call (their results and failures are dropped); with
+        `cancel` (leaving `with` on a failure), the calls not started yet are dropped."""
+        if cancel:
+            for future in self._pending:
+                future.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # threads inside `gc_paused`
+_gc_was_enabled = False  # whether the collector was on when the first of them entered
 
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector: millions of small objects (decoded rows, staged
-    blobs) make it the main cost, and they hold no reference cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
+    blobs) make it the main cost, and they hold no reference cycles. Threads may pause it at
+    the same time (fetching, validating, two days at once): it comes back on when the last of
+    them leaves, if it was on when the first entered."""
+    global _gc_pauses, _gc_was_enabled  # noqa: PLW0603
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()

@@ -374,6 +374,8 @@ def record_id(day: date) -> str:
 
 
 RECORD = "rows.json.zz"  # the record's attachment: zlib of JSON [[id, database, rev, digest, note]]
+RECORD_FORMAT = 1  # raise when what a digest stands for changes (the documents' shape): older
+# records are then ignored, and the next extract of each day reads it once and writes anew
 
 
 def known_rows(store: CouchStore, day: date,
@@ -383,13 +385,24 @@ def known_rows(store: CouchStore, day: date,
     unreadable record knows nothing; a document changed since (any write changes its
     revision) is not known."""
     doc = store.get_many(PARTS, [record_id(day)], attachments=True).get(record_id(day))
+    if not doc or doc.get("format") != RECORD_FORMAT:
+        return {}
     try:
         entries = orjson.loads(zlib.decompress(base64.b64decode(
             doc["_attachments"][RECORD]["data"])))
-        return {doc_id: (kind, digest, note) for doc_id, kind, rev, digest, note in entries
-                if revisions.get(kind, {}).get(doc_id) == rev}
-    except (TypeError, KeyError, ValueError, zlib.error):  # none, or not one we wrote
+    except (TypeError, KeyError, ValueError, zlib.error):  # not one we wrote
         return {}
+    del doc
+    known: dict[str, tuple[str, str, str]] = {}
+    shared: dict[tuple[str, str], tuple[str, str]] = {}  # one (database, note) object each
+    ids = {kind: {doc_id: doc_id for doc_id in stored}  # the ids `revisions` holds
+           for kind, stored in revisions.items()}
+    for doc_id, kind, rev, digest, note in entries:
+        stored = revisions.get(kind)
+        if stored is not None and stored.get(doc_id) == rev:
+            pair = shared.setdefault((kind, note), (kind, note))
+            known[ids[kind][doc_id]] = (pair[0], digest, pair[1])
+    return known
 
 
 def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, str]],
@@ -408,7 +421,8 @@ def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, s
     data = zlib.compress(orjson.dumps(entries), 1)
     # the attachment's digest in the document: an unchanged record is not written again
     store.upsert(PARTS, [{
-        "_id": record_id(day), "day": day.isoformat(), "rows": len(entries),
+        "_id": record_id(day), "day": day.isoformat(), "format": RECORD_FORMAT,
+        "rows": len(entries),
         "sha1": hashlib.sha1(data).hexdigest(),
         "_attachments": {RECORD: {"content_type": "application/octet-stream",
                                   "data": base64.b64encode(data).decode()}}}])

@@ -11,7 +11,16 @@ import httpx
 import orjson
 import pytest
 
-from kpi.couch import CouchStore, Encoded, content_digest, content_of, dumps
+from kpi.couch import (
+    RAW,
+    CouchStore,
+    DocumentTooLarge,
+    Encoded,
+    StoreError,
+    content_digest,
+    content_of,
+    dumps,
+)
 from kpi.rows import encoded, storable
 from kpi.settings import Settings
 from kpi.snapshot import Received, _as_received, store_rows
@@ -140,3 +149,52 @@ def test_a_raw_row_kept_small_is_rebuilt_whole_for_a_413(received):
 def test_other_rows_are_kept_as_received(received):
     assert _as_received(received, whole=True) is received
     assert _as_received(row("k"), whole=False) == row("k")
+
+
+def failing_store(writers: int, answer: int = 503) -> tuple[CouchStore, list[str]]:
+    """A store whose server answers every `_bulk_docs` with `answer`; the requests it got."""
+    requests: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        return httpx.Response(answer, json={"error": "unavailable"})
+
+    settings = Settings(couchdb_url="http://couch.test:5984", bulk_size=10,
+                        couchdb_writers=writers, retry_attempts=2, retry_backoff=0.0)
+    return CouchStore(settings, transport=httpx.MockTransport(handle)), requests
+
+
+@pytest.mark.parametrize("writers", [1, 2, 4])
+def test_a_failing_write_stops_the_others_instead_of_retrying_every_chunk(writers):
+    store, requests = failing_store(writers)
+    docs = [{"_id": f"d{n:04d}", "n": n} for n in range(1000)]  # 100 chunks
+    with pytest.raises(StoreError):
+        store.upsert(RAW, docs, present=set())
+    # each writer's chunk is tried retry_attempts times; chunks not started are dropped
+    assert len(requests) <= 2 * writers
+
+
+def too_large_store(refused: str, writers: int) -> CouchStore:
+    """A store whose server writes every document but `refused` (answered 413 per document,
+    as some servers do)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        docs = orjson.loads(request.content)["docs"]
+        return httpx.Response(201, json=[
+            {"id": doc["_id"], "error": "document_too_large", "reason": doc["_id"]}
+            if doc["_id"] == refused else {"id": doc["_id"], "rev": "1-a", "ok": True}
+            for doc in docs])
+
+    settings = Settings(couchdb_url="http://couch.test:5984", bulk_size=10,
+                        couchdb_writers=writers)
+    return CouchStore(settings, transport=httpx.MockTransport(handle))
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+def test_a_refusal_as_too_large_counts_what_was_written_nonetheless(writers):
+    docs = [{"_id": f"d{n:04d}", "n": n} for n in range(35)]  # 4 chunks; d0012 in the 2nd
+    with pytest.raises(DocumentTooLarge) as refused:
+        too_large_store("d0012", writers).upsert(RAW, docs, present=set())
+    assert refused.value.doc_id == "d0012"
+    # the 1st chunk, and the 2nd but d0012; concurrently also the chunks after it
+    assert refused.value.written == (19 if writers == 1 else 34)
