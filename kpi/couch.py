@@ -462,7 +462,8 @@ class CouchStore:
         """(`docs` but those whose digest in `present` equals theirs, how many were left out)."""
         if not isinstance(present, Mapping) or not present:
             return docs, 0
-        others = [doc for doc in docs if present.get(doc["_id"]) != content_digest(doc)]
+        others = [doc for doc in docs  # (b"": JSON could not encode it: never the same)
+                  if present.get(doc["_id"]) != (digest := content_digest(doc)) or not digest]
         return others, len(docs) - len(others)
 
     def _existing(self, kind: str, docs: list[dict], present: Present | None) -> dict:
