@@ -245,7 +245,10 @@ def _parse(name: str, env: str, kind: type, raw: str) -> object:
             return Path(raw)
         return kind(raw)
     except ValueError as exc:
-        msg = f"{env}={raw!r} is not a valid {kind.__name__} for setting {name}: {exc}"
+        wanted = {int: "an integer", float: "a number", date: "a date (YYYY-MM-DD)"}.get(
+            kind, f"a valid {kind.__name__}")
+        detail = f": {exc}" if kind is date else ""  # which part of the date is wrong
+        msg = f"{env}={raw!r} must be {wanted} (setting {name}){detail}"
         raise ValueError(msg) from exc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -94,3 +95,14 @@ def test_readme_documents_every_setting_with_its_default():
         line = next((ln for ln in readme.splitlines() if ln.startswith(f"| `{env}`")), None)
         assert line is not None, f"README configuration table lacks {env}"
         assert f"`{default}`" in line, f"README gives another default for {env}"
+
+
+@pytest.mark.parametrize(("env", "raw", "says"), [
+    ("KPI_COUCHDB_WRITERS", "abc", "KPI_COUCHDB_WRITERS='abc' must be an integer"),
+    ("KPI_RESTATE_MAX_REMOVED", "lots", "KPI_RESTATE_MAX_REMOVED='lots' must be a number"),
+    ("KPI_START_DATE", "2026-13-01", "KPI_START_DATE='2026-13-01' must be a date (YYYY-MM-DD)"),
+])
+def test_a_value_of_the_wrong_type_says_what_it_must_be(env, raw, says):
+    with pytest.raises(ValueError, match=re.escape(says)) as refused:
+        Settings.from_env({env: raw})
+    assert "invalid literal" not in str(refused.value)
