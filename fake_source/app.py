@@ -41,6 +41,9 @@ OUTAGE_KEEP = 10  # an outage day serves one generated blob in 10
 NO_FAULT = "none"  # scripted only: this request is answered normally
 
 
+CACHED_ROWS = 1_000_000  # generated rows kept (about 3 kB each, decoded and encoded)
+
+
 class Faults:
     """Scripted and random faults for range queries."""
 
@@ -82,7 +85,10 @@ class BlobStore:
         self.days = history_days(last_day, days) if days > 0 else []
         self.posted: list[dict] = []  # rows, kept sorted by (key, id)
         self.verbatim: list[tuple[int, int, object]] = []  # (key, order, row) of `add_rows`
-        self._rows_for_day = lru_cache(maxsize=8)(self._generate_rows)
+        # every day of the history stays generated (a backfill's pages cost the source next to
+        # nothing, as KPIggybank's would), up to about CACHED_ROWS rows
+        self._rows_for_day = lru_cache(maxsize=max(2, min(
+            len(self.days) + 1, CACHED_ROWS // max(per_day, 1))))(self._generate_rows)
 
     def _generate_rows(self, day: date) -> tuple[list[int], list[dict], list[bytes]]:
         """The day's keys, rows and each row's JSON (encoded once: a range query joins them,

@@ -143,3 +143,32 @@ def test_post_validates_every_blob_then_stores_all():
         assert (response.status_code, response.text) == (201, "ok")
         rows = c.get(URL).json()
         assert [row["value"]["timestamp"] for row in rows] == [good[0]["timestamp"]]
+
+
+def test_a_backfill_generates_each_day_once(monkeypatch):
+    """Every day of a history stays generated: a backfill's pages, day after day, twice, cost
+    the fake source one generation a day (not one a page once more than 8 days are read)."""
+    import fake_source.app as app_module
+
+    generated = Counter()
+    real = app_module.blobs_for_day
+
+    def counting(seed, day, per_day, bad_rate):
+        generated[day] += 1
+        return real(seed, day, per_day, bad_rate)
+
+    monkeypatch.setattr(app_module, "blobs_for_day", counting)
+    days, last = 21, date(2026, 10, 11)
+    with TestClient(create_app(seed=3, per_day=20, days=days, last_day=last)) as test_client:
+        for _ in range(2):
+            for back in range(days - 1, -1, -1):
+                start, end = day_window_ms(last - timedelta(days=back))
+                for first, final in chunk_windows(start, end, 6 * HOUR_MS):
+                    test_client.get(URL, params={"start": first, "end": final}).raise_for_status()
+    assert set(generated.values()) == {1}
+    assert len(generated) >= days
+
+
+def test_a_history_of_big_days_keeps_a_bounded_number_generated():
+    store = create_app(seed=3, per_day=400_000, days=30, last_day=DAY).state.store
+    assert store._rows_for_day.cache_info().maxsize == 2
