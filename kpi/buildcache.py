@@ -91,7 +91,7 @@ def cache_path(site_dir: Path) -> Path:
 @functools.cache
 def code_digest() -> str:
     """A digest of this package's code (every module of `kpi/`) and version: what the caches
-    beside a site (this one, `kpi.chartcache`) are stamped with."""
+    of a site (this one, `kpi.chartcache`) are stamped with."""
     digest = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())

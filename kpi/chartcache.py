@@ -1,16 +1,19 @@
-"""Chart template cache: the pages' Vega-Lite templates (`kpi.charts`), kept beside the site's
-build cache, so that a new process does not make them again with Altair.
+"""Chart template cache: the pages' Vega-Lite templates (`kpi.charts`), kept in the user's
+cache folder, so that a new process does not make them again with Altair.
 
 A template is a pure function of its arguments and of the code that makes it, but making the
 site's templates costs a fresh process about a second and a half (importing Altair, then
 building every chart through its validating, deep-copying classes): more than the rest of a
 nightly publish that changed nothing, and every backfill and publish is a new process. So a
-build reads them from one JSON file beside its build cache (`.<site folder>.charts.json`),
-stamped with a digest of our code and Altair's version (`cache_key`), each template under its
-arguments. A template the file lacks (new arguments) is made with Altair, and the file is
-rewritten, atomically, once the build has rendered its pages. A missing, unreadable or stale
-file (another version made it) costs making the templates again, never a failed build: nothing
-a build needs lives only in this file. Without a file, templates are made once per process.
+build reads them from one JSON file in the user's cache folder (`cache_path`:
+`~/.cache/kpi/chart-templates.json`; any site the user builds, a first build of a new site
+folder included, shares them), stamped with a digest of our code and Altair's version
+(`cache_key`), each template under its arguments. A template the file lacks (new arguments)
+is made with Altair, and the file is rewritten, atomically, once the build has rendered its
+pages. A missing, unreadable or stale file (another version or checkout made it: checkouts of
+different code take turns rewriting it) costs making the templates again, never a failed
+build: nothing a build needs lives only in this file (an Airflow worker with its own home
+folder makes its own). Without a home folder, templates are made once per process.
 """
 
 from __future__ import annotations
@@ -24,17 +27,26 @@ from pathlib import Path
 
 import orjson
 
-from kpi.buildcache import cache_path as build_cache_path
 from kpi.buildcache import code_digest
 
 log = logging.getLogger(__name__)
 FORMAT = 1
 
 
-def cache_path(site_dir: Path) -> Path:
-    """Where the chart templates of the site published at `site_dir` are kept: beside its
-    build cache (`.<site folder>.cache` → `.<site folder>.charts.json`)."""
-    return build_cache_path(site_dir).with_suffix(".charts.json")
+def user_cache_folder() -> Path | None:
+    """The user's cache folder of this project: `$XDG_CACHE_HOME/kpi/` (default
+    `~/.cache/kpi/`; it may not exist yet); None without a home folder (some containers)."""
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kpi"
+    except RuntimeError:
+        return None
+
+
+def cache_path() -> Path | None:
+    """Where the chart templates are kept: `chart-templates.json` in the user's cache folder
+    (None: nowhere, they are made once per process)."""
+    folder = user_cache_folder()
+    return None if folder is None else folder / "chart-templates.json"
 
 
 def cache_key() -> str:
@@ -119,6 +131,7 @@ class ChartTemplates:
         ) + b"}}"
         partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             partial.write_bytes(content)
             os.replace(partial, self.path)
             self._made = False

@@ -322,7 +322,7 @@ def build_site(settings: Settings, config: Config | None = None, now: datetime |
                                        built_at, files=built.files(), previous=shown,
                                        refusals=refusals, range_asked=range_asked,
                                        flags=flags,
-                                       chart_cache=chartcache.cache_path(settings.site_dir)),
+                                       chart_cache=chartcache.cache_path()),
             settings.site_dir,
         )
         if whole:

@@ -32,7 +32,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kpi import __version__, changes
 from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies, last_steps
-from kpi.chartcache import ChartTemplates
+from kpi.chartcache import ChartTemplates, user_cache_folder
 from kpi.chartstyle import PALETTE, THEMES
 from kpi.config import Config
 from kpi.refusals import refusals_csv, refusals_json
@@ -280,9 +280,8 @@ def vega_bundle() -> str:
     """
     import vl_convert
 
-    try:
-        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kpi"
-    except RuntimeError:  # no home folder (some containers): no cache
+    folder = user_cache_folder()
+    if folder is None:  # no home folder (some containers): no cache
         return vl_convert.javascript_bundle()
     cached = folder / f"vega-bundle-{vl_convert.__version__}.js"
     try:
@@ -353,7 +352,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         flags: the flagged days (`detect_anomalies`), when judged on more days than shown (a
             range build's first days against the weeks before it); default: from `reports`.
         chart_cache: where the chart templates are kept between builds
-            (`kpi.chartcache.cache_path`: beside the build cache): read, and written when a
+            (`kpi.chartcache.cache_path`: in the user's cache folder): read, and written when a
             template had to be made; default: made once per process.
     """
     refusals = refusals or []

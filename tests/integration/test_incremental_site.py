@@ -51,7 +51,7 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
 ):
     backfill(START, END, settings, progress=False)  # builds once: the cache holds every day
     assert buildcache.cache_path(settings.site_dir).exists()
-    templates = chartcache.cache_path(settings.site_dir)  # and the chart templates, beside it
+    templates = chartcache.cache_path()  # and the chart templates, in the user cache folder
     kept = templates.read_bytes()
     source = fake_app.state.store
     source.range = changed_source(source.range)

@@ -170,12 +170,19 @@ def test_a_cache_that_cannot_be_read_or_written_costs_no_build(tmp_path, referen
     folder_in_the_way.mkdir()
     build(tmp_path / "site", folder_in_the_way)
     _assert_same_site(tmp_path / "site", reference)
-    build(tmp_path / "elsewhere", tmp_path / "no such folder" / "charts.json")
+    a_file = tmp_path / "a file"  # where the cache's folder would be made
+    a_file.write_text("not a folder")
+    build(tmp_path / "elsewhere", a_file / "kpi" / "charts.json")
     _assert_same_site(tmp_path / "elsewhere", reference)
-    assert not (tmp_path / "no such folder").exists()
+    assert a_file.read_text() == "not a folder"
 
 
-def test_the_templates_are_kept_beside_the_build_cache(tmp_path):
-    site = tmp_path / "site_output"
-    assert chartcache.cache_path(site) == tmp_path / ".site_output.charts.json"
-    assert chartcache.cache_path(site).parent == buildcache.cache_path(site).parent
+def test_the_templates_are_kept_in_the_users_cache_folder(tmp_path, monkeypatch):
+    """Any site folder, a new one included, finds them; so does the Vega bundle's cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert chartcache.cache_path() == tmp_path / "cache" / "kpi" / "chart-templates.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert chartcache.cache_path() == tmp_path / "home" / ".cache" / "kpi" / "chart-templates.json"
+    build(tmp_path / "site", chartcache.cache_path())  # its folder made at the first save
+    assert json.loads(chartcache.cache_path().read_bytes())["key"] == cache_key()
