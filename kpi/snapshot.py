@@ -19,7 +19,7 @@ import hashlib
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from fractions import Fraction
@@ -181,6 +181,7 @@ class Staging:
 
 
 RUN_ROWS = 100_000  # documents (held encoded: about 1 kB each) sorted and written at a time
+SLICE_ROWS = 5_000  # rows of a fetch window validated at a time
 
 
 def store_rows(store: CouchStore, day: date, batches: Iterable[list],
@@ -188,7 +189,8 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                before_write: Callable[[], None] | None = None,
                on_stored: Callable[[list[dict]], None] | None = None,
                staging: Staging | None = None, run_rows: int = RUN_ROWS,
-               known: Mapping[str, tuple[str, str, str]] | None = None) -> Snapshot:
+               known: Mapping[str, tuple[str, str, str]] | None = None,
+               first_run: int | None = None, slice_rows: int = SLICE_ROWS) -> Snapshot:
     """Validate and store (or stage) rows of UTC `day` (all of it, or one window of it).
 
     Valid rows go to the raw database, invalid ones to quarantine with their reason (SPEC D10),
@@ -200,14 +202,16 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     apart by content. So `fetched = stored + rejected_invalid + duplicate`.
 
     Batches (a fetch window's rows; a batch that is a list is emptied once validated, so its
-    decoded rows are freed) are validated one by one, each batch's valid blobs handed
-    to `on_stored` at once, and their documents, held encoded, pooled into runs of at least
-    `run_rows` written in id order: Apache CouchDB writes documents in id order several times
-    faster than in the source's (timestamp) order, which scatters random ids over its B-tree
-    (200,000 documents, 1,000 a request, 2 cores: 13.5 s against 51 s; in runs of 100,000
-    sorted ones, two writers, 12.9 s). A run is written by one thread (`kpi.overlap.Behind`),
-    runs in order, while the next is fetched and validated; a failed batch's run is still
-    written before the failure is raised.
+    decoded rows are freed) are validated one by one, `slice_rows` rows at a time, each
+    slice's valid blobs handed to `on_stored` at once, and their documents, held encoded,
+    pooled into runs written in id order: Apache CouchDB writes documents in id order several
+    times faster than in the source's (timestamp) order, which scatters random ids over its
+    B-tree (200,000 documents, 1,000 a request, 2 cores: 13.5 s against 51 s; in runs of
+    100,000 sorted ones, two writers, 12.9 s). Runs grow (`first_run`, twice that, ... up to
+    `run_rows`): the first write starts after 25,000 rows rather than 100,000 (200,000 blobs
+    on Apache CouchDB: 19.1-19.6 s against 19.8-19.9 s). A run is written by one thread
+    (`kpi.overlap.Behind`), runs in order, while the next is fetched and validated; a failed
+    batch's run is still written before the failure is raised.
 
     Args:
         present_raw, present_quarantined: the day's stored ids (None: look each batch up), or
@@ -216,7 +220,13 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
         on_stored: called with each batch's valid blobs (e.g. to aggregate them), before
             they are written; a blob replaced by a later batch's delivery, or refused by the
             server as too large, sets the snapshot's `restage`.
-        run_rows: the documents pooled before they are sorted and written.
+        run_rows: the most documents pooled before they are sorted and written.
+        first_run: the documents of the first run (default: a quarter of `run_rows`); each
+            next run is twice the last, up to `run_rows`: the first write starts early, and
+            the big runs, which cost the server most when their ids interleave with many
+            stored ones, come later and few.
+        slice_rows: a batch of more rows is validated (and its blobs handed to `on_stored`)
+            this many rows at a time, so a run closes within a batch.
         known: stored documents whose content is known without reading them (`known_rows`):
             doc id → (database, digest, note) as this function computes them; a row that
             comes once with exactly that is counted and left as it is stored.
@@ -268,6 +278,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     # pending: doc id → document of the run to write; moved: ids to delete first (a later
     # delivery moved them to the other database); received: doc id → its row as received
     pending, moved, received = new_run()
+    threshold = first_run or max(1, run_rows // 4)  # the next run's size: they grow
 
     def submit_run() -> None:
         nonlocal pending, moved, received
@@ -279,7 +290,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
         pending, moved, received = new_run()
 
     with Behind[None](depth=1) as writes:
-        batches = iter(batches)
+        batches = _sliced(batches, slice_rows)
         while True:
             try:
                 rows = next(batches)
@@ -350,8 +361,9 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             if on_stored is not None:  # aggregated before written: a failed write fails all
                 on_stored(list(blobs.values()))
             del blobs
-            if len(pending[RAW]) + len(pending[QUARANTINE]) >= run_rows:
+            if len(pending[RAW]) + len(pending[QUARANTINE]) >= threshold:
                 submit_run()
+                threshold = min(run_rows, 2 * threshold)
         if pending[RAW] or pending[QUARANTINE] or moved[RAW] or moved[QUARANTINE]:
             submit_run()
         writes.drain()
@@ -361,6 +373,18 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     snapshot.quarantine_ids = set(final) - snapshot.raw_ids
     snapshot.rows = final
     return snapshot
+
+
+def _sliced(batches: Iterable[list], size: int) -> Iterator[list]:
+    """`batches`, each list of more than `size` rows as slices of `size`; a list is emptied
+    once all its slices are done (its decoded rows freed)."""
+    for rows in batches:
+        if not isinstance(rows, list) or len(rows) <= size:
+            yield rows
+            continue
+        for first in range(0, len(rows), size):
+            yield rows[first:first + size]
+        rows.clear()
 
 
 # The digest record of a day: what each stored row of the day holds, by revision, so a re-run
@@ -375,6 +399,7 @@ def record_id(day: date) -> str:
 
 
 RECORD = "rows.json.zz"  # the record's attachment: zlib of JSON [[id, database, rev, digest, note]]
+RECORD_BATCH = 10_000  # entries encoded and compressed at a time
 RECORD_FORMAT = 1  # raise when what a digest stands for changes (the documents' shape): older
 # records are then ignored, and the next extract of each day reads it once and writes anew
 
@@ -413,17 +438,27 @@ def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, s
     kept) with its revision: the one this extract wrote (`written`, from
     `CouchStore.track_revisions`), else the one stored before it (`revisions`). Written only
     when every row's revision is known; returns whether it was."""
-    entries = []
-    for doc_id, (kind, digest, note) in rows.items():
+    # compressed as it is encoded, RECORD_BATCH entries at a time (one JSON array in all): a
+    # million rows' entries and their JSON (about 250 MB) are never held at once
+    compressor = zlib.compressobj(1)
+    data: list[bytes] = []
+    batch: list[list[str]] = []
+    opening = b"["  # before the next batch's entries: `[`, then `,`
+    for number, (doc_id, (kind, digest, note)) in enumerate(rows.items(), 1):
         rev = written[kind][doc_id] if doc_id in written[kind] else revisions[kind].get(doc_id)
         if rev is None:
             return False
-        entries.append([doc_id, kind, rev, digest, note])
-    data = zlib.compress(orjson.dumps(entries), 1)
+        batch.append([doc_id, kind, rev, digest, note])
+        if len(batch) == RECORD_BATCH or number == len(rows):
+            data.append(compressor.compress(opening + orjson.dumps(batch)[1:-1]))
+            opening = b","
+            batch.clear()
+    data.append(compressor.compress(b"]" if rows else b"[]"))
+    data = b"".join(data) + compressor.flush()
     # the attachment's digest in the document: an unchanged record is not written again
     store.upsert(PARTS, [{
         "_id": record_id(day), "day": day.isoformat(), "format": RECORD_FORMAT,
-        "rows": len(entries),
+        "rows": len(rows),
         "sha1": hashlib.sha1(data).hexdigest(),
         "_attachments": {RECORD: {"content_type": "application/octet-stream",
                                   "data": base64.b64encode(data).decode()}}}])

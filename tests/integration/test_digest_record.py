@@ -91,3 +91,25 @@ def test_without_a_usable_record_the_day_is_read_and_kept_exact(settings, damage
         k: first[k] for k in ("stored", "rejected_invalid", "fetched")}
     assert len(known_rows(store, DAY, revisions(store))) == (
         first["stored"] + first["rejected_invalid"])  # the re-run wrote a record
+
+
+@pytest.mark.parametrize("batch", [7, 10_000])
+def test_the_record_is_one_json_array_however_it_was_compressed(settings, monkeypatch, batch):
+    """The record is encoded and compressed RECORD_BATCH entries at a time: in many pieces
+    (7), or one, it reads back as every stored row, in one JSON array."""
+    import zlib
+
+    import orjson
+
+    from kpi import snapshot
+
+    monkeypatch.setattr(snapshot, "RECORD_BATCH", batch)
+    first = extract_and_store(DAY, settings)
+    store = CouchStore(settings)
+    doc = store.get_many(PARTS, [record_id(DAY)], attachments=True)[record_id(DAY)]
+    entries = orjson.loads(zlib.decompress(base64.b64decode(
+        doc["_attachments"][snapshot.RECORD]["data"])))
+    stored = first["stored"] + first["rejected_invalid"]
+    assert len(entries) == doc["rows"] == stored
+    assert len({entry[0] for entry in entries}) == stored
+    assert len(known_rows(store, DAY, revisions(store))) == stored

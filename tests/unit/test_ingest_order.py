@@ -65,12 +65,33 @@ def test_runs_are_written_in_id_order_and_a_repeated_id_keeps_its_last_delivery(
     def aggregate(blobs: list[dict]) -> None:
         aggregated.append([blob["timestamp"] - START_MS for blob in blobs])
 
-    snapshot = store_rows(store, DAY, windows, set(), set(), on_stored=aggregate, run_rows=4)
+    snapshot = store_rows(store, DAY, windows, set(), set(), on_stored=aggregate, run_rows=4,
+                          first_run=4)
     prefix = "2026-10-07:"
     assert writes == [[prefix + "a", prefix + "b"], [prefix + "c", prefix + "e"], [prefix + "d"]]
     assert snapshot.counts["duplicate"] == 1 and snapshot.written == 5
     # each window's blobs are aggregated with it; the replaced "a" (window 1) asks for a restage
     assert aggregated == [[1, 2], [3, 4], [5], [6]] and snapshot.restage
+
+
+def test_runs_grow_from_the_first_and_a_big_window_closes_runs_inside_it():
+    """Runs of at least 1, 2, 4, 4 documents (first_run 1, run_rows 4), each sorted; a window
+    of 7 rows is validated (and aggregated) 2 rows at a time, so runs close inside it."""
+    store, writes = recording_store(bulk_size=10)
+    names = "gfedcba"
+    windows = [[row(name, n) for n, name in enumerate(names)], [row("z", 8), row("y", 9)],
+               [row("x", 10)]]
+    aggregated: list[list[int]] = []
+
+    def aggregate(blobs: list[dict]) -> None:
+        aggregated.append([blob["timestamp"] - START_MS for blob in blobs])
+
+    snapshot = store_rows(store, DAY, windows, set(), set(), on_stored=aggregate, run_rows=4,
+                          first_run=1, slice_rows=2)
+    assert [[doc_id.removeprefix("2026-10-07:") for doc_id in ids] for ids in writes] == [
+        ["f", "g"], ["d", "e"], ["a", "b", "c", "y", "z"], ["x"]]
+    assert aggregated == [[0, 1], [2, 3], [4, 5], [6], [8, 9], [10]]
+    assert windows[0] == [] and snapshot.written == 10
 
 
 def test_a_repeat_inside_one_window_replaces_its_blob_before_it_is_aggregated():
