@@ -97,6 +97,14 @@ class _Once:
                 self._done = True
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """Bytes sent as they are, not as JSON (`CouchStore.put_attachment`)."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
+
+
 class Encoded:
     """A JSON value held as its encoding (sorted keys), written as is: a big day's documents
     wait for their write in a fraction of the memory of the decoded value. Equal to the
@@ -252,12 +260,15 @@ class CouchStore:
             TransientStoreError: no answer, a 5xx answer, or a cut JSON body.
             StoreError: an answer that is not JSON (e.g. a proxy's page: a wrong URL).
         """
+        if isinstance(body, Attachment):
+            content, headers = body.data, {"Content-Type": body.content_type}
+        elif body is not None:
+            content, headers = dumps(body), {"Content-Type": "application/json"}
+        else:
+            content = headers = None
         try:
-            response = self._http.request(
-                method, path, params=params,
-                content=None if body is None else dumps(body),
-                headers=None if body is None else {"Content-Type": "application/json"},
-            )
+            response = self._http.request(method, path, params=params, content=content,
+                                          headers=headers)
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # not worth retrying
             msg = f"{self._url(path)}: {type(exc).__name__}: {exc}: check KPI_COUCHDB_URL"
             raise StoreError(msg) from None
@@ -366,6 +377,22 @@ class CouchStore:
     def get(self, kind: str, doc_id: str) -> dict | None:
         """One document, or None."""
         return self.get_many(kind, [doc_id]).get(doc_id)
+
+    def put_attachment(self, kind: str, doc_id: str, name: str, attachment: Attachment,
+                       rev: str | None) -> str:
+        """Store `attachment` as the attachment `name` of document `doc_id` at revision `rev`
+        (None: a new document), its bytes as they are (an inline attachment is base64 in the
+        document's JSON: a third more, and copied several times on its way); returns the
+        document's new revision.
+
+        Raises:
+            StoreError: also when `rev` is not the document's current revision (a conflict).
+        """
+        path = f"{quote(doc_id, safe='')}/{quote(name, safe='')}"
+        result = self._retry(f"write the attachment {name} of {doc_id} to {self.name(kind)}",
+                             self._request, kind, "PUT", path, attachment,
+                             {"rev": rev} if rev else None)
+        return result["rev"]
 
     def upsert(self, kind: str, docs: list[dict], present: Present | None = None,
                before_write: Callable[[], None] | None = None) -> UpsertResult:

@@ -2,8 +2,10 @@
 
 A day is fetched as windows (`kpi.source.day_windows`). The nightly DAG runs them as mapped
 tasks, each leaving a part (`kpi.parts`), and `close_day` combines the parts; `extract_and_store`
-runs the same windows in this process and closes the day with the same code
-(`kpi.snapshot.close_snapshot` and `_write_aggregates`), so the two cannot drift.
+fetches the same windows in this process, in pages of about 20,000 rows (`kpi.source.DayPages`:
+a row belongs to the page of floor(timestamp), so any cut gives the same rows), and closes the
+day with the same code (`_close`, with `kpi.snapshot.close_snapshot`), so the two
+cannot drift.
 
 A day with stored rows is *restated*: its windows stage their new and changed rows instead of
 writing them, and closing the day applies them only when the restatement guard lets it (SPEC
@@ -53,7 +55,7 @@ from kpi.snapshot import (
     store_rows,
     write_record,
 )
-from kpi.source import KpiggybankClient, SourceError, day_windows, fetch_rows
+from kpi.source import DayPages, KpiggybankClient, SourceError, day_windows, fetch_rows
 
 log = logging.getLogger(__name__)
 EPOCH_DAY = date(1970, 1, 1)
@@ -259,10 +261,16 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     run = f"one-pass:{uuid.uuid4().hex}"
     aggregator = DayAggregator(config)
     written = store.track_revisions((RAW, QUARANTINE))
+    pages = DayPages(settings, day)  # of about PAGE_ROWS rows, by the rate of the last one
+
+    def fetch(page: tuple[int, int]) -> list:
+        rows = fetch_rows(client, day, page)
+        pages.fetched(page, len(rows))
+        return rows
+
     with (KpiggybankClient(settings) as client,
-          Ahead(functools.partial(fetch_rows, client, day, bounds)
-                for bounds in day_windows(settings, day)) as windows):  # fetched ahead,
-        # the first while the stored day is read
+          Ahead(functools.partial(fetch, page) for page in pages) as windows):  # fetched
+        # ahead, the first while the stored day is read
         delete_parts(store, day)  # they describe an older snapshot than this one
         revisions = {kind: store.revisions(kind, *prefix_range(day_prefix(day)))
                      for kind in (RAW, QUARANTINE)}  # ids and revisions only

@@ -32,6 +32,7 @@ from kpi.couch import (
     PARTS,
     QUARANTINE,
     RAW,
+    Attachment,
     CouchStore,
     DocumentTooLarge,
     Encoded,
@@ -455,13 +456,14 @@ def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, s
             batch.clear()
     data.append(compressor.compress(b"]" if rows else b"[]"))
     data = b"".join(data) + compressor.flush()
-    # the attachment's digest in the document: an unchanged record is not written again
-    store.upsert(PARTS, [{
-        "_id": record_id(day), "day": day.isoformat(), "format": RECORD_FORMAT,
-        "rows": len(rows),
-        "sha1": hashlib.sha1(data).hexdigest(),
-        "_attachments": {RECORD: {"content_type": "application/octet-stream",
-                                  "data": base64.b64encode(data).decode()}}}])
+    # the document (its fields; any older attachment dropped), then the attachment, raw
+    document = {"_id": record_id(day), "day": day.isoformat(), "format": RECORD_FORMAT,
+                "rows": len(rows), "sha1": hashlib.sha1(data).hexdigest()}
+    store.upsert(PARTS, [document])
+    stored = store.get(PARTS, record_id(day))
+    if stored is None:  # deleted meanwhile (a new extract of the day): it writes its own
+        return False
+    store.put_attachment(PARTS, record_id(day), RECORD, Attachment(data), stored["_rev"])
     return True
 
 

@@ -314,6 +314,42 @@ def day_windows(settings: Settings, day: date) -> list[tuple[int, int]]:
     return chunk_windows(start, end, settings.fetch_chunk_hours * HOUR_MS)
 
 
+PAGE_ROWS = 20_000  # rows a one-pass extract asks KPIggybank for at a time, about
+PAGE_STEP_MS = 600_000  # pages end on 10-minute marks (Persona floors timestamps to them)
+FIRST_PAGE_MS = HOUR_MS  # a day's first page, before any rate is known
+
+
+class DayPages:
+    """The pages a one-pass extract fetches UTC `day` in: each fetch window (`day_windows`)
+    cut into pages of about `page_rows` rows, by the rate of rows per millisecond of the last
+    page fetched (`fetched`), so a big day is decoded a page at a time (a 6-hour window of a
+    1,000,000-blob day is about 250,000 rows, 3 kB each decoded) while a small one asks for
+    little more than its windows (the first page of a day is an hour, then a page runs to
+    its window's end when the rate allows it). A page is an inclusive integer [low, high] ms
+    ending on a 10-minute mark of the day or on its window's end; its rows are those with
+    floor(timestamp) in it (`fetch_rows`), so any cut gives the same rows."""
+
+    def __init__(self, settings: Settings, day: date, page_rows: int | None = None) -> None:
+        self.base = day_window_ms(day)[0]
+        self.windows = day_windows(settings, day)
+        self.page_rows = page_rows or PAGE_ROWS
+        self._rate: float | None = None  # rows per ms of the last page fetched
+
+    def fetched(self, page: tuple[int, int], rows: int) -> None:
+        """Tell how many rows `page` held (from the fetching thread)."""
+        self._rate = max(rows, 1) / (page[1] - page[0] + 1)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for low, high in self.windows:
+            while low <= high:
+                span = (FIRST_PAGE_MS if self._rate is None
+                        else max(PAGE_STEP_MS, int(self.page_rows / self._rate)))
+                steps = (low - self.base + span) // PAGE_STEP_MS
+                end = min(high, self.base + max(steps, 1) * PAGE_STEP_MS)
+                yield low, end
+                low = end + 1
+
+
 def iter_day(
     settings: Settings, day: date, client: KpiggybankClient | None = None
 ) -> Iterator[list]:

@@ -96,7 +96,9 @@ def test_without_a_usable_record_the_day_is_read_and_kept_exact(settings, damage
 @pytest.mark.parametrize("batch", [7, 10_000])
 def test_the_record_is_one_json_array_however_it_was_compressed(settings, monkeypatch, batch):
     """The record is encoded and compressed RECORD_BATCH entries at a time: in many pieces
-    (7), or one, it reads back as every stored row, in one JSON array."""
+    (7), or one, it reads back as every stored row, in one JSON array; its attachment, written
+    as raw bytes, reads back as the same bytes."""
+    import hashlib
     import zlib
 
     import orjson
@@ -107,8 +109,9 @@ def test_the_record_is_one_json_array_however_it_was_compressed(settings, monkey
     first = extract_and_store(DAY, settings)
     store = CouchStore(settings)
     doc = store.get_many(PARTS, [record_id(DAY)], attachments=True)[record_id(DAY)]
-    entries = orjson.loads(zlib.decompress(base64.b64decode(
-        doc["_attachments"][snapshot.RECORD]["data"])))
+    data = base64.b64decode(doc["_attachments"][snapshot.RECORD]["data"])
+    assert hashlib.sha1(data).hexdigest() == doc["sha1"]  # the bytes written, as they were
+    entries = orjson.loads(zlib.decompress(data))
     stored = first["stored"] + first["rejected_invalid"]
     assert len(entries) == doc["rows"] == stored
     assert len({entry[0] for entry in entries}) == stored

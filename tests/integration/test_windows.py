@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kpi import source
 from kpi.couch import (
     AGGREGATES,
     DATABASES,
@@ -96,7 +97,16 @@ def assert_same(windowed_settings, one_pass_settings):
     assert "data/new_user.csv" in site
 
 
-def test_windows_extracted_at_once_equal_one_pass(settings, tmp_path, caplog):
+@pytest.mark.parametrize("page_rows", [None, 3])
+def test_windows_extracted_at_once_equal_one_pass(settings, tmp_path, caplog, monkeypatch,
+                                                  page_rows):
+    """Whatever pages the one pass fetches in (3 rows: a page of 10 minutes each)."""
+    pages: list[tuple[int, int]] = []
+    told = source.DayPages.fetched
+    monkeypatch.setattr(source.DayPages, "fetched",
+                        lambda self, page, rows: pages.append(page) or told(self, page, rows))
+    if page_rows:
+        monkeypatch.setattr(source, "PAGE_ROWS", page_rows)
     other = one_pass_settings(settings, tmp_path)
     with caplog.at_level(logging.WARNING, logger="kpi.ingest"):
         manifests = windowed(DAYS, settings, "run-1")
@@ -104,6 +114,10 @@ def test_windows_extracted_at_once_equal_one_pass(settings, tmp_path, caplog):
     assert [m["from_windows"] for m in manifests] == [True, True]
     assert [m["stored"] for m in manifests] == [m["stored"] for m in one_pass(DAYS, other)]
     assert_same(settings, other)
+    if page_rows:  # many small pages
+        assert len(pages) >= 3 * 5 * len(DAYS)
+    else:  # a small day: its first hour, then its four 6-hour windows (the first one's rest)
+        assert len(pages) == 5 * len(DAYS)
 
 
 def test_restating_by_windows_equals_one_pass_over_the_new_rows(settings, fake_app, tmp_path,

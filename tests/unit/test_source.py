@@ -339,3 +339,45 @@ def test_windows_cut_by_floor_partition_any_timestamps(hours, places):
            for r in rows_before([r for r in rows if low <= r["key"] <= high + 1], high + 1)]
     assert sorted(got) == sorted(r["id"] for r in rows
                                  if utc_day_of(r["key"]) == WINDOW_DAY)
+
+
+def _pages(hours: int, rows_per_hour: float, page_rows: int = 20_000) -> list[tuple[int, int]]:
+    """The pages of WINDOW_DAY, told each page held `rows_per_hour` rows an hour."""
+    from kpi.settings import Settings
+    from kpi.source import HOUR_MS, DayPages
+
+    pages = DayPages(Settings(fetch_chunk_hours=hours), WINDOW_DAY, page_rows)
+    result = []
+    for page in pages:
+        result.append(page)
+        pages.fetched(page, round(rows_per_hour * (page[1] - page[0] + 1) / HOUR_MS))
+    return result
+
+
+@pytest.mark.parametrize("hours", [1, 6, 24])
+@pytest.mark.parametrize("rows_per_hour", [0, 190, 8_000, 45_000, 400_000])
+def test_pages_cover_the_day_exactly_on_ten_minute_marks_within_windows(hours, rows_per_hour):
+    from kpi.settings import Settings
+    from kpi.source import day_windows
+
+    start, end = day_window_ms(WINDOW_DAY)
+    pages = _pages(hours, rows_per_hour)
+    assert pages[0][0] == start and pages[-1][1] == end
+    assert all(b[0] == a[1] + 1 for a, b in zip(pages, pages[1:], strict=False))
+    assert all((high - start) % 600_000 == 0 for _, high in pages[:-1])
+    window_ends = {high for _, high in day_windows(Settings(fetch_chunk_hours=hours), WINDOW_DAY)}
+    assert window_ends <= {high for _, high in pages}  # no page crosses a window's end
+
+
+def test_a_small_day_is_asked_for_in_its_windows_and_a_big_one_a_page_at_a_time():
+    from kpi.source import HOUR_MS
+
+    start, end = day_window_ms(WINDOW_DAY)
+    small = _pages(6, 190)  # 4,500 blobs a day: the first hour, then whole windows
+    assert small == [(start, start + HOUR_MS), (start + HOUR_MS + 1, start + 6 * HOUR_MS),
+                     (start + 6 * HOUR_MS + 1, start + 12 * HOUR_MS),
+                     (start + 12 * HOUR_MS + 1, start + 18 * HOUR_MS),
+                     (start + 18 * HOUR_MS + 1, end)]
+    big = _pages(6, 45_000)  # 1,000,000 a day: 20,000 rows are 26 minutes, cut to 20
+    assert {high - low for low, high in big[1:-1]} == {20 * 60_000 - 1}
+    assert len(big) == 1 + (24 * 60 - 60) // 20
