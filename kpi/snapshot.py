@@ -442,7 +442,7 @@ def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, s
     # compressed as it is encoded, RECORD_BATCH entries at a time (one JSON array in all): a
     # million rows' entries and their JSON (about 250 MB) are never held at once
     compressor = zlib.compressobj(1)
-    data: list[bytes] = []
+    pieces: list[bytes] = []
     batch: list[list[str]] = []
     opening = b"["  # before the next batch's entries: `[`, then `,`
     for number, (doc_id, (kind, digest, note)) in enumerate(rows.items(), 1):
@@ -451,11 +451,13 @@ def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, s
             return False
         batch.append([doc_id, kind, rev, digest, note])
         if len(batch) == RECORD_BATCH or number == len(rows):
-            data.append(compressor.compress(opening + orjson.dumps(batch)[1:-1]))
+            pieces.append(compressor.compress(opening + orjson.dumps(batch)[1:-1]))
             opening = b","
             batch.clear()
-    data.append(compressor.compress(b"]" if rows else b"[]"))
-    data = b"".join(data) + compressor.flush()
+    pieces.append(compressor.compress(b"]" if rows else b"[]"))
+    pieces.append(compressor.flush())
+    data = b"".join(pieces)
+    del pieces  # one copy of the record held, not two
     # the document (its fields; any older attachment dropped), then the attachment, raw
     document = {"_id": record_id(day), "day": day.isoformat(), "format": RECORD_FORMAT,
                 "rows": len(rows), "sha1": hashlib.sha1(data).hexdigest()}
