@@ -190,13 +190,15 @@ def extract_window(window: dict, settings: Settings, config: Config | None = Non
     store = CouchStore(settings)
     aggregator = DayAggregator(config)
     attempt = uuid.uuid4().hex
-    with KpiggybankClient(settings) as client:
-        rows = fetch_rows(client, day, bounds)
-    if window["fresh"] and not _closed_since_plan(store, day):
-        snapshot = store_rows(store, day, [rows], set(), set(), on_stored=aggregator.add)
-    else:
-        snapshot = store_rows(store, day, [rows], None, None, on_stored=aggregator.add,
-                              staging=Staging(store, day, window["run"], attempt))
+    pages = DayPages(settings, day, windows=[bounds])
+    with (KpiggybankClient(settings) as client,
+          Ahead(functools.partial(_fetch_page, client, day, pages, page)
+                for page in pages) as fetched):
+        if window["fresh"] and not _closed_since_plan(store, day):
+            snapshot = store_rows(store, day, fetched, set(), set(), on_stored=aggregator.add)
+        else:
+            snapshot = store_rows(store, day, fetched, None, None, on_stored=aggregator.add,
+                                  staging=Staging(store, day, window["run"], attempt))
     aggregates = {
         **encode_frames(*aggregator.result(), count_columns(config)),
         "skipped_empty_stream": aggregator.skipped_empty_stream,
@@ -205,6 +207,14 @@ def extract_window(window: dict, settings: Settings, config: Config | None = Non
     write_part(store, day, bounds, window["run"], snapshot, aggregates, attempt)
     return {"day": window["day"], "start_ms": bounds[0], "end_ms": bounds[1],
             **dict(snapshot.counts), "written": snapshot.written}
+
+
+def _fetch_page(client: KpiggybankClient, day: date, pages: DayPages,
+                page: tuple[int, int]) -> list:
+    """The rows of one page of `day`; `pages` is told how many (to cut the next ones)."""
+    rows = fetch_rows(client, day, page)
+    pages.fetched(page, len(rows))
+    return rows
 
 
 def _closed_since_plan(store: CouchStore, day: date) -> bool:
@@ -262,15 +272,10 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     aggregator = DayAggregator(config)
     written = store.track_revisions((RAW, QUARANTINE))
     pages = DayPages(settings, day)  # of about PAGE_ROWS rows, by the rate of the last one
-
-    def fetch(page: tuple[int, int]) -> list:
-        rows = fetch_rows(client, day, page)
-        pages.fetched(page, len(rows))
-        return rows
-
     with (KpiggybankClient(settings) as client,
-          Ahead(functools.partial(fetch, page) for page in pages) as windows):  # fetched
-        # ahead, the first while the stored day is read
+          Ahead(functools.partial(_fetch_page, client, day, pages, page)
+                for page in pages) as windows):  # fetched ahead, the first while the stored
+        # day is read
         delete_parts(store, day)  # they describe an older snapshot than this one
         revisions = {kind: store.revisions(kind, *prefix_range(day_prefix(day)))
                      for kind in (RAW, QUARANTINE)}  # ids and revisions only

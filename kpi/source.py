@@ -314,24 +314,26 @@ def day_windows(settings: Settings, day: date) -> list[tuple[int, int]]:
     return chunk_windows(start, end, settings.fetch_chunk_hours * HOUR_MS)
 
 
-PAGE_ROWS = 20_000  # rows a one-pass extract asks KPIggybank for at a time, about
+PAGE_ROWS = 20_000  # rows an extract asks KPIggybank for at a time, about
 PAGE_STEP_MS = 600_000  # pages end on 10-minute marks (Persona floors timestamps to them)
 FIRST_PAGE_MS = HOUR_MS  # a day's first page, before any rate is known
 
 
 class DayPages:
-    """The pages a one-pass extract fetches UTC `day` in: each fetch window (`day_windows`)
-    cut into pages of about `page_rows` rows, by the rate of rows per millisecond of the last
-    page fetched (`fetched`), so a big day is decoded a page at a time (a 6-hour window of a
-    1,000,000-blob day is about 250,000 rows, 3 kB each decoded) while a small one asks for
-    little more than its windows (the first page of a day is an hour, then a page runs to
-    its window's end when the rate allows it). A page is an inclusive integer [low, high] ms
-    ending on a 10-minute mark of the day or on its window's end; its rows are those with
-    floor(timestamp) in it (`fetch_rows`), so any cut gives the same rows."""
+    """The pages an extract fetches UTC `day` in: each fetch window (`day_windows`, or the
+    `windows` given, e.g. one mapped task's) cut into pages of about `page_rows` rows, by the
+    rate of rows per millisecond of the last page fetched (`fetched`), so a big day is decoded
+    a page at a time (a 6-hour window of a 1,000,000-blob day is about 250,000 rows, 3 kB each
+    decoded) while a small one asks for little more than its windows (the first page is an
+    hour, then a page runs to its window's end when the rate allows it). A page is an
+    inclusive integer [low, high] ms ending on a 10-minute mark of the day or on its window's
+    end; its rows are those with floor(timestamp) in it (`fetch_rows`), so any cut gives the
+    same rows."""
 
-    def __init__(self, settings: Settings, day: date, page_rows: int | None = None) -> None:
+    def __init__(self, settings: Settings, day: date, page_rows: int | None = None,
+                 windows: list[tuple[int, int]] | None = None) -> None:
         self.base = day_window_ms(day)[0]
-        self.windows = day_windows(settings, day)
+        self.windows = day_windows(settings, day) if windows is None else windows
         self.page_rows = page_rows or PAGE_ROWS
         self._rate: float | None = None  # rows per ms of the last page fetched
 

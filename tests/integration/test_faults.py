@@ -23,11 +23,12 @@ import pytest
 
 from fake_source import create_app
 from fake_source.server import running_in_thread
+from kpi import source
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, content_of
 from kpi.devserver import free_port, start_dev_couchdb, stop_process
 from kpi.pipeline import backfill, build_site, day_is_done, extract_and_store, run_day
 from kpi.reports import QUALITY_MEASURES
-from kpi.source import day_window_ms
+from kpi.source import HOUR_MS, day_window_ms
 from tests.conftest import FAKE_BAD_RATE, FAKE_DAYS, FAKE_LAST_DAY, FAKE_PER_DAY, FAKE_SEED
 from tests.integration.exactness import assert_exact, expected_day
 from tests.integration.faultproxy import DROP, FORWARD, RESET, FaultProxy
@@ -59,9 +60,11 @@ def _reset_burst(burst: int, attempts: int):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_burst_of_faults_on_every_window_is_survived_exactly(settings, fake_app, kind):
+def test_a_burst_of_faults_on_every_window_is_survived_exactly(settings, fake_app, kind,
+                                                               monkeypatch):
     """Each fetch window meets `retry_attempts - 1` faults in a row, then an answer."""
     settings = replace(settings, fetch_chunk_hours=12)  # 2 windows: 4 faults per day
+    monkeypatch.setattr(source, "FIRST_PAGE_MS", 12 * HOUR_MS)  # a page is a window
     burst, windows = settings.retry_attempts - 1, 2
     if kind == "connection reset":
         with FaultProxy(_port(settings.source_url), _reset_burst(burst, burst + 1)) as proxy:
