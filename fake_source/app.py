@@ -87,8 +87,8 @@ class BlobStore:
         self.verbatim: list[tuple[int, int, object]] = []  # (key, order, row) of `add_rows`
         # every day of the history stays generated (a backfill's pages cost the source next to
         # nothing, as KPIggybank's would), up to about CACHED_ROWS rows
-        self._rows_for_day = lru_cache(maxsize=max(2, min(
-            len(self.days) + 1, CACHED_ROWS // max(per_day, 1))))(self._generate_rows)
+        self._rows_for_day = lru_cache(maxsize=max(1, min(
+            len(self.days), CACHED_ROWS // max(per_day, 1))))(self._generate_rows)
 
     def _generate_rows(self, day: date) -> tuple[list[int], list[dict], list[bytes]]:
         """The day's keys, rows and each row's JSON (encoded once: a range query joins them,

@@ -55,7 +55,7 @@ from kpi.snapshot import (
     store_rows,
     write_record,
 )
-from kpi.source import DayPages, KpiggybankClient, SourceError, day_windows, fetch_rows
+from kpi.source import DayPages, KpiggybankClient, SourceError, day_windows
 
 log = logging.getLogger(__name__)
 EPOCH_DAY = date(1970, 1, 1)
@@ -192,8 +192,7 @@ def extract_window(window: dict, settings: Settings, config: Config | None = Non
     attempt = uuid.uuid4().hex
     pages = DayPages(settings, day, windows=[bounds])
     with (KpiggybankClient(settings) as client,
-          Ahead(functools.partial(_fetch_page, client, day, pages, page)
-                for page in pages) as fetched):
+          Ahead(functools.partial(pages.fetch, client, page) for page in pages) as fetched):
         if window["fresh"] and not _closed_since_plan(store, day):
             snapshot = store_rows(store, day, fetched, set(), set(), on_stored=aggregator.add)
         else:
@@ -207,14 +206,6 @@ def extract_window(window: dict, settings: Settings, config: Config | None = Non
     write_part(store, day, bounds, window["run"], snapshot, aggregates, attempt)
     return {"day": window["day"], "start_ms": bounds[0], "end_ms": bounds[1],
             **dict(snapshot.counts), "written": snapshot.written}
-
-
-def _fetch_page(client: KpiggybankClient, day: date, pages: DayPages,
-                page: tuple[int, int]) -> list:
-    """The rows of one page of `day`; `pages` is told how many (to cut the next ones)."""
-    rows = fetch_rows(client, day, page)
-    pages.fetched(page, len(rows))
-    return rows
 
 
 def _closed_since_plan(store: CouchStore, day: date) -> bool:
@@ -273,7 +264,7 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     written = store.track_revisions((RAW, QUARANTINE))
     pages = DayPages(settings, day)  # of about PAGE_ROWS rows, by the rate of the last one
     with (KpiggybankClient(settings) as client,
-          Ahead(functools.partial(_fetch_page, client, day, pages, page)
+          Ahead(functools.partial(pages.fetch, client, page)
                 for page in pages) as windows):  # fetched ahead, the first while the stored
         # day is read
         delete_parts(store, day)  # they describe an older snapshot than this one

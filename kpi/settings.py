@@ -50,8 +50,8 @@ class Settings:
     fetch_chunk_hours: int = _setting(
         "KPI_FETCH_CHUNK_HOURS", 6,
         "Hours of each fetch window (1-24): the window of each mapped extract task of the "
-        "nightly DAG, and the most one KPIggybank request asks for (a one-pass extract asks "
-        "for pages of about 20,000 rows within the windows).",
+        "nightly DAG, and the most one KPIggybank request asks for (an extract asks for pages "
+        "of about 20,000 rows within the windows).",
     )
     http_timeout: float = _setting(
         "KPI_HTTP_TIMEOUT", 60.0, "Seconds before one KPIggybank or CouchDB request times out."

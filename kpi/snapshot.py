@@ -210,17 +210,20 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     B-tree (200,000 documents, 1,000 a request, 2 cores: 13.5 s against 51 s; in runs of
     100,000 sorted ones, two writers, 12.9 s). Runs grow (`first_run`, twice that, ... up to
     `run_rows`): the first write starts after 25,000 rows rather than 100,000 (200,000 blobs
-    on Apache CouchDB: 19.1-19.6 s against 19.8-19.9 s). A run is written by one thread
-    (`kpi.overlap.Behind`), runs in order, while the next is fetched and validated; a failed
-    batch's run is still written before the failure is raised.
+    on Apache CouchDB: 19.1-19.6 s against 19.8-19.9 s, two runs each: about the noise). A
+    run is written by one thread (`kpi.overlap.Behind`), runs in order, while the next is
+    fetched and validated; a failed batch's run is still written before the failure is
+    raised.
 
     Args:
         present_raw, present_quarantined: the day's stored ids (None: look each batch up), or
             their `content_digest`s by id (`CouchStore.digests`: unchanged rows are not read).
         before_write: called before the first write.
-        on_stored: called with each batch's valid blobs (e.g. to aggregate them), before
-            they are written; a blob replaced by a later batch's delivery, or refused by the
-            server as too large, sets the snapshot's `restage`.
+        on_stored: called with each slice's valid blobs (e.g. to aggregate them), before
+            they are written; a blob replaced by a later slice's delivery (another page's, or
+            one more than `slice_rows` rows further in the same page), or refused by the
+            server as too large, sets the snapshot's `restage` (the day's aggregates are then
+            made again from CouchDB).
         run_rows: the most documents pooled before they are sorted and written.
         first_run: the documents of the first run (default: a quarter of `run_rows`); each
             next run is twice the last, up to `run_rows`: the first write starts early, and
@@ -415,8 +418,10 @@ def known_rows(store: CouchStore, day: date,
     if not doc or doc.get("format") != RECORD_FORMAT:
         return {}
     try:
-        entries = orjson.loads(zlib.decompress(base64.b64decode(
-            doc["_attachments"][RECORD]["data"])))
+        data = base64.b64decode(doc["_attachments"][RECORD]["data"])
+        if hashlib.sha1(data).hexdigest() != doc["sha1"]:  # not the one its fields describe
+            return {}
+        entries = orjson.loads(zlib.decompress(data))
     except (TypeError, KeyError, ValueError, zlib.error):  # not one we wrote
         return {}
     del doc

@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -317,39 +319,89 @@ def day_windows(settings: Settings, day: date) -> list[tuple[int, int]]:
 PAGE_ROWS = 20_000  # rows an extract asks KPIggybank for at a time, about
 PAGE_STEP_MS = 600_000  # pages end on 10-minute marks (Persona floors timestamps to them)
 FIRST_PAGE_MS = HOUR_MS  # a day's first page, before any rate is known
+PAGE_GROWTH = 2  # a page spans at most this many times the last one (after an empty page)
 
 
 class DayPages:
     """The pages an extract fetches UTC `day` in: each fetch window (`day_windows`, or the
-    `windows` given, e.g. one mapped task's) cut into pages of about `page_rows` rows, by the
-    rate of rows per millisecond of the last page fetched (`fetched`), so a big day is decoded
-    a page at a time (a 6-hour window of a 1,000,000-blob day is about 250,000 rows, 3 kB each
-    decoded) while a small one asks for little more than its windows (the first page is an
-    hour, then a page runs to its window's end when the rate allows it). A page is an
-    inclusive integer [low, high] ms ending on a 10-minute mark of the day or on its window's
-    end; its rows are those with floor(timestamp) in it (`fetch_rows`), so any cut gives the
-    same rows."""
+    `windows` given, e.g. one mapped task's) cut into pages of about `page_rows` rows by the
+    rate of the page before, so a big day is decoded a page at a time (a 6-hour window of a
+    1,000,000-blob day is about 250,000 rows, 3 kB each decoded), while a small one asks for
+    its first hour, pages doubling to its first window's end, then its windows. A page is an
+    inclusive integer [low, high] ms ending on a 10-minute mark of the day or on its
+    window's end, at most `PAGE_GROWTH` times as long as the page before (an empty page tells
+    no rate); its rows are those with floor(timestamp) in it (`fetch_rows`), so any cut gives
+    the same rows.
+
+    Fetch each page with `fetch` (in any one thread, pages in order): the next page is cut
+    only once the page before is fetched (or failed), so an iterator running ahead of the
+    fetches (`kpi.overlap.Ahead`) waits for its rate. A row with no numeric key (kept by
+    every fetch it comes back in, see `rows_before`) that comes back in the next page of
+    the same window, the millisecond their requests share, is taken once."""
 
     def __init__(self, settings: Settings, day: date, page_rows: int | None = None,
                  windows: list[tuple[int, int]] | None = None) -> None:
+        self.day = day
         self.base = day_window_ms(day)[0]
         self.windows = day_windows(settings, day) if windows is None else windows
         self.page_rows = page_rows or PAGE_ROWS
         self._rate: float | None = None  # rows per ms of the last page fetched
+        self._span = FIRST_PAGE_MS  # of the last page cut
+        self._done = threading.Semaphore(0)  # released when a page is fetched or failed
+        self._keyless: Counter[str] = Counter()  # the last page's rows with no numeric key
 
-    def fetched(self, page: tuple[int, int], rows: int) -> None:
-        """Tell how many rows `page` held (from the fetching thread)."""
-        self._rate = max(rows, 1) / (page[1] - page[0] + 1)
+    def fetch(self, client: KpiggybankClient, page: tuple[int, int]) -> list:
+        """The rows of `page` (`fetch_rows`), but the keyless rows the page before, in the
+        same window, took already."""
+        try:
+            rows = fetch_rows(client, self.day, page)
+        except BaseException:
+            self._keyless.clear()
+            self._done.release()
+            raise
+        answered = Counter(_encode(row) for row in rows if _keyless(row))
+        if self._keyless and all(page[0] != low for low, _ in self.windows):
+            repeated = self._keyless
+            rows = [row for row in rows if not (_keyless(row) and _taken(row, repeated))]
+        self._keyless = answered
+        self._rate = len(rows) / (page[1] - page[0] + 1)
+        self._done.release()
+        return rows
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        first = True
         for low, high in self.windows:
             while low <= high:
-                span = (FIRST_PAGE_MS if self._rate is None
-                        else max(PAGE_STEP_MS, int(self.page_rows / self._rate)))
+                if not first:
+                    self._done.acquire()  # the page before is fetched: its rate is known
+                first = False
+                span = FIRST_PAGE_MS
+                if self._rate is not None:
+                    wanted = self.page_rows / self._rate if self._rate else math.inf
+                    span = int(max(PAGE_STEP_MS, min(wanted, PAGE_GROWTH * self._span)))
                 steps = (low - self.base + span) // PAGE_STEP_MS
                 end = min(high, self.base + max(steps, 1) * PAGE_STEP_MS)
+                self._span = end - low + 1
                 yield low, end
                 low = end + 1
+
+
+def _keyless(row: object) -> bool:
+    """Whether `rows_before` keeps `row` whatever its key (it has no numeric key)."""
+    return not (isinstance(row, dict) and type(row.get("key")) in (int, float))
+
+
+def _encode(row: object) -> str:
+    return json.dumps(row, sort_keys=True)
+
+
+def _taken(row: object, repeated: Counter[str]) -> bool:
+    """Whether `row` is one of `repeated` (each taken once)."""
+    text = _encode(row)
+    if repeated[text] > 0:
+        repeated[text] -= 1
+        return True
+    return False
 
 
 def iter_day(

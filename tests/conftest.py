@@ -20,6 +20,20 @@ FAKE_LAST_DAY = date(2026, 10, 3)
 FAKE_BAD_RATE = 0.02
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_folder(tmp_path_factory):
+    """The tests' own user cache folder (the Vega bundle, the chart templates), for every
+    process they start too: never the user's `~/.cache/kpi`."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def couchdb_url():
     """A CouchDB-compatible server: $KPI_TEST_COUCHDB_URL, or a fresh in-memory pouchdb-server."""

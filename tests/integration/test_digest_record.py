@@ -71,13 +71,16 @@ def test_a_document_changed_behind_the_records_back_is_repaired(settings):
     assert extract_and_store(DAY, settings)["written"] == 0  # and recorded again
 
 
-@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+@pytest.mark.parametrize("damage", ["deleted", "garbled", "another's fields"])
 def test_without_a_usable_record_the_day_is_read_and_kept_exact(settings, damage):
     first = extract_and_store(DAY, settings)
     store = CouchStore(settings)
     record = store.get_many(PARTS, [record_id(DAY)], attachments=True)[record_id(DAY)]
     if damage == "deleted":
         store.delete(PARTS, [record_id(DAY)])
+    elif damage == "another's fields":  # a valid attachment that its `sha1` does not describe
+        store.upsert(PARTS, [{**{k: v for k, v in record.items() if k != "_rev"},
+                              "sha1": "0" * 40}])
     else:
         name = next(iter(record["_attachments"]))
         store.upsert(PARTS, [{**{k: v for k, v in record.items() if k != "_rev"},

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from fake_source.generator import blobs_for_day
+from kpi import source
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError
 from kpi.devserver import free_port
 from kpi.pipeline import extract_and_store, reaggregate_day
-from kpi.source import SourceError, check_row, fetch_day
+from kpi.source import HOUR_MS, SourceError, check_row, fetch_day
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,8 @@ def test_manifest_reconciles_with_the_source(settings):
     assert sum(manifest["rejected_reasons"].values()) == manifest["rejected_invalid"]
 
 
-def test_a_duplicate_row_is_counted_not_stored_twice(settings, fake_app):
+def test_a_duplicate_row_is_counted_not_stored_twice(settings, fake_app, monkeypatch):
+    monkeypatch.setattr(source, "FIRST_PAGE_MS", 24 * HOUR_MS)  # one request: the whole day
     store = fake_app.state.store
     original_range = store.range
 

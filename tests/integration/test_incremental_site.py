@@ -47,8 +47,9 @@ def recomputed(caplog) -> list[str]:
 
 
 def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
-    settings, fake_app, tmp_path, caplog
+    settings, fake_app, tmp_path, caplog, monkeypatch
 ):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no templates kept yet
     backfill(START, END, settings, progress=False)  # builds once: the cache holds every day
     assert buildcache.cache_path(settings.site_dir).exists()
     templates = chartcache.cache_path()  # and the chart templates, in the user cache folder

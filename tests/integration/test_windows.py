@@ -102,9 +102,9 @@ def test_windows_extracted_at_once_equal_one_pass(settings, tmp_path, caplog, mo
                                                   page_rows):
     """Whatever pages the one pass fetches in (3 rows: a page of 10 minutes each)."""
     pages: list[tuple[int, int]] = []
-    told = source.DayPages.fetched
-    monkeypatch.setattr(source.DayPages, "fetched",
-                        lambda self, page, rows: pages.append(page) or told(self, page, rows))
+    fetch = source.DayPages.fetch
+    monkeypatch.setattr(source.DayPages, "fetch",
+                        lambda self, client, page: pages.append(page) or fetch(self, client, page))
     if page_rows:
         monkeypatch.setattr(source, "PAGE_ROWS", page_rows)
     other = one_pass_settings(settings, tmp_path)
@@ -118,8 +118,8 @@ def test_windows_extracted_at_once_equal_one_pass(settings, tmp_path, caplog, mo
     assert_same(settings, other)
     if page_rows:  # many small pages
         assert len(pages) >= 3 * 5 * len(DAYS)
-    else:  # a small day: its first hour, then its four 6-hour windows (the first one's rest)
-        assert len(pages) == 5 * len(DAYS)
+    else:  # a small day: its first hour, 2 hours, 3 (its first window's end), 3 windows
+        assert len(pages) == 6 * len(DAYS)
 
 
 def test_restating_by_windows_equals_one_pass_over_the_new_rows(settings, fake_app, tmp_path,

@@ -171,4 +171,6 @@ def test_a_backfill_generates_each_day_once(monkeypatch):
 
 def test_a_history_of_big_days_keeps_a_bounded_number_generated():
     store = create_app(seed=3, per_day=400_000, days=30, last_day=DAY).state.store
-    assert store._rows_for_day.cache_info().maxsize == 2
+    assert store._rows_for_day.cache_info().maxsize == 2  # 800,000 rows
+    one_big = create_app(seed=3, per_day=1_500_000, days=30, last_day=DAY).state.store
+    assert one_big._rows_for_day.cache_info().maxsize == 1

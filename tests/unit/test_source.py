@@ -341,17 +341,34 @@ def test_windows_cut_by_floor_partition_any_timestamps(hours, places):
                                  if utc_day_of(r["key"]) == WINDOW_DAY)
 
 
-def _pages(hours: int, rows_per_hour: float, page_rows: int = 20_000) -> list[tuple[int, int]]:
-    """The pages of WINDOW_DAY, told each page held `rows_per_hour` rows an hour."""
-    from kpi.settings import Settings
-    from kpi.source import HOUR_MS, DayPages
+class _Rate:
+    """A source answering `rows_per_hour(low)` rows an hour (keyed, as KPIggybank's) for a
+    window starting at `low`; the windows asked for, in order."""
 
+    def __init__(self, rows_per_hour) -> None:
+        self.rows_per_hour = rows_per_hour
+        self.asked: list[tuple[int, int]] = []
+
+    def fetch_window(self, low: int, high: int) -> list:
+        from kpi.source import HOUR_MS
+
+        self.asked.append((low, high))
+        count = round(self.rows_per_hour(low) * (high - low + 1) / HOUR_MS)
+        return [{"id": "a", "key": low, "value": {}}] * count
+
+
+def _pages(hours: int, rows_per_hour, page_rows: int = 20_000) -> list[tuple[int, int]]:
+    """The pages of WINDOW_DAY fetched from a source of `rows_per_hour` (a number, or a
+    function of the page's first millisecond) rows an hour."""
+    from kpi.settings import Settings
+    from kpi.source import DayPages
+
+    rate = rows_per_hour if callable(rows_per_hour) else (lambda low: rows_per_hour)
+    source = _Rate(rate)
     pages = DayPages(Settings(fetch_chunk_hours=hours), WINDOW_DAY, page_rows)
-    result = []
     for page in pages:
-        result.append(page)
-        pages.fetched(page, round(rows_per_hour * (page[1] - page[0] + 1) / HOUR_MS))
-    return result
+        pages.fetch(source, page)
+    return source.asked
 
 
 @pytest.mark.parametrize("hours", [1, 6, 24])
@@ -370,14 +387,51 @@ def test_pages_cover_the_day_exactly_on_ten_minute_marks_within_windows(hours, r
 
 
 def test_a_small_day_is_asked_for_in_its_windows_and_a_big_one_a_page_at_a_time():
+    """Each page cut by the rate of the page before it, once that one is fetched."""
     from kpi.source import HOUR_MS
 
     start, end = day_window_ms(WINDOW_DAY)
-    small = _pages(6, 190)  # 4,500 blobs a day: the first hour, then whole windows
-    assert small == [(start, start + HOUR_MS), (start + HOUR_MS + 1, start + 6 * HOUR_MS),
+    small = _pages(6, 190)  # 4,500 blobs a day: the first hour, doubling, then its windows
+    assert small == [(start, start + HOUR_MS), (start + HOUR_MS + 1, start + 3 * HOUR_MS),
+                     (start + 3 * HOUR_MS + 1, start + 6 * HOUR_MS),
                      (start + 6 * HOUR_MS + 1, start + 12 * HOUR_MS),
                      (start + 12 * HOUR_MS + 1, start + 18 * HOUR_MS),
                      (start + 18 * HOUR_MS + 1, end)]
     big = _pages(6, 45_000)  # 1,000,000 a day: 20,000 rows are 26 minutes, cut to 20
     assert {high - low for low, high in big[1:-1]} == {20 * 60_000 - 1}
     assert len(big) == 1 + (24 * 60 - 60) // 20
+
+
+def test_after_an_empty_page_a_page_at_most_doubles():
+    """An outage's empty hours do not make the next page a whole window of a busy day."""
+    from kpi.source import HOUR_MS
+
+    start, _ = day_window_ms(WINDOW_DAY)
+    busy = _pages(24, lambda low: 0 if low < start + 2 * HOUR_MS else 45_000)
+    spans = [high - low + 1 for low, high in busy]
+    # two empty pages (the test source's rate is its page's first hour's), doubling; then,
+    # once a busy page told its rate, pages of 20,000 rows (26.7 minutes, cut to 20)
+    assert spans[:4] == [HOUR_MS + 1, 2 * HOUR_MS, 4 * HOUR_MS, 20 * 60_000]
+    assert set(spans[4:-1]) == {20 * 60_000}
+
+
+def test_a_keyless_row_in_two_pages_of_a_window_is_taken_once_but_once_per_window():
+    """A row with no numeric key comes back in both requests sharing a millisecond (a page's
+    end + 1 is the next page's start): the next page of the same window drops it, the first
+    page of the next window keeps it (as the windowed path, a task per window, does)."""
+    from kpi.settings import Settings
+    from kpi.source import DayPages
+
+    keyless = {"id": "odd", "key": "not a number", "value": {"timestamp": "x"}}
+
+    class Source:
+        def fetch_window(self, low, high):
+            return [{"id": str(low), "key": low, "value": {}}, dict(keyless)]
+
+    pages = DayPages(Settings(fetch_chunk_hours=12), WINDOW_DAY, page_rows=1)
+    window_starts = {low for low, _ in pages.windows}
+    got = {page[0]: pages.fetch(Source(), page) for page in pages}
+    assert len(got) > 4 and len(window_starts) == 2
+    for low, rows in got.items():
+        assert (keyless in rows) == (low in window_starts), low
+        assert {"id": str(low), "key": low, "value": {}} in rows  # keyed rows: all kept
