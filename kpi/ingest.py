@@ -2,10 +2,10 @@
 
 A day is fetched as windows (`kpi.source.day_windows`). The nightly DAG runs them as mapped
 tasks, each leaving a part (`kpi.parts`), and `close_day` combines the parts; `extract_and_store`
-fetches the same windows in this process, in pages of about 20,000 rows (`kpi.source.DayPages`:
-a row belongs to the page of floor(timestamp), so any cut gives the same rows), and closes the
-day with the same code (`_close`, with `kpi.snapshot.close_snapshot`), so the two
-cannot drift.
+fetches the same windows in this process and closes the day with the same code (`_close`,
+with `kpi.snapshot.close_snapshot`), so the two cannot drift. Both fetch a window in pages of
+about 20,000 rows (`kpi.source.DayPages`: a row belongs to the page of floor(timestamp), so
+any cut gives the same rows).
 
 A day with stored rows is *restated*: its windows stage their new and changed rows instead of
 writing them, and closing the day applies them only when the restatement guard lets it (SPEC
@@ -262,7 +262,7 @@ def _one_pass(store: CouchStore, day: date, settings: Settings, config: Config,
     run = f"one-pass:{uuid.uuid4().hex}"
     aggregator = DayAggregator(config)
     written = store.track_revisions((RAW, QUARANTINE))
-    pages = DayPages(settings, day)  # of about PAGE_ROWS rows, by the rate of the last one
+    pages = DayPages(settings, day)  # of about PAGE_ROWS rows, by the page before's rate
     with (KpiggybankClient(settings) as client,
           Ahead(functools.partial(pages.fetch, client, page)
                 for page in pages) as windows):  # fetched ahead, the first while the stored

@@ -202,7 +202,7 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     says its earlier blob was handed to `on_stored` (`restage`). Rows without an id are told
     apart by content. So `fetched = stored + rejected_invalid + duplicate`.
 
-    Batches (a fetch window's rows; a batch that is a list is emptied once validated, so its
+    Batches (a fetch page's rows; a batch that is a list is emptied once validated, so its
     decoded rows are freed) are validated one by one, `slice_rows` rows at a time, each
     slice's valid blobs handed to `on_stored` at once, and their documents, held encoded,
     pooled into runs written in id order: Apache CouchDB writes documents in id order several

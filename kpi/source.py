@@ -253,9 +253,12 @@ def rows_before(rows: list, limit_ms: int) -> list:
     with no numeric key (not an object, a missing, boolean or text key) is kept as it came:
     validation quarantines it.
     """
-    return [row for row in rows
-            if not (isinstance(row, dict) and type(row.get("key")) in (int, float))
-            or row["key"] < limit_ms]
+    return [row for row in rows if _keyless(row) or row["key"] < limit_ms]
+
+
+def _keyless(row: object) -> bool:
+    """Whether `row` has no numeric key (`rows_before` keeps it, whatever window it is in)."""
+    return not (isinstance(row, dict) and type(row.get("key")) in (int, float))
 
 
 def decode_rows(body: bytes) -> object:
@@ -348,7 +351,7 @@ class DayPages:
         self._rate: float | None = None  # rows per ms of the last page fetched
         self._span = FIRST_PAGE_MS  # of the last page cut
         self._done = threading.Semaphore(0)  # released when a page is fetched or failed
-        self._keyless: Counter[str] = Counter()  # the last page's rows with no numeric key
+        self._last_keyless: Counter[str] = Counter()  # the last page's rows with no numeric key
 
     def fetch(self, client: KpiggybankClient, page: tuple[int, int]) -> list:
         """The rows of `page` (`fetch_rows`), but the keyless rows the page before, in the
@@ -356,14 +359,14 @@ class DayPages:
         try:
             rows = fetch_rows(client, self.day, page)
         except BaseException:
-            self._keyless.clear()
+            self._last_keyless.clear()
             self._done.release()
             raise
         answered = Counter(_encode(row) for row in rows if _keyless(row))
-        if self._keyless and all(page[0] != low for low, _ in self.windows):
-            repeated = self._keyless
+        if self._last_keyless and all(page[0] != low for low, _ in self.windows):
+            repeated = self._last_keyless
             rows = [row for row in rows if not (_keyless(row) and _taken(row, repeated))]
-        self._keyless = answered
+        self._last_keyless = answered
         self._rate = len(rows) / (page[1] - page[0] + 1)
         self._done.release()
         return rows
@@ -384,11 +387,6 @@ class DayPages:
                 self._span = end - low + 1
                 yield low, end
                 low = end + 1
-
-
-def _keyless(row: object) -> bool:
-    """Whether `rows_before` keeps `row` whatever its key (it has no numeric key)."""
-    return not (isinstance(row, dict) and type(row.get("key")) in (int, float))
 
 
 def _encode(row: object) -> str:
