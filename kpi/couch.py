@@ -99,9 +99,10 @@ class _Once:
 
 @dataclass(frozen=True)
 class Attachment:
-    """Bytes sent as they are, not as JSON (`CouchStore.put_attachment`)."""
+    """Bytes sent as they are, not as JSON (`CouchStore.put_attachment`): one string, or
+    pieces sent one after the other (never joined into a second copy)."""
 
-    data: bytes
+    data: bytes | tuple[bytes, ...]
     content_type: str = "application/octet-stream"
 
 
@@ -261,7 +262,10 @@ class CouchStore:
             StoreError: an answer that is not JSON (e.g. a proxy's page: a wrong URL).
         """
         if isinstance(body, Attachment):
-            content, headers = body.data, {"Content-Type": body.content_type}
+            pieces = (body.data,) if isinstance(body.data, bytes) else body.data
+            content = iter(pieces)  # a new iterator each attempt; a length, so not chunked
+            headers = {"Content-Type": body.content_type,
+                       "Content-Length": str(sum(map(len, pieces)))}
         elif body is not None:
             content, headers = dumps(body), {"Content-Type": "application/json"}
         else:

@@ -307,9 +307,13 @@ def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str
            guard: RestatementGuard, run: str, config: Config) -> dict:
     """Close `day` from its parts (every window's): the one close of both ingest paths."""
     snapshot = Snapshot()
+    if len(parts) == 1:  # its id sets as they are (a big day's million ids: not copied)
+        snapshot.raw_ids = parts[0].snapshot.raw_ids
+        snapshot.quarantine_ids = parts[0].snapshot.quarantine_ids
     for part in parts:
-        snapshot.raw_ids |= part.snapshot.raw_ids
-        snapshot.quarantine_ids |= part.snapshot.quarantine_ids
+        if len(parts) > 1:
+            snapshot.raw_ids |= part.snapshot.raw_ids
+            snapshot.quarantine_ids |= part.snapshot.quarantine_ids
         snapshot.counts.update(part.snapshot.counts)
         snapshot.reasons.update(part.snapshot.reasons)
         snapshot.written += part.snapshot.written

@@ -237,8 +237,9 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
         staging: when given (a restatement), new and changed rows are staged there rather
             than written, until `close_snapshot` lets them in.
     """
-    final: dict[str, tuple[str, str, str]] = {}  # doc id → (database, digest, reason or status)
-    written_before: set[str] = set()  # doc ids an earlier batch wrote, or is writing (or staging)
+    # doc id → (database, digest, reason or status); an id in `final` but not in the pending
+    # run (below) is stored or known, or is being written (or staged) by an earlier run
+    final: dict[str, tuple[str, str, str]] = {}
     snapshot = Snapshot()
     counts, reasons = snapshot.counts, snapshot.reasons
     prefix = day_prefix(day)
@@ -289,7 +290,6 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
         # written in id order (Apache CouchDB appends to its B-tree), in order after the earlier
         # runs: a later run may replace or move their documents
         sorted_pending = {kind: dict(sorted(docs.items())) for kind, docs in pending.items()}
-        written_before.update(pending[RAW], pending[QUARANTINE])
         writes.submit(functools.partial(write, sorted_pending, moved, received))
         pending, moved, received = new_run()
 
@@ -338,7 +338,6 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                     earlier = final.get(doc_id)
                     if earlier is None and known and known.get(doc_id) == (kind, digest, note):
                         final[doc_id] = (kind, digest, note)  # stored as it is: not written
-                        written_before.add(doc_id)  # (a later delivery may replace or move it)
                         if kind == RAW:
                             blobs[doc_id] = blob
                         _count(counts, reasons, kind, note, +1)
@@ -352,9 +351,9 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                         _count(counts, reasons, earlier[0], earlier[2], -1)
                         if earlier[0] == RAW and blobs.pop(doc_id, None) is None:
                             snapshot.restage = True  # its blob was aggregated with its batch
-                        if doc_id in written_before and earlier[0] != kind and staging is None:
-                            moved[earlier[0]].append(doc_id)
-                        pending[earlier[0]].pop(doc_id, None)
+                        if (pending[earlier[0]].pop(doc_id, None) is None
+                                and earlier[0] != kind and staging is None):
+                            moved[earlier[0]].append(doc_id)  # stored (or being written)
                     final[doc_id] = (kind, digest, note)
                     pending[kind][doc_id] = doc
                     if kind == RAW:
@@ -374,7 +373,8 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
     if staging is not None:
         snapshot.staging, snapshot.staged_rows = staging.attempt, staging.staged_rows
     snapshot.raw_ids = {doc_id for doc_id, (kind, _, _) in final.items() if kind == RAW}
-    snapshot.quarantine_ids = set(final) - snapshot.raw_ids
+    snapshot.quarantine_ids = {doc_id for doc_id, (kind, _, _) in final.items()
+                               if kind == QUARANTINE}
     snapshot.rows = final
     return snapshot
 
@@ -461,16 +461,18 @@ def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, s
             batch.clear()
     pieces.append(compressor.compress(b"]" if rows else b"[]"))
     pieces.append(compressor.flush())
-    data = b"".join(pieces)
-    del pieces  # one copy of the record held, not two
+    sha1 = hashlib.sha1()
+    for piece in pieces:  # sent piece by piece: the record is never joined into one copy
+        sha1.update(piece)
     # the document (its fields; any older attachment dropped), then the attachment, raw
     document = {"_id": record_id(day), "day": day.isoformat(), "format": RECORD_FORMAT,
-                "rows": len(rows), "sha1": hashlib.sha1(data).hexdigest()}
+                "rows": len(rows), "sha1": sha1.hexdigest()}
     store.upsert(PARTS, [document])
     stored = store.get(PARTS, record_id(day))
     if stored is None:  # deleted meanwhile (a new extract of the day): it writes its own
         return False
-    store.put_attachment(PARTS, record_id(day), RECORD, Attachment(data), stored["_rev"])
+    store.put_attachment(PARTS, record_id(day), RECORD, Attachment(tuple(pieces)),
+                         stored["_rev"])
     return True
 
 

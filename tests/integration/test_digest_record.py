@@ -108,9 +108,24 @@ def test_the_record_is_one_json_array_however_it_was_compressed(settings, monkey
 
     from kpi import snapshot
 
+    from kpi.couch import Attachment
+
     monkeypatch.setattr(snapshot, "RECORD_BATCH", batch)
+    sent: list[Attachment] = []
+    send = CouchStore._send  # noqa: SLF001
+
+    def noted(self, method, path, body=None, params=None):
+        if isinstance(body, Attachment):
+            sent.append(body)
+        return send(self, method, path, body, params)
+
+    monkeypatch.setattr(CouchStore, "_send", noted)
     first = extract_and_store(DAY, settings)
+    monkeypatch.undo()
     store = CouchStore(settings)
+    # sent in its compressed pieces, never joined into one copy
+    assert len(sent) == 1 and isinstance(sent[0].data, tuple)
+    assert (len(sent[0].data) > 3) == (batch == 7)
     doc = store.get_many(PARTS, [record_id(DAY)], attachments=True)[record_id(DAY)]
     data = base64.b64decode(doc["_attachments"][snapshot.RECORD]["data"])
     assert hashlib.sha1(data).hexdigest() == doc["sha1"]  # the bytes written, as they were

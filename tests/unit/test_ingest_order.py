@@ -106,6 +106,35 @@ def test_a_repeat_inside_one_window_replaces_its_blob_before_it_is_aggregated():
     assert aggregated == [[2]] and not snapshot.restage
 
 
+def test_a_later_delivery_moving_a_written_row_deletes_it_where_it_was_only():
+    """A row an earlier run wrote to raw, delivered again invalid, is deleted from raw (and
+    quarantined); a row that changes database inside the run not yet written is never
+    looked up for deletion, however often it changes."""
+    deleted: list[tuple[str, list[str]]] = []  # (database, ids) each deletion looked up
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        database, _, what = request.url.path.strip("/").partition("/")
+        if what == "_bulk_docs":
+            docs = orjson.loads(request.content)["docs"]
+            return httpx.Response(201, json=[{"id": doc["_id"], "rev": "1-a", "ok": True}
+                                             for doc in docs])
+        if what == "_all_docs" and request.method == "POST":
+            deleted.append((database, orjson.loads(request.content)["keys"]))
+        return httpx.Response(200, json={"rows": []})
+
+    settings = Settings(couchdb_url="http://couch.test:5984", couchdb_writers=1)
+    store = CouchStore(settings, transport=httpx.MockTransport(handle))
+    invalid = {"id": "a", "key": START_MS, "value": {"timestamp": "noon"}}
+    assert check_row(invalid, DAY).status == "rejected"
+    windows = [[row("a"), row("b")],
+               [invalid, row("c"), {**invalid, "id": "c"}, row("c", 1), {**invalid, "id": "c"}]]
+    snapshot = store_rows(store, DAY, windows, set(), set(), run_rows=2, first_run=2)
+    prefix = "2026-10-07:"
+    assert deleted == [(store.name(RAW), [prefix + "a"])]
+    assert snapshot.raw_ids == {prefix + "b"}
+    assert snapshot.quarantine_ids == {prefix + "a", prefix + "c"}
+
+
 def test_the_rows_of_windows_before_a_failing_one_are_still_written():
     store, writes = recording_store(bulk_size=10)
 
