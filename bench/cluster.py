@@ -163,8 +163,8 @@ def main() -> int:
     from fake_source import create_app
     from fake_source.generator import blobs_for_day, history_days
     from fake_source.server import running_in_thread
+    from kpi.backfill import backfill
     from kpi.ingest import close_days, extract_window, plan_windows
-    from kpi.pipeline import backfill
     from kpi.reports import REPORTS
     from kpi.settings import Settings
     from kpi.source import check_row

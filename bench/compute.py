@@ -206,7 +206,7 @@ def couchdb_figures(view_blobs, path, groups, histogram, quality, config, n_blob
     from kpi.aggregate_docs import aggregates_document
     from kpi.couch import AGGREGATES, RAW, CouchStore
     from kpi.devserver import free_port, start_dev_couchdb
-    from kpi.pipeline import load_aggregates
+    from kpi.publish import load_aggregates
     from kpi.reports import build_reports
     from kpi.settings import Settings
 

@@ -18,7 +18,8 @@ from tempfile import mkdtemp
 from fake_source import create_app
 from fake_source.server import running_in_thread
 from kpi.devserver import free_port, start_dev_couchdb
-from kpi.pipeline import build_site, extract_and_store, reaggregate_day
+from kpi.ingest import extract_and_store, reaggregate_day
+from kpi.publish import build_site
 from kpi.settings import Settings
 
 DAY = date(2026, 10, 7)

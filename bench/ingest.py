@@ -85,11 +85,12 @@ def main() -> None:
     parser.add_argument("--plain-batch", type=int, default=1000, help="the plain insert's")
     args = parser.parse_args()
 
+    from kpi.backfill import backfill
     from kpi.couch import RAW, CouchStore
+    from kpi.days import day_window_ms
     from kpi.devserver import free_port, start_dev_couchdb, wait_for_http
-    from kpi.pipeline import backfill, extract_and_store
+    from kpi.ingest import extract_and_store
     from kpi.settings import Settings
-    from kpi.source import day_window_ms
 
     couch = None
     url = args.couchdb_url.rstrip("/")

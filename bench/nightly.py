@@ -36,9 +36,11 @@ def main() -> None:
 
     from fake_source import create_app
     from fake_source.server import running_in_thread
+    from kpi.airflow import nightly_days
     from kpi.couch import AGGREGATES, CouchStore, content_of
     from kpi.devserver import free_port, start_dev_couchdb
-    from kpi.pipeline import build_site, extract_and_store, nightly_days
+    from kpi.ingest import extract_and_store
+    from kpi.publish import build_site
     from kpi.settings import Settings
 
     port = free_port()

@@ -78,8 +78,10 @@ def repeated(base, days: int):
 
 
 def build(aggregates, config, target: Path) -> float:
+    from kpi.chartcache import vega_bundle
     from kpi.reports import build_reports
-    from kpi.site import publish, render_site, vega_bundle
+    from kpi.site import render_site
+    from kpi.sitedir import publish
 
     vega_bundle()  # read once per process, like a long-running scheduler worker
     start = time.perf_counter()

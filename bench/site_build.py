@@ -149,8 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     codes = [path.resolve() for path in args.code or [ROOT]]
 
+    from kpi.backfill import backfill
     from kpi.devserver import free_port, start_dev_couchdb, stop_process, wait_for_http
-    from kpi.pipeline import backfill
     from kpi.settings import Settings
 
     couch = None

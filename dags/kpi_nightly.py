@@ -11,12 +11,12 @@ refusal), then `check_restatements` fails the run, naming each refused day; trig
 `allow_removals` to apply it.
 
 Which days a run processes: the run with logical date D (at KPI_NIGHTLY_AT, UTC, daily)
-processes the UTC day D − 1 (`kpi.pipeline.processing_day`) and restates the KPI_RESTATE_DAYS
-days before it (`kpi.pipeline.nightly_days`); a backfill run and a scheduled run catching up
-restate none (`kpi.pipeline.run_restate_days`; the `restate_days` Param overrides). A manual
+processes the UTC day D − 1 (`kpi.airflow.processing_day`) and restates the KPI_RESTATE_DAYS
+days before it (`kpi.airflow.nightly_days`); a backfill run and a scheduled run catching up
+restate none (`kpi.airflow.run_restate_days`; the `restate_days` Param overrides). A manual
 trigger without a logical date processes yesterday. Catchup starts at KPI_START_DATE: the first
 run (logical date KPI_START_DATE + 1 day) processes KPI_START_DATE itself. Every task is one
-call into `kpi/`; logic and tests live there.
+call into `kpi.airflow`; logic and tests live in `kpi/`.
 """
 
 from __future__ import annotations
@@ -24,15 +24,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from kpi.settings import Settings  # these two: standard library only, cheap at parse time
-from kpi.tasks import AGGREGATES_ASSET_NAME, aggregates_asset_uri, default_args
+from kpi.airflow import (  # standard library only at import: cheap when Airflow parses this
+    aggregates_asset,
+    default_args,
+    nightly_aggregate,
+    nightly_check_anomalies,
+    nightly_check_restatements,
+    nightly_extract_window,
+    nightly_plan,
+)
+from kpi.settings import Settings
 
 SETTINGS = Settings.from_env()
 START_DAY = SETTINGS.start_date
-AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS))
+AGGREGATES = aggregates_asset()
 
 
 @dag(
@@ -63,39 +71,24 @@ AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS
 def kpi_nightly():
     @task
     def plan(logical_date=None, dag_run=None, params=None) -> list[dict]:
-        from kpi.pipeline import nightly_plan
-
         return nightly_plan(logical_date, dag_run.run_after, dag_run.run_id,
                             dag_run.run_type, params["restate_days"])
 
     @task(max_active_tis_per_dagrun=SETTINGS.extract_parallel)
     def extract_and_store(window: dict) -> dict:
-        from kpi.pipeline import nightly_extract_window
-
         return nightly_extract_window(window)
 
     @task(outlets=[AGGREGATES])
     def aggregate(windows: list[dict], params=None) -> list[dict]:
-        from kpi.pipeline import nightly_aggregate
-
         return nightly_aggregate(windows, bool(params["allow_removals"]))
 
     @task
     def check_anomalies(results: list[dict], **context) -> list[dict]:
-        from kpi.pipeline import nightly_check_anomalies
-
         return nightly_check_anomalies(results, context)
 
     @task
     def check_restatements(results: list[dict]) -> list[str]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from kpi.pipeline import RestatementRefused, nightly_check_restatements
-
-        try:
-            return nightly_check_restatements(results)
-        except RestatementRefused as refused:  # fail for good: a retry would be refused again
-            raise AirflowFailException(str(refused)) from refused
+        return nightly_check_restatements(results)  # fails for good: a retry is refused again
 
     windows = plan()
     aggregated = aggregate(windows)

@@ -1,21 +1,21 @@
 """Publish the report site whenever daily aggregates changed (the `kpi_aggregates` Asset).
 
-A catchup or backfill of many days updates the Asset once per day processed, but Airflow
-merges the updates that arrive while a publish runs into the next run, so the site is rebuilt
-a handful of times, not once per day. The task runs on KPI_PUBLISH_QUEUE: on a multi-worker
+A catchup or backfill of many days updates the Asset once per run, and each update queues a
+publish: a 30-day catch-up publishes about 30 times (each build is incremental: it recomputes
+only the days whose aggregates changed). The task runs on KPI_PUBLISH_QUEUE: on a multi-worker
 deployment, the worker that holds KPI_SITE_DIR (e.g. on the web host).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
-from kpi.settings import Settings  # these two: standard library only, cheap at parse time
-from kpi.tasks import AGGREGATES_ASSET_NAME, aggregates_asset_uri, default_args
+from kpi.airflow import aggregates_asset, default_args, nightly_publish  # cheap at parse time
+from kpi.settings import Settings
 
 SETTINGS = Settings.from_env()
-AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS))
+AGGREGATES = aggregates_asset()
 
 
 @dag(
@@ -31,7 +31,6 @@ AGGREGATES = Asset(name=AGGREGATES_ASSET_NAME, uri=aggregates_asset_uri(SETTINGS
 def kpi_publish():
     @task(queue=SETTINGS.publish_queue)
     def publish_site() -> str:
-        from kpi.pipeline import nightly_publish
 
         return nightly_publish()
 

@@ -33,7 +33,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from fake_source.generator import DAY_MS, blobs_for_day, day_start_ms, history_days
+from fake_source.generator import blobs_for_day, history_days
+from kpi.days import DAY_MS, day_start_ms
 from kpi.source import accepted_by_source, decode_rows
 
 FAULT_KINDS = ("500", "503", "truncate", "garbage", "slow", "disconnect")

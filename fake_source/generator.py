@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
-DAY_MS = 86_400_000
+from kpi.blob import SITES_FIELDS
+from kpi.days import day_start_ms
+
 TEN_MINUTES_MS = 600_000
 TREND_EPOCH = date(2026, 1, 1)
 
@@ -59,7 +61,6 @@ RP_APIS = (
     ("watch_with_onready", 25), ("internal", 8), ("<missing>", 6),
 )
 NUMBER_EMAILS = ((0, 3), (1, 50), (2, 20), (3, 8), (4, 4), (5, 2), (6, 1), ("<missing>", 12))
-SITES_FIELDS = ("number_sites_logged_in", "sites_signed_in", "number_sites_signed_in")
 
 # Session kinds and their weights: the mix of a normal day.
 KINDS = (
@@ -258,11 +259,6 @@ def _corrupt(rng: random.Random, blob: dict) -> None:
         blob["event_stream"] = [["screen.rp_info", 10], "window.unload"]
     else:
         blob["event_stream"] = [[42, 10], ["window.unload", 300]]
-
-
-def day_start_ms(day: date) -> int:
-    """Milliseconds since the epoch at 00:00 UTC of `day`."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
 
 
 def blobs_for_day(

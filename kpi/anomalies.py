@@ -46,6 +46,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from kpi.config import AnomalyRules
 from kpi.words import plural
 
 LEVEL_DAYS = 7  # the recent level: the median of this many previous days
@@ -56,41 +57,29 @@ COLUMNS = ["date", "report", "segmentation", "segment", "measure", "value", "bas
            "direction"]
 
 
-@dataclass(frozen=True)
-class AnomalyRules:
-    """The flagging rule's thresholds (configuration key `anomalies`)."""
-
-    weeks: int = 4  # same weekday in this many previous weeks; the noise from as many weeks
-    min_history_days: int = 7  # processed days before a day, else no verdict
-    spread_factor: float = 3.0  # times the day-to-day noise
-    sampling_factor: float = 4.0  # times the sampling noise
-    min_change: float = 0.5  # a count: below (1 − this) × the baseline, or above it / (1 − this)
-    min_rate_change: float = 0.3  # a rate: this share of the baseline away from it
-    min_volume: int = 100  # blobs (or ratio denominator) a segment needs
-
-    def describe(self) -> str:
-        """The rule in words, for the Definitions page."""
-        low = 1 - self.min_change
-        weeks = plural(self.weeks, "week")
-        count_change = (f"a fall below {low:.0%} of the baseline or a rise above "
-                        f"{1 / low:.0%} of it" if low > 0 else "no change at all (never flagged)")
-        return (
-            "Each day is compared with two baselines: its recent level (the median of the "
-            f"previous {LEVEL_DAYS} days) and its weekly rhythm (the median of the same weekday "
-            f"in the previous {weeks}). A day is flagged low (or high) only when it "
-            "lies below (or above) both by more than the largest of: "
-            f"{self.spread_factor:g} times the measure's day-to-day noise (1.4826 × the median "
-            "absolute deviation of its day-to-day changes over the previous "
-            f"{weeks}, divided by √2); {self.sampling_factor:g} times its sampling "
-            "noise (Poisson for a count, binomial for a rate at the largest p (1 − p) between "
-            f"the day and its baseline, variance doubled); and, for a count, {count_change}; "
-            f"for a rate, a change of {self.min_rate_change:.0%} of the baseline. Counts are "
-            "compared as ratios, rates as differences. No verdict before the series has "
-            f"{plural(self.min_history_days, 'day')} with a value and {MIN_CHANGES} "
-            "day-to-day changes to measure its noise on, nor for a segment with fewer "
-            f"than {plural(self.min_volume, 'blob')} (for a rate, in its denominator) over its "
-            "recent days or, for a rate, on the day."
-        )
+def describe_rules(rules: AnomalyRules) -> str:
+    """The flagging rule with `rules`' thresholds, in words, for the Definitions page."""
+    low = 1 - rules.min_change
+    weeks = plural(rules.weeks, "week")
+    count_change = (f"a fall below {low:.0%} of the baseline or a rise above "
+                    f"{1 / low:.0%} of it" if low > 0 else "no change at all (never flagged)")
+    return (
+        "Each day is compared with two baselines: its recent level (the median of the "
+        f"previous {LEVEL_DAYS} days) and its weekly rhythm (the median of the same weekday "
+        f"in the previous {weeks}). A day is flagged low (or high) only when it "
+        "lies below (or above) both by more than the largest of: "
+        f"{rules.spread_factor:g} times the measure's day-to-day noise (1.4826 × the median "
+        "absolute deviation of its day-to-day changes over the previous "
+        f"{weeks}, divided by √2); {rules.sampling_factor:g} times its sampling "
+        "noise (Poisson for a count, binomial for a rate at the largest p (1 − p) between "
+        f"the day and its baseline, variance doubled); and, for a count, {count_change}; "
+        f"for a rate, a change of {rules.min_rate_change:.0%} of the baseline. Counts are "
+        "compared as ratios, rates as differences. No verdict before the series has "
+        f"{plural(rules.min_history_days, 'day')} with a value and {MIN_CHANGES} "
+        "day-to-day changes to measure its noise on, nor for a segment with fewer "
+        f"than {plural(rules.min_volume, 'blob')} (for a rate, in its denominator) over its "
+        "recent days or, for a rate, on the day."
+    )
 
 
 @dataclass(frozen=True)

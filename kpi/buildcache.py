@@ -47,6 +47,7 @@ from kpi.reports import (
     join_json,
     json_blocks,
 )
+from kpi.sitedir import site_path
 from kpi.views import WINDOW_DAYS
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,6 @@ class Built:
 
 def cache_path(site_dir: Path) -> Path:
     """Where the build cache of the site published at `site_dir` lives."""
-    from kpi.site import site_path
-
     site_dir = site_path(site_dir)
     return site_dir.parent / f".{site_dir.name}.cache"
 
@@ -140,7 +139,7 @@ def update(previous: Built | None, revs: dict[str, str],
         previous: the previous build (None: compute every day).
         revs: the current revision of every day's aggregates document, by day.
         fetch: reads the aggregates documents of some days (with their `_rev`).
-        decode: turns documents into frames (`kpi.pipeline.aggregates_of_docs`).
+        decode: turns documents into frames (`kpi.publish.aggregates_of_docs`).
         config: the report configuration.
         min_segment_count: `KPI_MIN_SEGMENT_COUNT`: the decoded days' segments with fewer
             blobs on a day are folded into `Other` (0: none is).

@@ -1,5 +1,5 @@
-"""Chart template cache: the pages' Vega-Lite templates (`kpi.charts`), kept in the user's
-cache folder, so that a new process does not make them again with Altair.
+"""Chart cache: the pages' Vega-Lite templates (`kpi.charts`) and the Vega bundle, kept in the
+user's cache folder, so that a new process does not make them again.
 
 A template is a pure function of its arguments and of the code that makes it, but making the
 site's templates costs a fresh process about a second and a half (importing Altair, then
@@ -162,3 +162,37 @@ class ChartTemplates:
             return {}
         return {name: orjson.dumps(spec) for name, spec in content["templates"].items()
                 if isinstance(spec, dict)}
+
+
+@functools.cache
+def vega_bundle() -> str:
+    """Vega 6 + Vega-Lite 6 + vega-embed as one script (from vl-convert, no network).
+
+    Making it costs about 2 s, so it is kept in the user's cache folder
+    (`$XDG_CACHE_HOME/kpi/`, default `~/.cache/kpi/`), one file per vl-convert version; a
+    folder that cannot be written only costs the 2 s again.
+    """
+    import vl_convert
+
+    folder = user_cache_folder()
+    if folder is None:  # no home folder (some containers): no cache
+        return vl_convert.javascript_bundle()
+    cached = folder / f"vega-bundle-{vl_convert.__version__}.js"
+    try:
+        bundle = cached.read_text(encoding="utf-8")
+        if len(bundle) > 100_000:  # the real one is about 900 KB; anything else is remade
+            return bundle
+    except (OSError, UnicodeDecodeError):
+        pass
+    bundle = vl_convert.javascript_bundle()
+    partial = folder / f"{cached.name}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_text(bundle, encoding="utf-8")
+        os.replace(partial, cached)
+    except OSError as exc:
+        log.info("cannot keep the Vega bundle in %s: %s", folder, exc)
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+    return bundle

@@ -79,7 +79,7 @@ ALLOW_REMOVALS = ("Let restatements remove any number of stored rows in this run
 
 def _fail_cleanly(call, *args):
     from kpi.couch import StoreError
-    from kpi.pipeline import PipelineError
+    from kpi.ingest import PipelineError
     from kpi.source import SourceError
 
     try:
@@ -102,7 +102,7 @@ def _fail_cleanly(call, *args):
 def backfill(start: date, end: date, no_progress: bool, parallel: int,
              skip_done: bool, allow_removals: bool) -> None:
     """Extract, store and aggregate every day of [START, END], then build the site."""
-    from kpi.pipeline import backfill as run_backfill
+    from kpi.backfill import backfill as run_backfill
 
     if end < start:
         raise click.BadParameter("--end is before --start")
@@ -135,7 +135,7 @@ def _exit_if_refused(results: list[dict]) -> None:
 @click.option("--allow-removals", is_flag=True, help=ALLOW_REMOVALS)
 def run_day(day: date, allow_removals: bool) -> None:
     """Extract, store and aggregate one UTC DAY (does not rebuild the site)."""
-    from kpi.pipeline import run_day as run_one
+    from kpi.backfill import run_day as run_one
 
     quality = _fail_cleanly(run_one, day, _settings(), None, allow_removals)
     if "refused" not in quality:
@@ -149,7 +149,8 @@ def run_day(day: date, allow_removals: bool) -> None:
 def reaggregate(start: date, end: date) -> None:
     """Recompute the aggregates and manifest counts of [START, END] from CouchDB alone (no
     request to KPIggybank); then `kpi build-site` publishes them."""
-    from kpi.pipeline import days_between, reaggregate_day
+    from kpi.days import days_between
+    from kpi.ingest import reaggregate_day
 
     if end < start:
         raise click.BadParameter("--end is before --start")
@@ -172,7 +173,8 @@ def reaggregate(start: date, end: date) -> None:
 def restore_removed(start: date, end: date) -> None:
     """Put the rows restatements removed from [START, END] back from <prefix>_removed, and
     re-aggregate those days."""
-    from kpi.pipeline import days_between, restore_removed_day
+    from kpi.days import days_between
+    from kpi.ingest import restore_removed_day
 
     if end < start:
         raise click.BadParameter("--end is before --start")
@@ -195,7 +197,7 @@ def restore_removed(start: date, end: date) -> None:
               help="Replace a site that shows days even when no aggregates are found.")
 def build_site(start: date | None, end: date | None, allow_empty: bool) -> None:
     """Rebuild the static site from the aggregates stored in CouchDB."""
-    from kpi.pipeline import build_site as build
+    from kpi.publish import build_site as build
 
     if start and end and end < start:
         raise click.BadParameter("--end is before --start")

@@ -15,8 +15,6 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
-from kpi.anomalies import AnomalyRules
-
 PRODUCTION_CONFIG = Path(__file__).with_name("production.json")
 SEGMENTATIONS = ("OS", "Browser", "Screen", "Emails", "Locale", "API", "EmailType")
 # The special rules (SPEC §3.2, §4.2, §7) address steps by position: these are the step counts.
@@ -27,6 +25,19 @@ STEP_NAME = re.compile(r"^\d")
 
 class ConfigError(ValueError):
     """The configuration file is malformed; the message names the key and the bad value."""
+
+
+@dataclass(frozen=True)
+class AnomalyRules:
+    """The flagging rule's thresholds (configuration key `anomalies`)."""
+
+    weeks: int = 4  # same weekday in this many previous weeks; the noise from as many weeks
+    min_history_days: int = 7  # processed days before a day, else no verdict
+    spread_factor: float = 3.0  # times the day-to-day noise
+    sampling_factor: float = 4.0  # times the sampling noise
+    min_change: float = 0.5  # a count: below (1 − this) × the baseline, or above it / (1 − this)
+    min_rate_change: float = 0.3  # a rate: this share of the baseline away from it
+    min_volume: int = 100  # blobs (or ratio denominator) a segment needs
 
 
 @dataclass(frozen=True)

@@ -720,8 +720,3 @@ class CouchStore:
     def day_ids(self, kind: str, day: date) -> set[str]:
         """The ids of `kind`'s documents for UTC `day` (no document bodies are read)."""
         return set(self.iter_range(kind, *prefix_range(day_prefix(day)), include_docs=False))
-
-    def doc_count(self, kind: str) -> int:
-        """Number of documents in the database of `kind`."""
-        info = self._retry(f"read {self.name(kind)} info", self._request, kind, "GET", "")
-        return info["doc_count"]

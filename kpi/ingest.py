@@ -38,6 +38,7 @@ from kpi.couch import (
     day_prefix,
     prefix_range,
 )
+from kpi.days import EPOCH
 from kpi.overlap import Ahead
 from kpi.parts import closed_by, delete_parts, mark_closed, read_parts, write_part
 from kpi.removed import restore_removed
@@ -58,7 +59,6 @@ from kpi.snapshot import (
 from kpi.source import DayPages, KpiggybankClient, SourceError, day_windows
 
 log = logging.getLogger(__name__)
-EPOCH_DAY = date(1970, 1, 1)
 
 
 class PipelineError(RuntimeError):
@@ -95,9 +95,9 @@ def require_ended(days: list[date], now: datetime | None = None) -> None:
     Raises:
         PipelineError: naming the first such day and the last day that has ended.
     """
-    before_epoch = [day for day in days if day < EPOCH_DAY]
+    before_epoch = [day for day in days if day < EPOCH]
     if before_epoch:  # no blob can lie there (timestamps are ms after the epoch)
-        msg = (f"day {before_epoch[0]} is before {EPOCH_DAY}: blob timestamps are milliseconds "
+        msg = (f"day {before_epoch[0]} is before {EPOCH}: blob timestamps are milliseconds "
                "after the Unix epoch, so no day before it can hold data")
         raise PipelineError(msg)
     today = (now or datetime.now(UTC)).astimezone(UTC).date()

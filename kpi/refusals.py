@@ -13,9 +13,12 @@ import csv
 import io
 import math
 from collections.abc import Iterable
+from datetime import date
 
 import orjson
 
+from kpi.couch import MANIFESTS, CouchStore
+from kpi.days import day_keys
 from kpi.reports import format_number
 
 COLUMNS = ("day", "stored", "fetched", "would_remove", "max_removed", "at")
@@ -82,3 +85,13 @@ def _share(value: object) -> float | None:
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
+
+def load_refusals(store: CouchStore, start: date | None = None,
+                  end: date | None = None) -> list[dict]:
+    """The refused restatements of [start, end] (every day when None) that the days'
+    manifests record now, newest day first (`refusals_of`): one `_find` on the
+    manifests database, one small document per day."""
+    first, after = day_keys(start, end)
+    days = {"$gte": first} | ({"$lt": after} if after is not None else {})
+    return refusals_of(store.find(MANIFESTS, {"_id": days, "refused": {"$exists": True}},
+                                  MANIFEST_FIELDS))

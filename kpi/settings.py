@@ -7,10 +7,11 @@ configuration table lists them all (a test keeps the two in step).
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
@@ -309,3 +310,12 @@ def settings_table() -> list[tuple[str, str, str]]:
         default = default or '""'
         rows.append((f.metadata["env"], default, f.metadata["help"]))
     return rows
+
+
+def load_callback(path: str, setting: str = "KPI_FAILURE_CALLBACK") -> Callable[..., object]:
+    """The function a `module:function` path names (ValueError when malformed)."""
+    module, _, name = path.partition(":")
+    if not module or not name:
+        msg = f"{setting}={path!r} must look like package.module:function"
+        raise ValueError(msg)
+    return getattr(importlib.import_module(module), name)

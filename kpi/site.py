@@ -1,29 +1,18 @@
 """Site: reports → data files, view files, Altair charts and Jinja2 pages in `KPI_SITE_DIR`.
 
-It renders and publishes files only: it never reads CouchDB (`kpi.pipeline.build_site` loads
-the aggregates), and `kpi.serve` hosts the folder.
-
-The build is written to a temporary folder beside the site and swapped in by renames, so a
-reader sees the old site or the new one, never half of each. The Vega libraries are vendored
-once (`vendor/vega-bundle.js`) and shared by every page; no page references an outside URL.
+It renders files into a folder only: it never reads CouchDB (`kpi.publish.build_site` loads
+the aggregates and renders into a new build that `kpi.sitedir` swaps in), and `kpi.serve`
+hosts the published site. The Vega libraries are vendored once (`vendor/vega-bundle.js`, from
+`kpi.chartcache.vega_bundle`) and shared by every page; no page references an outside URL.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
 import hashlib
 import logging
-import os
 import shutil
-import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -31,8 +20,14 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kpi import __version__, changes
-from kpi.anomalies import anomalies_csv, anomalies_json, detect_anomalies, last_steps
-from kpi.chartcache import ChartTemplates, user_cache_folder
+from kpi.anomalies import (
+    anomalies_csv,
+    anomalies_json,
+    describe_rules,
+    detect_anomalies,
+    last_steps,
+)
+from kpi.chartcache import ChartTemplates, vega_bundle
 from kpi.chartstyle import PALETTE, THEMES
 from kpi.config import Config
 from kpi.refusals import refusals_csv, refusals_json
@@ -270,40 +265,6 @@ def asset_version() -> str:
     return digest.hexdigest()[:12]
 
 
-@functools.cache
-def vega_bundle() -> str:
-    """Vega 6 + Vega-Lite 6 + vega-embed as one script (from vl-convert, no network).
-
-    Making it costs about 2 s, so it is kept in the user's cache folder
-    (`$XDG_CACHE_HOME/kpi/`, default `~/.cache/kpi/`), one file per vl-convert version; a
-    folder that cannot be written only costs the 2 s again.
-    """
-    import vl_convert
-
-    folder = user_cache_folder()
-    if folder is None:  # no home folder (some containers): no cache
-        return vl_convert.javascript_bundle()
-    cached = folder / f"vega-bundle-{vl_convert.__version__}.js"
-    try:
-        bundle = cached.read_text(encoding="utf-8")
-        if len(bundle) > 100_000:  # the real one is about 900 KB; anything else is remade
-            return bundle
-    except (OSError, UnicodeDecodeError):
-        pass
-    bundle = vl_convert.javascript_bundle()
-    partial = folder / f"{cached.name}.{os.getpid()}.tmp"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial.write_text(bundle, encoding="utf-8")
-        os.replace(partial, cached)
-    except OSError as exc:
-        log.info("cannot keep the Vega bundle in %s: %s", folder, exc)
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-    return bundle
-
-
 def day_ranges(days: list[str]) -> list[list[str]]:
     """The days as `[first, last]` runs of consecutive days (what fed a build, compactly)."""
     runs: list[list[str]] = []
@@ -410,7 +371,7 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
         title="Definitions", current="definitions", differences=DIFFERENCES,
         segmentations=sorted(config.segmentations.items()),
         min_segment_count=aggregates.min_segment_count,
-        anomaly_rule=config.anomalies.describe(), anomaly_rules=config.anomalies,
+        anomaly_rule=describe_rules(config.anomalies), anomaly_rules=config.anomalies,
         problem_share=f"{PROBLEM_SHARE:.0%}", **common,
     )
     (target / "definitions.html").write_text(definitions, encoding="utf-8")
@@ -435,122 +396,6 @@ def render_site(target: Path, aggregates: Aggregates, reports: dict[str, pd.Data
     changes.archive(target, previous)  # last: every data file of this build is written
 
 
-KEEP_SECONDS = 600  # builds published this recently stay, for readers half-way through them
-PARTIAL = ".partial"  # suffix of a build being written (or killed while it was)
-
-
-class PublishError(RuntimeError):
-    """The site cannot be published where it is asked to be."""
-
-
-def site_path(site_dir: Path) -> Path:
-    """`site_dir` made absolute without following it (it is a link to the published build)."""
-    site_dir = Path(site_dir)
-    return Path(os.path.realpath(site_dir.absolute().parent)) / site_dir.name
-
-
-def builds_dir(site_dir: Path) -> Path:
-    """The folder beside `site_dir` that holds its builds (`.<name>.builds`)."""
-    site_dir = site_path(site_dir)
-    return site_dir.parent / f".{site_dir.name}.builds"
-
-
 def build_id(built_at: datetime) -> str:
     """The id of the build stamped `built_at`, written in its manifest and every page."""
     return built_at.strftime("%Y%m%dT%H%M%S.%fZ")
-
-
-@contextmanager
-def publish_lock(site_dir: Path) -> Iterator[None]:
-    """Held from the moment a build reads its data to its swap, so builds of one site run one
-    after the other and an older one never replaces a newer one. The lock is the builds folder
-    itself (`flock` on it): no lock file, and every publisher of the site, whatever its user or
-    temporary folder, takes the same lock."""
-    builds = builds_dir(site_dir)
-    builds.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(builds, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
-
-
-def published_build(site_dir: Path) -> Path | None:
-    """The build folder `site_dir` shows now (the folder it links to, or the folder itself
-    when a site published by an older version is a real folder), or None. Ask holding
-    `publish_lock(site_dir)`: the next `publish` replaces exactly this build."""
-    site_dir = site_path(site_dir)
-    if site_dir.is_symlink():
-        target = site_dir.resolve()
-        return target if target.is_dir() else None
-    return site_dir if site_dir.is_dir() else None
-
-
-def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
-    """Run `build` into a new folder under `builds_dir(site_dir)`, then make `site_dir` a link
-    to it in one atomic step (a new link renamed over the old one): a reader always finds a
-    whole site, the old one or the new one. Call it holding `publish_lock(site_dir)`.
-
-    If `build` fails, the published site is left exactly as it was. The build before and those
-    published in the last `KEEP_SECONDS` stay (readers may be half-way through them); older
-    ones and what killed builds left are deleted. A `site_dir` that is a real folder (a site
-    published by an older version) is moved among the builds first; one that is a link
-    elsewhere is refused (PublishError).
-
-    Returns:
-        `site_dir`, absolute.
-    """
-    site_dir = site_path(site_dir)
-    builds = builds_dir(site_dir)
-    builds.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    partial = Path(tempfile.mkdtemp(prefix=f"{stamp}-", suffix=PARTIAL, dir=builds))
-    try:
-        build(partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    partial.chmod(0o755)  # mkdtemp's folder is private; a web server must read it
-    previous = site_dir.resolve() if site_dir.is_symlink() else None
-    if previous is not None and previous.parent != builds:
-        shutil.rmtree(partial, ignore_errors=True)
-        msg = (f"{site_dir} is a link to {previous}, not to one of its builds in {builds}: "
-               "set KPI_SITE_DIR to the path the web server serves (it becomes a link to the "
-               "published build) rather than linking it elsewhere yourself")
-        raise PublishError(msg)
-    if site_dir.is_dir() and not site_dir.is_symlink():  # once: the folder becomes a link
-        if any(site_dir.iterdir()):
-            log.warning("moving the site folder %s among the builds: it becomes a link",
-                        site_dir)
-            previous = builds / f"{stamp}-folder"
-            site_dir.rename(previous)
-        else:
-            site_dir.rmdir()
-    target = partial.with_name(partial.name.removesuffix(PARTIAL))
-    partial.rename(target)  # whole now: never pruned as a killed build's leftover
-    os.utime(target)  # its publication time, for `_prune`
-    link = builds / f".link-{uuid.uuid4().hex}"
-    link.symlink_to(os.path.relpath(target, site_dir.parent))
-    os.replace(link, site_dir)
-    _prune(builds, keep={target, previous})
-    return site_dir
-
-
-def _prune(builds: Path, keep: set[Path | None]) -> None:
-    """Delete every build in `builds` but `keep` and those published less than `KEEP_SECONDS`
-    ago (a reader may be half-way through one), and what older versions and killed builds left
-    beside the site."""
-    recent = time.time() - KEEP_SECONDS
-    for path in builds.iterdir():
-        published = not path.name.startswith(".") and not path.name.endswith(PARTIAL)
-        if path in keep or (published and path.lstat().st_mtime > recent):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    site_name = builds.name.removeprefix(".").removesuffix(".builds")
-    for pattern in (f".{site_name}.new-*", f".{site_name}.old-*"):  # the two-rename scheme's
-        for path in builds.parent.glob(pattern):
-            shutil.rmtree(path, ignore_errors=True)

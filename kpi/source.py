@@ -20,19 +20,18 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import httpx
 import orjson
 from tenacity import RetryError
 
+from kpi.days import EPOCH_ORDINAL, day_window_ms
 from kpi.overlap import gc_paused
 from kpi.retry import retrying
 from kpi.settings import Settings, split_credentials
 
-DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
 
@@ -55,12 +54,6 @@ class RowCheck:
 OK = RowCheck("ok")
 
 
-def day_window_ms(day: date) -> tuple[int, int]:
-    """First and last millisecond of UTC `day` (inclusive)."""
-    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
-    return start, start + DAY_MS - 1
-
-
 def chunk_windows(start_ms: int, end_ms: int, chunk_ms: int) -> list[tuple[int, int]]:
     """Inclusive integer windows covering [start_ms, end_ms]: the k-th ends on the mark
     start_ms + k * chunk_ms (the last on end_ms), and each next one starts 1 ms later.
@@ -81,11 +74,6 @@ def chunk_windows(start_ms: int, end_ms: int, chunk_ms: int) -> list[tuple[int, 
         windows.append((low, high))
         low, mark = high + 1, mark + chunk_ms
     return windows
-
-
-def utc_day_of(timestamp_ms: float) -> date:
-    """UTC calendar day of floor(timestamp / 1000) seconds (SPEC §3.2 step 6)."""
-    return datetime.fromtimestamp(int(timestamp_ms // 1000), tz=UTC).date()
 
 
 MAX_TIMESTAMP_MS = 253_402_300_800_000  # 10000-01-01: later days have no YYYY-MM-DD
@@ -164,8 +152,6 @@ def _epoch_days(day: date) -> int:
     """Days from 1970-01-01 to `day`."""
     return day.toordinal() - EPOCH_ORDINAL
 
-
-EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def blob_of(row: dict) -> dict:
@@ -301,16 +287,6 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(msg)
 
 
-def fetch_day(settings: Settings, day: date, client: KpiggybankClient | None = None) -> list:
-    """Every row KPIggybank holds for UTC `day` (floor(timestamp) in the day), ascending,
-    fetched window by window, each row once.
-
-    Raises:
-        SourceError: a window failed after every retry; the message names the URL and the day.
-    """
-    return [row for batch in iter_day(settings, day, client) for row in batch]
-
-
 def day_windows(settings: Settings, day: date) -> list[tuple[int, int]]:
     """The fetch windows of UTC `day`, in order: inclusive integer [low, high] ms ending on the
     `fetch_chunk_hours` marks (see `chunk_windows`); a window's rows are those with
@@ -400,15 +376,6 @@ def _taken(row: object, repeated: Counter[str]) -> bool:
         repeated[text] -= 1
         return True
     return False
-
-
-def iter_day(
-    settings: Settings, day: date, client: KpiggybankClient | None = None
-) -> Iterator[list]:
-    """The rows of UTC `day`, one list per fetch window (see `fetch_day`)."""
-    with KpiggybankClient(settings) if client is None else nullcontext(client) as source:
-        for window in day_windows(settings, day):
-            yield fetch_rows(source, day, window)
 
 
 def fetch_rows(client: KpiggybankClient, day: date, window: tuple[int, int]) -> list:

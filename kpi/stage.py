@@ -11,19 +11,19 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
+from kpi.blob import SITES_FIELDS
 from kpi.config import SEGMENTATIONS, Config
+from kpi.days import EPOCH
 from kpi.overlap import gc_paused
 from kpi.source import MAX_TIMESTAMP_MS, check_row
 
 OUTCOMES = ("bounce", "fail", "fallback", "idp", "assertion")
-SITES_FIELDS = ("number_sites_logged_in", "sites_signed_in", "number_sites_signed_in")
 EMAIL_CONFIRMED_MISSPELLED = "user.email_confrimed"
-EPOCH = date(1970, 1, 1)
 NUMBER_TYPES = (int, float)
 
 

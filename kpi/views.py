@@ -144,13 +144,6 @@ def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day:
 VOLUME_REPORT = {"sites_median": "assertions"}
 
 
-def segment_order(reports: dict[str, pd.DataFrame], report_id: str,
-                  segmentation: str) -> list[str]:
-    """The segments of a report's segmentation by volume over the whole history, largest first
-    (see `segment_orders`)."""
-    return segment_orders(reports, report_id).get(segmentation, [])
-
-
 def segment_orders(reports: dict[str, pd.DataFrame], report_id: str) -> dict[str, list[str]]:
     """Per segmentation, its segments by volume over the whole history, largest first.
 

@@ -165,7 +165,7 @@ if [ "$MODE" = distributed ]; then
     folder=$ROOT/.devdata/workers/$worker
     mkdir -p "$folder/home" "$folder/tmp"
     start env -C "$folder/home" -u XDG_CACHE_HOME HOME="$folder/home" TMPDIR="$folder/tmp" \
-      KPI_WORKER_NAME="$name" AIRFLOW__CORE__HOSTNAME_CALLABLE=kpi.tasks.worker_hostname \
+      KPI_WORKER_NAME="$name" AIRFLOW__CORE__HOSTNAME_CALLABLE=kpi.airflow.worker_hostname \
       airflow celery worker --celery-hostname "$name" --queues "$queues" --skip-serve-logs \
       >".airflow/worker-$worker.log" 2>&1
   done

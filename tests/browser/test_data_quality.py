@@ -20,7 +20,8 @@ from playwright.sync_api import expect
 from fake_source.generator import blobs_for_day, history_days
 from kpi.reports import QUALITY_LABELS, QUALITY_MEASURES, build_reports
 from kpi.serve import make_server
-from kpi.site import publish, render_site
+from kpi.site import render_site
+from kpi.sitedir import publish
 from tests.browser.test_polish import x_labels
 from tests.browser.test_site import CONFIG, browser, close, open_page, published
 from tests.unit.kpi_helpers import aggregates_of

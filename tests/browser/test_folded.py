@@ -19,7 +19,8 @@ from fake_source.generator import blobs_for_day, history_days
 from kpi.aggregate import daily_aggregates, sites_histogram
 from kpi.reports import QUALITY_MEASURES, Aggregates, build_reports, fold_small_segments
 from kpi.serve import make_server
-from kpi.site import publish, render_site
+from kpi.site import render_site
+from kpi.sitedir import publish
 from kpi.stage import stage
 from tests.browser.test_site import CONFIG, act, browser, close, open_page
 

@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 import pytest
 
-from fake_source.generator import day_start_ms
+from kpi.backfill import backfill
 from kpi.config import PRODUCTION_CONFIG
 from kpi.couch import MANIFESTS, QUARANTINE, RAW, CouchStore
-from kpi.pipeline import backfill
+from kpi.days import day_start_ms
 from kpi.serve import make_server
 from kpi.source import BAD_TIMESTAMP, usable_id
 from kpi.views import SEGMENTED

@@ -22,7 +22,8 @@ from playwright.sync_api import expect
 from fake_source.generator import blobs_for_day, history_days
 from kpi.reports import QUALITY_LABELS, build_reports
 from kpi.serve import make_server
-from kpi.site import PAGES, publish, render_site
+from kpi.site import PAGES, render_site
+from kpi.sitedir import publish
 from tests.unit.kpi_helpers import CONFIG, aggregates_of
 
 pytestmark = pytest.mark.browser

@@ -126,7 +126,7 @@ def test_a_run_whose_own_day_lost_most_of_its_blobs_flags_it_and_calls_the_notif
     succeeds (also when the notifier fails)."""
     from fake_source import create_app
     from fake_source.server import running_in_thread
-    from kpi.pipeline import backfill
+    from kpi.backfill import backfill
 
     last = date(2026, 10, 22)
     app = create_app(seed=3, per_day=300, days=22, last_day=last, bad_rate=0.0)
@@ -175,7 +175,7 @@ def test_a_refused_restatement_fails_the_run_after_the_other_days_are_closed(
     run closes 2026-10-02, leaves 2026-10-01 as it was, `aggregate` succeeds (the Asset
     publishes both days and the refusal), and `check_restatements` fails at once (no retry),
     so the failure callback fires. Triggered with `allow_removals`, it applies it."""
-    from kpi.pipeline import backfill
+    from kpi.backfill import backfill
 
     backfill(date(2026, 10, 1), date(2026, 10, 2), settings, progress=False)
     store = CouchStore(settings)

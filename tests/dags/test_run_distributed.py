@@ -22,8 +22,8 @@ import orjson
 import psutil
 import pytest
 
+from kpi.backfill import backfill
 from kpi.devserver import free_port
-from kpi.pipeline import backfill
 from kpi.settings import Settings
 from tests.dags.test_run_stack import listening, marked, stack_processes
 from tests.integration.test_windows import assert_same, files

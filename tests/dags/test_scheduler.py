@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from kpi.backfill import backfill
 from kpi.devserver import free_port, wait_for_http
-from kpi.pipeline import backfill
 from kpi.settings import Settings
 from tests.conftest import FAKE_BAD_RATE, FAKE_SEED
 from tests.dags.conftest import DAGS_FOLDER

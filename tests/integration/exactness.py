@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import httpx
+
 from kpi.couch import AGGREGATES, MANIFESTS, PARTS, QUARANTINE, RAW, CouchStore
-from kpi.pipeline import day_is_done
+from kpi.days import day_window_ms
+from kpi.ingest import day_is_done
 from kpi.reports import QUALITY_MEASURES
-from kpi.source import day_window_ms
 
 
 def _day_of(timestamp: object) -> date | None:
@@ -71,3 +73,9 @@ def assert_exact(settings, app, day: date) -> dict:
     assert {i for i in store.day_ids(PARTS, day) if not i.endswith(":closed")} == set()
     assert day_is_done(day, settings)
     return want["counts"]
+
+
+def doc_count(store: CouchStore, kind: str) -> int:
+    """The documents of `kind`'s database, as CouchDB's database info counts them."""
+    response = httpx.get(f"{store.settings.couchdb_url}/{store.name(kind)}", timeout=30)
+    return response.raise_for_status().json()["doc_count"]

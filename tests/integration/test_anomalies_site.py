@@ -11,7 +11,8 @@ import pytest
 
 from fake_source import create_app
 from fake_source.server import running_in_thread
-from kpi.pipeline import backfill, build_site
+from kpi.backfill import backfill
+from kpi.publish import build_site
 
 pytestmark = pytest.mark.integration
 LAST = date(2026, 10, 31)

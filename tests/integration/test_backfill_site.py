@@ -10,11 +10,13 @@ from datetime import date
 import pytest
 
 from fake_source.generator import blobs_for_day
-from kpi import site as site_module
+from kpi import publish as publish_module
+from kpi.backfill import backfill
 from kpi.couch import DATABASES, CouchStore
-from kpi.pipeline import backfill, build_site
-from kpi.site import builds_dir
+from kpi.publish import build_site
+from kpi.sitedir import builds_dir
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
+from tests.integration.exactness import doc_count
 
 pytestmark = pytest.mark.integration
 START, END = date(2026, 10, 1), date(2026, 10, 3)
@@ -65,11 +67,11 @@ def test_backfill_twice_is_identical_and_matches_independent_counts(settings):
     data = settings.site_dir / "data"
     first = {p.name: p.read_bytes() for p in data.glob("*.csv")}
     store = CouchStore(settings)
-    counts_first = {kind: store.doc_count(kind) for kind in DATABASES}
+    counts_first = {kind: doc_count(store, kind) for kind in DATABASES}
 
     backfill(START, END, settings, progress=False)
     assert {p.name: p.read_bytes() for p in data.glob("*.csv")} == first
-    assert {kind: store.doc_count(kind) for kind in DATABASES} == counts_first
+    assert {kind: doc_count(store, kind) for kind in DATABASES} == counts_first
     assert counts_first["manifests"] == counts_first["aggregates"] == 3
 
     assertions = read_csv(data / "assertions.csv")
@@ -115,7 +117,7 @@ def test_a_failed_build_leaves_the_published_site_untouched(settings, monkeypatc
         (target / "data" / "assertions.csv").write_text("half-written")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(site_module, "render_site", broken_render)
+    monkeypatch.setattr(publish_module, "render_site", broken_render)
     with pytest.raises(RuntimeError, match="disk full"):
         build_site(settings)
     after = {p.relative_to(settings.site_dir): p.read_bytes()

@@ -21,7 +21,7 @@ from kpi.aggregate_docs import (
 from kpi.config import load_config
 from kpi.couch import AGGREGATES, PARTS, CouchStore
 from kpi.parts import read_parts, write_part
-from kpi.pipeline import load_aggregates
+from kpi.publish import load_aggregates
 from kpi.reports import QUALITY_MEASURES, build_reports
 from kpi.snapshot import Snapshot
 

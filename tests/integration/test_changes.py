@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from kpi.backfill import backfill
 from kpi.changes import CHANGE_COLUMNS
-from kpi.pipeline import backfill, build_site
+from kpi.publish import build_site
 from tests.integration.test_restatement import CHANGED_DAY, DAYS, changed_source
 
 pytestmark = pytest.mark.integration

@@ -95,7 +95,7 @@ def test_a_configuration_change_is_rebuilt_from_couchdb_alone(settings, tmp_path
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     env["KPI_CONFIG"] = str(tmp_path / "config.json")
     env["KPI_SOURCE_URL"] = f"http://127.0.0.1:{free_port()}/wsapi/interaction_data"  # down
-    with caplog.at_level("WARNING", logger="kpi.pipeline"):
+    with caplog.at_level("WARNING", logger="kpi.publish"):
         result = runner.invoke(main, ["build-site"], env=env)
     assert result.exit_code == 0, result.output
     assert "re-aggregating 2 days from CouchDB" in caplog.text

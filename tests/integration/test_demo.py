@@ -14,7 +14,7 @@ import pytest
 from fake_source import create_app
 from fake_source.demo import DEMO_MILESTONE, demo_config, first_day, outage_day
 from fake_source.server import running_in_thread
-from kpi.pipeline import backfill
+from kpi.backfill import backfill
 
 pytestmark = pytest.mark.integration
 DAYS = 30  # KPI_DEMO_DAYS

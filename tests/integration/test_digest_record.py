@@ -18,7 +18,7 @@ from kpi.couch import (
     day_prefix,
     prefix_range,
 )
-from kpi.pipeline import extract_and_store
+from kpi.ingest import extract_and_store
 from kpi.snapshot import known_rows, record_id
 
 pytestmark = pytest.mark.integration
@@ -107,7 +107,6 @@ def test_the_record_is_one_json_array_however_it_was_compressed(settings, monkey
     import orjson
 
     from kpi import snapshot
-
     from kpi.couch import Attachment
 
     monkeypatch.setattr(snapshot, "RECORD_BATCH", batch)

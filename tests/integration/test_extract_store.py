@@ -13,9 +13,10 @@ from fake_source.generator import blobs_for_day
 from kpi import source
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, StoreError
 from kpi.devserver import free_port
-from kpi.pipeline import extract_and_store, reaggregate_day
-from kpi.source import HOUR_MS, SourceError, check_row, fetch_day
+from kpi.ingest import extract_and_store, reaggregate_day
+from kpi.source import HOUR_MS, SourceError, check_row
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED
+from tests.unit.kpi_helpers import fetch_day
 
 pytestmark = pytest.mark.integration
 DAY = date(2026, 10, 2)

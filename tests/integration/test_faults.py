@@ -24,11 +24,14 @@ import pytest
 from fake_source import create_app
 from fake_source.server import running_in_thread
 from kpi import source
+from kpi.backfill import backfill, run_day
 from kpi.couch import AGGREGATES, MANIFESTS, QUARANTINE, RAW, CouchStore, content_of
+from kpi.days import day_window_ms
 from kpi.devserver import free_port, start_dev_couchdb, stop_process
-from kpi.pipeline import backfill, build_site, day_is_done, extract_and_store, run_day
+from kpi.ingest import day_is_done, extract_and_store
+from kpi.publish import build_site
 from kpi.reports import QUALITY_MEASURES
-from kpi.source import HOUR_MS, day_window_ms
+from kpi.source import HOUR_MS
 from tests.conftest import FAKE_BAD_RATE, FAKE_DAYS, FAKE_LAST_DAY, FAKE_PER_DAY, FAKE_SEED
 from tests.integration.exactness import assert_exact, expected_day
 from tests.integration.faultproxy import DROP, FORWARD, RESET, FaultProxy
@@ -318,7 +321,7 @@ def _via(proxy: FaultProxy, settings) -> str:
 
 
 def test_every_job_of_a_day_names_the_day_when_couchdb_is_unreachable(settings):
-    from kpi.pipeline import close_day, extract_window, reaggregate_day
+    from kpi.ingest import close_day, extract_window, reaggregate_day
 
     dead = replace(settings, couchdb_url=f"http://127.0.0.1:{free_port()}", retry_attempts=1)
     low, high = day_window_ms(DAY)

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from kpi.backfill import backfill
 from kpi.cli import REFUSED_STATUS, main
 from kpi.couch import (
     AGGREGATES,
@@ -24,8 +25,8 @@ from kpi.couch import (
     CouchStore,
     content_of,
 )
-from kpi.pipeline import (
-    backfill,
+from kpi.days import utc_day_of
+from kpi.ingest import (
     close_days,
     extract_and_store,
     extract_window,
@@ -36,7 +37,8 @@ from kpi.pipeline import (
 from kpi.removed import GONE
 from kpi.rows import TOO_LARGE
 from kpi.snapshot import record_id
-from kpi.source import check_row, utc_day_of
+from kpi.source import check_row
+from tests.integration.exactness import doc_count
 from tests.integration.test_cli import environment
 from tests.integration.test_restatement import assert_site_equals_oracle
 
@@ -107,7 +109,7 @@ def test_an_empty_source_never_erases_stored_days(settings, fake_app):
         refused = manifest["refused"]
         assert (refused["stored"], refused["fetched"], refused["would_remove"]) == (
             old["stored"] + old["rejected_invalid"], 0, old["stored"] + old["rejected_invalid"])
-    assert store.doc_count(REMOVED) == 0
+    assert doc_count(store, REMOVED) == 0
     assert_site_equals_oracle(settings, rows)  # the site, rebuilt, still shows every day
 
 

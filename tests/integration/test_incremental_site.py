@@ -11,9 +11,12 @@ from datetime import UTC, date, datetime
 import pytest
 
 from kpi import buildcache, chartcache
+from kpi.backfill import backfill
 from kpi.couch import AGGREGATES, CouchStore, content_of
-from kpi.pipeline import backfill, build_site, days_between, extract_and_store
-from kpi.site import builds_dir
+from kpi.days import days_between
+from kpi.ingest import extract_and_store
+from kpi.publish import build_site
+from kpi.sitedir import builds_dir
 from tests.integration.test_restatement import CHANGED_DAY, changed_source
 from tests.integration.test_windows import files
 
@@ -64,7 +67,7 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
 
     same_previous = twin(settings, tmp_path)
     caplog.clear()  # only this build's record (Airflow's logging setup may let others in)
-    with caplog.at_level(logging.INFO, logger="kpi.pipeline"):
+    with caplog.at_level(logging.INFO, logger="kpi.publish"):
         site = build_site(settings, now=BUILT)
     assert recomputed(caplog) == ["4 days, 2 recomputed)"]
     assert files(site) == files(scratch(settings, tmp_path))
@@ -77,7 +80,7 @@ def test_a_restated_day_is_all_a_build_recomputes_and_the_site_equals_scratch(
     assert '"last_day": "2026-10-07"' in (site / "data" / "manifest.json").read_text()
 
     caplog.clear()  # nothing changed: nothing recomputed, same files
-    with caplog.at_level(logging.INFO, logger="kpi.pipeline"):
+    with caplog.at_level(logging.INFO, logger="kpi.publish"):
         again = build_site(settings, now=BUILT)
     assert recomputed(caplog) == ["4 days, 0 recomputed)"]
     assert files(again) == files(scratch(settings, tmp_path))

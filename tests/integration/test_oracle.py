@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 
 from fake_source.generator import blobs_for_day
-from kpi.pipeline import backfill
+from kpi.backfill import backfill
 from kpi.reports import REPORTS
 from kpi.source import check_row
 from tests.conftest import FAKE_BAD_RATE, FAKE_PER_DAY, FAKE_SEED

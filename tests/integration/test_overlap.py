@@ -10,8 +10,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from kpi.backfill import backfill
 from kpi.couch import PARTS
-from kpi.pipeline import backfill, build_site
+from kpi.publish import build_site
 from tests.integration.test_windows import documents, files, windowed
 
 pytestmark = pytest.mark.integration

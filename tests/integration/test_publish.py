@@ -16,10 +16,12 @@ import orjson
 import pytest
 
 from kpi.aggregate_docs import put_aggregates
+from kpi.backfill import backfill
 from kpi.couch import AGGREGATES, CouchStore, content_of
-from kpi.pipeline import backfill, build_site
+from kpi.publish import build_site
 from kpi.serve import make_server
-from kpi.site import PublishError, build_id, builds_dir, publish_lock
+from kpi.site import build_id
+from kpi.sitedir import PublishError, builds_dir, publish_lock
 
 pytestmark = pytest.mark.integration
 START, END = date(2026, 10, 2), date(2026, 10, 3)

@@ -12,8 +12,10 @@ from datetime import UTC, date, datetime
 import pytest
 from bs4 import BeautifulSoup
 
+from kpi.backfill import backfill
 from kpi.couch import AGGREGATES, MANIFESTS, CouchStore, content_of
-from kpi.pipeline import backfill, build_site, load_refusals
+from kpi.publish import build_site
+from kpi.refusals import load_refusals
 
 pytestmark = pytest.mark.integration
 START, END = date(2026, 10, 1), date(2026, 10, 3)
@@ -46,7 +48,7 @@ def recomputed(caplog) -> list[str]:
 
 def build(settings, caplog, **kwargs):
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="kpi.pipeline"):
+    with caplog.at_level(logging.INFO, logger="kpi.publish"):
         return build_site(settings, now=BUILT, **kwargs)
 
 

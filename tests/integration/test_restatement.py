@@ -8,10 +8,11 @@ from datetime import date
 
 import pytest
 
+from kpi.backfill import backfill
 from kpi.couch import MANIFESTS, QUARANTINE, RAW, CouchStore
-from kpi.pipeline import backfill
+from kpi.days import utc_day_of
 from kpi.reports import REPORTS
-from kpi.source import blob_of, check_row, utc_day_of
+from kpi.source import blob_of, check_row
 from tests.integration import oracle
 from tests.integration.test_oracle import close, number
 
@@ -106,7 +107,7 @@ def assert_site_equals_oracle(settings, rows):
 def test_a_restatement_killed_half_way_is_never_taken_for_a_finished_day(
     settings, fake_app, monkeypatch
 ):
-    from kpi.pipeline import PipelineError, confirm_aggregated, day_is_done, extract_and_store
+    from kpi.ingest import PipelineError, confirm_aggregated, day_is_done, extract_and_store
 
     extract_and_store(CHANGED_DAY, settings)
     assert day_is_done(CHANGED_DAY, settings)

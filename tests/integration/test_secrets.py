@@ -22,10 +22,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from kpi import pipeline
+from kpi.backfill import run_day
 from kpi.cli import main
 from kpi.couch import StoreError
 from kpi.devserver import free_port
+from kpi.publish import build_site
 from kpi.source import SourceError
 from tests.integration.test_cli import environment
 from tests.unit.test_tls import https_server, self_signed
@@ -224,8 +225,8 @@ def check_failure(failure, settings, command, expected, fake_app, logs):
 
     def run():
         if command == "run-day":
-            return pipeline.run_day(DAY, settings)
-        return pipeline.build_site(settings)
+            return run_day(DAY, settings)
+        return build_site(settings)
 
     with pytest.raises(expected) as caught:
         run()

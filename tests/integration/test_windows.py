@@ -22,8 +22,8 @@ from kpi.couch import (
     CouchStore,
     content_of,
 )
-from kpi.pipeline import (
-    build_site,
+from kpi.days import utc_day_of
+from kpi.ingest import (
     close_day,
     close_days,
     day_is_done,
@@ -31,7 +31,8 @@ from kpi.pipeline import (
     extract_window,
     plan_windows,
 )
-from kpi.source import blob_of, check_row, utc_day_of
+from kpi.publish import build_site
+from kpi.source import blob_of, check_row
 from tests.integration.test_restatement import changed_source
 
 pytestmark = pytest.mark.integration

@@ -52,3 +52,15 @@ def row(report: pd.DataFrame, measure: str = "value", day: str = "2026-10-01",
 def staged_column(blobs: list[dict], column: str) -> list:
     staged, _ = stage(blobs, CONFIG)
     return [str(v) for v in staged[column]]
+
+
+def fetch_day(settings, day, client=None) -> list:
+    """Every row KPIggybank holds for UTC `day`, window by window (`kpi.source.fetch_rows`),
+    ascending."""
+    from contextlib import nullcontext
+
+    from kpi.source import KpiggybankClient, day_windows, fetch_rows
+
+    with KpiggybankClient(settings) if client is None else nullcontext(client) as source:
+        return [row for window in day_windows(settings, day)
+                for row in fetch_rows(source, day, window)]

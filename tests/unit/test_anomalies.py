@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from fake_source.generator import blobs_for_day, history_days
-from kpi.anomalies import COLUMNS, AnomalyRules, detect_anomalies
+from kpi.anomalies import COLUMNS, describe_rules, detect_anomalies
+from kpi.config import AnomalyRules
 from kpi.reports import build_reports
 from tests.unit.kpi_helpers import CONFIG, aggregates_of
 
@@ -161,10 +162,10 @@ def test_an_outage_in_any_week_after_the_first_is_flagged_whatever_the_weekday()
 
 
 def test_the_rule_in_words_reads_for_any_thresholds():
-    words = AnomalyRules().describe()
+    words = describe_rules(AnomalyRules())
     assert "previous 4 weeks" in words and "below 50% of the baseline" in words
     assert "200% of it" in words and "7 days with a value" in words
-    edge = AnomalyRules(weeks=1, min_change=1.0, min_history_days=1).describe()
+    edge = describe_rules(AnomalyRules(weeks=1, min_change=1.0, min_history_days=1))
     assert "previous 1 week)" in edge and "1 day with a value" in edge
     assert "never flagged" in edge
 

@@ -32,7 +32,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from kpi.anomalies import AnomalyRules, detect_anomalies
+from kpi.anomalies import detect_anomalies
+from kpi.config import AnomalyRules
 
 SERIES = 2000
 RULES = AnomalyRules()

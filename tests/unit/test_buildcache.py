@@ -12,7 +12,7 @@ from fake_source.generator import blobs_for_day
 from kpi import buildcache
 from kpi.aggregate import daily_aggregates, sites_histogram
 from kpi.aggregate_docs import aggregates_document
-from kpi.pipeline import aggregates_of_docs
+from kpi.publish import aggregates_of_docs
 from kpi.reports import QUALITY_MEASURES
 from kpi.stage import stage
 from tests.unit.kpi_helpers import CONFIG, blob

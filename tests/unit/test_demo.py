@@ -6,8 +6,8 @@ from datetime import date
 
 from fake_source import create_app
 from fake_source.demo import DEMO_MILESTONE, demo_config, outage_day
-from fake_source.generator import day_start_ms
 from kpi.config import validate_config
+from kpi.days import day_start_ms
 
 LAST = date(2026, 11, 30)
 

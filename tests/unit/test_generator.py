@@ -10,8 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from fake_source import create_app
-from fake_source.generator import SEQUENCE_C, blobs_for_day, day_start_ms, day_volume
-from kpi.source import DAY_MS, HOUR_MS, chunk_windows, day_window_ms
+from fake_source.generator import SEQUENCE_C, blobs_for_day, day_volume
+from kpi.days import DAY_MS, day_start_ms, day_window_ms
+from kpi.source import HOUR_MS, chunk_windows
 
 DAY = date(2026, 10, 7)  # a Wednesday
 URL = "/wsapi/interaction_data"

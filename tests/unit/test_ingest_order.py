@@ -21,10 +21,11 @@ from kpi.couch import (
     content_of,
     dumps,
 )
+from kpi.days import utc_day_of
 from kpi.rows import encoded, storable
 from kpi.settings import Settings
 from kpi.snapshot import Received, _as_received, store_rows
-from kpi.source import check_row, utc_day_of
+from kpi.source import check_row
 
 DAY = date(2026, 10, 7)
 

@@ -7,10 +7,15 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from kpi import tasks
-from kpi.connections import connection_url, with_connections
-from kpi.pipeline import nightly_days, processing_day, run_restate_days
-from kpi.settings import Settings
+from kpi.airflow import (
+    connection_url,
+    nightly_days,
+    processing_day,
+    run_restate_days,
+    task_failed,
+    with_connections,
+)
+from kpi.settings import Settings, load_callback
 
 
 def test_a_run_without_a_logical_date_processes_yesterday():
@@ -138,19 +143,19 @@ def record_failure(context: dict) -> None:
 
 def test_the_failure_hook_logs_and_calls_the_configured_function(monkeypatch, caplog):
     context = {"run_id": "scheduled__2026-10-03", "exception": RuntimeError("CouchDB down")}
-    tasks.task_failed(context)  # no hook configured: logs only
+    task_failed(context)  # no hook configured: logs only
     assert "CouchDB down" in caplog.text and calls == []
     monkeypatch.setenv("KPI_FAILURE_CALLBACK", f"{__name__}:record_failure")
-    tasks.task_failed(context)
+    task_failed(context)
     assert calls == [context]
     with pytest.raises(ValueError, match="module:function|package.module:function"):
-        tasks.load_callback("no_colon")
+        load_callback("no_colon")
 
 
 def test_aggregates_from_before_fingerprints_still_load():
     from kpi.aggregate import count_columns
     from kpi.config import production_config
-    from kpi.pipeline import made_with
+    from kpi.ingest import made_with
 
     config = production_config()
     legacy = {"columns": count_columns(config)}  # written before fingerprints existed

@@ -147,7 +147,7 @@ def test_headline_numbers(value, percent, text):
 
 
 def test_day_ranges_compress_consecutive_days():
-    from kpi.site import day_ranges
+    from kpi.days import day_ranges
 
     days = ["2026-10-01", "2026-10-02", "2026-10-04", "2026-12-31", "2027-01-01"]
     assert day_ranges(days) == [["2026-10-01", "2026-10-02"], ["2026-10-04", "2026-10-04"],
@@ -281,7 +281,7 @@ def test_the_vega_bundle_is_kept_in_the_user_cache_and_a_bad_copy_is_remade(
 ):
     import vl_convert
 
-    from kpi.site import vega_bundle
+    from kpi.chartcache import vega_bundle
 
     make = vega_bundle.__wrapped__  # past the per-process memo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

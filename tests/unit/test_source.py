@@ -9,17 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kpi.pipeline import days_between, processing_day
+from kpi.airflow import processing_day
+from kpi.days import DAY_MS, day_window_ms, days_between, utc_day_of
 from kpi.source import (
     BAD_TIMESTAMP,
-    DAY_MS,
     RowCheck,
     accepted_by_source,
     blob_of,
     check_row,
     chunk_windows,
-    day_window_ms,
-    utc_day_of,
 )
 
 GOOD = {"timestamp": 1790812800000, "event_stream": [["screen.rp_info", 5]]}
@@ -228,7 +226,8 @@ def test_inner_window_bounds_end_on_the_hour():
 
 def test_each_request_asks_for_one_ms_beyond_its_window():
     from kpi.settings import Settings
-    from kpi.source import day_windows, fetch_day
+    from kpi.source import day_windows
+    from tests.unit.kpi_helpers import fetch_day
 
     requests: list = []
     with in_process_client(source_with_three_days(), requests) as client:
@@ -274,7 +273,8 @@ def test_rows_between_integer_window_bounds_are_counted_once_in_the_right_window
 
 
 def test_a_days_windows_together_return_exactly_the_rows_of_the_day_by_floor():
-    from kpi.source import day_windows, fetch_day, fetch_rows
+    from kpi.source import day_windows, fetch_rows
+    from tests.unit.kpi_helpers import fetch_day
 
     app = source_with_three_days(seed=9)
     day_start, day_end = day_window_ms(WINDOW_DAY)

@@ -48,7 +48,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """Enough of KPIggybank (an empty range) and CouchDB (every database exists)."""
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = b"[]" if self.path.startswith("/wsapi/") else b'{"doc_count": 0}'
+        body = b"[]" if self.path.startswith("/wsapi/") else b'{}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -120,9 +120,8 @@ def test_couchdb_keeps_verifying_after_the_first_requests(tmp_path):
     port = free_port()
     with https_server(cert_a, key_a, port) as url:
         store = CouchStore(settings_for(url, ca_bundle=cert_a))
-        store.require_databases((AGGREGATES,))
-        assert store.doc_count(AGGREGATES) == 0
-        assert store.doc_count(AGGREGATES) == 0
+        for _ in range(3):
+            store.require_databases((AGGREGATES,))
     with https_server(cert_b, key_b, port), pytest.raises(StoreError) as caught:
-        store.doc_count(AGGREGATES)
+        store.require_databases((AGGREGATES,))
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)

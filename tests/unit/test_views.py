@@ -19,7 +19,7 @@ from kpi.views import (
     RATIO,
     headline_tiles,
     measures_of,
-    segment_order,
+    segment_orders,
     segmentations_of,
     view_block,
     view_files,
@@ -53,7 +53,7 @@ def test_arrays_are_aligned_to_calendar_days_with_null_for_missing_days():
     assert by_os["series"][0]["value"] == [1, None, 1]
     assert by_os["series"][1]["value"] == [2, None, None]
     # the page lists segments by volume: 2 blobs each, ties by name
-    assert segment_order(reports, "assertions", "OS") == ["Macintosh", "Windows 7"]
+    assert segment_orders(reports, "assertions")["OS"] == ["Macintosh", "Windows 7"]
 
     bounce = _block(reports["bounce_rate"], "bounce_rate", "Total", "2026-10-01", "2026-10-03")
     assert bounce["kind"] == COMPLEMENT
@@ -68,11 +68,11 @@ def test_segment_order_by_volume_and_medians_by_blobs():
     blobs += [blob(ENGAGED, "2026-10-01T09:00:00", user_agent={"os": "Macintosh"},
                    number_sites_signed_in=1) for _ in range(3)]
     reports = reports_of(blobs)
-    assert segment_order(reports, "assertions", "OS") == ["Macintosh", "Linux"]
+    assert segment_orders(reports, "assertions")["OS"] == ["Macintosh", "Linux"]
     # both have a median every day they have blobs; the medians rank by blobs: 3 vs 2
-    assert segment_order(reports, "sites_median", "OS") == ["Macintosh", "Linux"]
+    assert segment_orders(reports, "sites_median")["OS"] == ["Macintosh", "Linux"]
     # a ratio ranks by its denominator: new-user success has none here, so by name
-    assert segment_order(reports, "new_user_success", "OS") == ["Linux", "Macintosh"]
+    assert segment_orders(reports, "new_user_success")["OS"] == ["Linux", "Macintosh"]
 
 
 def _value(kind: str, series: dict, i: int):
