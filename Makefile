@@ -56,4 +56,4 @@ constraints:
 	rm -rf .venv-constraints
 
 clean:
-	rm -rf .devdata .airflow site_output .site_output.builds .pytest_cache .site_output.cache
+	rm -rf .devdata .airflow .pytest_cache site_output/site site_output/.site.builds site_output/.site.cache

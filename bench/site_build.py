@@ -6,7 +6,7 @@ fresh Python process, as every backfill and nightly publish is. Prints figures; 
 
 Steps:
 1. Setup, untimed: a fake KPIggybank (its own process) serves `--days` days of about
-   `--per-day` blobs; `kpi.pipeline.backfill` stores and aggregates them into databases with a
+   `--per-day` blobs; `kpi.backfill.backfill` stores and aggregates them into databases with a
    fresh prefix and publishes the site once (which also keeps the Vega bundle in
    `~/.cache/kpi/`, as any earlier build would have).
 2. Wall time of `python -m kpi.cli build-site` (interpreter start to exit), median of `--runs`
@@ -55,7 +55,7 @@ import cProfile, json, pstats, sys, time
 start = time.perf_counter()
 import kpi.cli
 from kpi.settings import Settings
-from kpi.pipeline import build_site
+from kpi.publish import build_site
 imported = time.perf_counter()
 settings = Settings.from_env()
 profile = cProfile.Profile()
@@ -126,7 +126,7 @@ def breakdown(env: dict[str, str], site_dir: Path) -> None:
                            check=True, capture_output=True, text=True)
     result = json.loads(probe.stdout.strip().splitlines()[-1])
     print(f"\nbreakdown of one `unchanged` build (fresh process), {env['PYTHONPATH']}:")
-    print(f"  imports (kpi.cli, kpi.pipeline)        {result['imports']:6.2f} s")
+    print(f"  imports (kpi.cli, kpi.publish)         {result['imports']:6.2f} s")
     print(f"  build_site, under cProfile             {result['build']:6.2f} s")
     shown = set()
     for key, label in STEPS:

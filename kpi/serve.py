@@ -36,7 +36,8 @@ WAITING_PAGE = f"""<!doctype html>
   <h1>Persona #signin Analytics</h1>
   <p>The site is waiting for the first run: no build has been published here yet. It appears
     once the pipeline has aggregated a day and built the site (with <code>make run</code>,
-    about a minute after Airflow is up). This page checks again every {RETRY_SECONDS} seconds.</p>
+    about 15 seconds after Airflow is up; each day the catch-up adds shows up as it is
+    published). This page checks again every {RETRY_SECONDS} seconds.</p>
 </body>
 </html>
 """.encode()

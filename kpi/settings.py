@@ -46,7 +46,9 @@ class Settings:
         "KPI_DB_PREFIX", "kpi", "Prefix of every CouchDB database name the pipeline creates."
     )
     site_dir: Path = _setting(
-        "KPI_SITE_DIR", Path("site_output"), "Folder the static site is published to."
+        "KPI_SITE_DIR", Path("site_output/site"),
+        "The published site, the path a web server serves: a link to the current build, "
+        "swapped in one step (builds beside it in .<name>.builds/).",
     )
     fetch_chunk_hours: int = _setting(
         "KPI_FETCH_CHUNK_HOURS", 6,

@@ -76,86 +76,18 @@ class Page:
     problems: tuple[str, ...] = ()
 
 
-PAGES = (
-    Page("new_user", "New user flow", "How far do new users get through sign-up?",
-         "The progress of new users through the sign-up flow: blobs reaching each step. "
-         "Staging continuations add steps 3 and 4 without step 1.",
-         "funnel", "Blobs reaching the step"),
-    Page("new_user_time", "New user flow over time",
-         "Day by day, what share of new users reach each sign-up step?",
-         "The share of new users reaching each sign-up step, per day, relative to step 1. It can "
-         "exceed 100% because staging continuations add steps 3 and 4 without step 1.",
-         "measures", "Share of step 1", percent=True),
-    Page("new_user_success", "New user success", "Can new users log in?",
-         "The share of new users who succeed in signing in: (IdP + fallback new users) / "
-         "(bounces + failures + IdP + fallback).", "series", "Success rate", percent=True),
-    Page("new_user_per_day", "New users per day", "How many new users per day?",
-         "New users who signed in successfully, via an IdP or a Persona-verified address.",
-         "series", "New users", area_toggle=True),
-    Page("password_reset", "Password reset flow", "Can users reset their password?",
-         "The share of users who began a password reset reaching each step, per day; the "
-         "funnel counts the blobs reaching each step over the chosen days.",
-         "funnel", "Share of step 1", percent=True),
-    Page("sites", "Persona adoption", "Persona adoption",
-         "Blobs carry the number of sites the user is signed in to; this is its daily mean over "
-         "blobs (a blob without the value counts 0). It is not the mean per user, which is "
-         "higher.", "series", "Mean sites signed in"),
-    Page("sites_median", "Sites (median)", "How many sites does a user sign in to?",
-         "The daily median of the sites value over the blobs that carry one.",
-         "series", "Median sites signed in"),
-    Page("assertions", "Sign-in attempts", "Total number of sign-in attempts",
-         "Every sign-in attempt sends one blob, so the number of blobs per day approximates the "
-         "number of attempts (blobs are not filtered on a generated assertion).",
-         "series", "Sign-in attempts (blobs)", area_toggle=True),
-    Page("new_user_bounce", "New user bounce rate",
-         "How many new users fail to engage with the dialog?",
-         "Bounces / (bounces + failures + IdP + fallback new users), over blobs whose dialog "
-         "was shown.", "series", "Bounce rate", percent=True),
-    Page("bounce_rate", "Bounce rate", "How many users fail to engage with the dialog?",
-         "1 − engaged / shown, over all blobs. A day where dialogs were shown and nobody "
-         "engaged is 100%.", "series", "Bounce rate", percent=True),
-    Page("general_progress_time", "General progress", "Do users progress through the dialog?",
-         "The share of all blobs reaching each stage of the dialog, per day.",
-         "measures", "Share of blobs", percent=True),
-    Page("email_activation", "Email activation", "Do users activate additional emails?",
-         "Blobs of sessions that sent an additional-email verification, by step reached.",
-         "funnel", "Blobs reaching the step"),
-    Page("data_quality", "Data quality", "Did every blob arrive and get counted?",
-         "Per day: rows fetched from KPIggybank, raw documents stored, duplicate rows, blobs "
-         "skipped for an empty event stream, rows quarantined as invalid, and blobs aggregated.",
-         "measures", "Rows or blobs", problems=PROBLEM_MEASURES),
-)
+def _page_copy() -> tuple[tuple[Page, ...], tuple[tuple[str, str, str], ...]]:
+    """The pages and the Definitions page's differences, from `report_templates/pages.json`
+    (the copy is data: edited there, not here)."""
+    copy = orjson.loads((TEMPLATES_DIR / "pages.json").read_bytes())
+    pages = tuple(Page(**{**page, "problems": PROBLEM_MEASURES if page.get("problems") else ()})
+                  for page in copy["pages"])
+    differences = tuple((item["what"], item["original"], item["here"])
+                        for item in copy["differences"])
+    return pages, differences
 
 
-DIFFERENCES = (
-    ("Segmented date ranges", "the end day was left out", "both ends included everywhere"),
-    ("Division by zero", "shown as 0 (and a 100% bounce rate as 0%)",
-     "an empty value / a gap; a day where nobody engaged has a bounce rate of 100%"),
-    ("Sites value", "the first truthy field (a 0 fell through to the next field)",
-     "the first present numeric field between 0 and 1,000,000 (0 counts; numeric strings "
-     "are read as numbers; a value out of range, e.g. 10^20, lets the next field count)"),
-    ("Sites median", "not offered (the README asked for it; a mean was computed)",
-     "the Sites (median) report, exact, from daily histograms"),
-    ("Emails", "a missing number_emails went to Other; Unknown stayed empty",
-     "missing → Unknown; fractions, negatives, strings → Other"),
-    ("Locale", "exact match only (en-US was Other)",
-     "exact alias, else the primary language subtag (en-US → English; pt-BR keeps its own)"),
-    ("Charts", "missing days filled with 0; area charts stacked ratios",
-     "missing days and null ratios are gaps; lines"),
-    ("Funnel steps", "steps absent from a day were left out", "every step, 0 when absent"),
-    ("Import", "KPIggybank's _rev was kept, causing conflicts on re-import",
-     "raw snapshots upserted by id; re-running a day changes nothing"),
-    ("New reports", "—", "Sites (median), Email activation, Data quality"),
-    ("Date range", "a slider from a hard-coded first day; a bad date raised an alert and still "
-     "reloaded", "presets (7, 30, 90 days, All) and From/To inputs over the published days; a "
-     "bad date is refused in place; the range is in the address, so a view can be shared"),
-    ("Funnel table", "rounded to 2 decimals then multiplied by 100 (57.99999999999999%); NaN or "
-     "Infinity for a zero denominator; the last Take Next Step showed 0%",
-     "round(100 · ratio)%, halves rounded up; a dash for a zero denominator and for the last "
-     "Take Next Step"),
-    ("Step charts", "steps with equal counts drew on top of each other",
-     "one small chart per step, so every step stays visible"),
-)
+PAGES, DIFFERENCES = _page_copy()
 
 
 def page_config(page: Page, config: Config, days: list[str], reports: dict[str, pd.DataFrame],

@@ -27,9 +27,12 @@ REDIS_PORT=${KPI_DEMO_REDIS_PORT:-6379}
 export KPI_COUCHDB_URL=${KPI_COUCHDB_URL:-http://127.0.0.1:$COUCH_PORT}
 export KPI_SOURCE_URL=${KPI_SOURCE_URL:-http://127.0.0.1:$SOURCE_PORT/wsapi/interaction_data}
 export KPI_START_DATE=${KPI_START_DATE:-$(date -u -d "$DAYS days ago" +%F)}
-export KPI_SITE_DIR=${KPI_SITE_DIR:-$ROOT/site_output}
+export KPI_SITE_DIR=${KPI_SITE_DIR:-$ROOT/site_output/site}
 
 mkdir -p .devdata .airflow
+# this run's service logs are .airflow/*.log; the earlier runs' are kept, the 5 newest, in
+# .airflow/previous-logs/<when that run last logged>/
+bash scripts/rotate-logs.sh .airflow 5
 export AIRFLOW_HOME=$ROOT/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
@@ -190,6 +193,7 @@ cat <<MSG
   Fake KPIggybank:                       $KPI_SOURCE_URL
   Dev CouchDB:                           http://127.0.0.1:$COUCH_PORT/
   Airflow logs:                          $AIRFLOW_HOME/{$components}.log
+    earlier runs' logs:                  $AIRFLOW_HOME/previous-logs/
 
   kpi_nightly catches up from $KPI_START_DATE to yesterday ($DAYS days); kpi_publish rebuilds
   the site when aggregates change. Ctrl-C (or \`make stop\` elsewhere) stops everything.

@@ -42,5 +42,5 @@ def scratch_root(tmp_path):
     root.mkdir()
     for name in ("scripts", "dags", ".venv"):
         (root / name).symlink_to(REPO / name)
-    (root / "site_output").mkdir()  # as in a clone (its .gitkeep)
+    (root / "site_output").mkdir()  # as in a clone (its README.md)
     return root

@@ -141,7 +141,7 @@ def test_make_run_distributed(scratch_root, tmp_path):
         assert_same(stack, one_pass)
 
         # the site the publish worker published: the catch-up's days, the one pass's numbers
-        site = root / "site_output"
+        site = root / "site_output" / "site"
         manifest = orjson.loads((site / "data" / "manifest.json").read_bytes())
         assert (manifest["first_day"], manifest["last_day"]) == tuple(map(str, days))
         def report_files(folder: Path) -> dict[str, bytes]:

@@ -20,7 +20,8 @@ import kpi
 from kpi.aggregate import daily_aggregates, sites_histogram
 from kpi.config import production_config
 from kpi.reports import QUALITY_MEASURES, Aggregates, build_reports
-from kpi.site import TEMPLATES_DIR, publish, render_site
+from kpi.site import TEMPLATES_DIR, render_site
+from kpi.sitedir import publish
 from kpi.stage import stage
 
 assert kpi.__file__.startswith(sys.argv[1]), kpi.__file__  # the installed copy, not the checkout
@@ -41,8 +42,10 @@ print(sorted(p.name for p in site.iterdir()))
 
 
 def test_a_wheel_installed_elsewhere_builds_the_site(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w",
+                            str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True,
+                           text=True)
+    assert "Warning" not in built.stdout + built.stderr  # e.g. setuptools' about packages
     wheel = next((tmp_path / "dist").glob("kpi-*.whl"))
     # a fresh venv whose only kpi is the wheel; the third-party packages come from this one
     venv = tmp_path / "venv"
