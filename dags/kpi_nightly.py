@@ -24,8 +24,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.trigger import CronTriggerTimetable
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from kpi.airflow import (  # standard library only at import: cheap when Airflow parses this
     aggregates_asset,

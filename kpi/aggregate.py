@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kpi.config import SEGMENTATIONS, Config
-from kpi.stage import OUTCOMES, step_columns
+from kpi.stage import OUTCOMES, stage, step_columns
 from kpi.words import plural
 
 KEYS = ["date", "segmentation", "segment"]
@@ -390,8 +390,6 @@ class DayAggregator:
                 self._stage()
 
     def _stage(self) -> None:
-        from kpi.stage import stage
-
         staged, counts = stage(self._pool, self.config)
         self._pool = []
         self.skipped_empty_stream += counts.skipped_empty_stream

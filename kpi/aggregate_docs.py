@@ -18,8 +18,11 @@ from datetime import date
 import orjson
 import pandas as pd
 
+from kpi import __version__
+from kpi.aggregate import count_columns
 from kpi.config import Config
 from kpi.couch import AGGREGATES, CouchStore, StoreError
+from kpi.formats import plain_number
 
 # Apache CouchDB refuses documents over `max_document_size` (8 MB by default): a sites histogram
 # larger than INLINE_BYTES (a day of many distinct fractional values) moves to chunk documents
@@ -33,8 +36,6 @@ def encode_frames(groups: pd.DataFrame, histogram: pd.DataFrame, columns: list[s
     """A day's (daily_aggregates, sites_histogram) as JSON lists, without the date column:
     `groups` rows are [segmentation, segment, *columns], `sites_histogram` rows
     [segmentation, segment, sites, blobs]."""
-    from kpi.reports import plain_number
-
     return {
         "groups": [
             [row[0], row[1], *(plain_number(v) for v in row[2:])]
@@ -75,9 +76,6 @@ def aggregates_document(
             so aggregates made with another configuration are recognised.
         quality: the day's D12 counts.
     """
-    from kpi import __version__
-    from kpi.aggregate import count_columns
-
     columns = count_columns(config)
     return {
         "_id": day.isoformat(),

@@ -47,6 +47,7 @@ import orjson
 import pandas as pd
 
 from kpi.config import AnomalyRules
+from kpi.formats import format_number, plain_number
 from kpi.words import plural
 
 LEVEL_DAYS = 7  # the recent level: the median of this many previous days
@@ -338,8 +339,6 @@ def clear_weekly_change(daily: list[float | None], current: float, previous: flo
 
 def anomalies_csv(flags: pd.DataFrame) -> str:
     """`data/anomalies.csv`: COLUMNS, numbers as in the report files (header only if empty)."""
-    from kpi.reports import format_number
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(COLUMNS)
@@ -351,8 +350,6 @@ def anomalies_csv(flags: pd.DataFrame) -> str:
 
 def anomalies_json(flags: pd.DataFrame) -> bytes:
     """`data/anomalies.json`: an array of objects with the CSV's keys."""
-    from kpi.reports import plain_number
-
     return orjson.dumps([
         {**row, "value": plain_number(row["value"]), "baseline": plain_number(row["baseline"])}
         for row in flags.to_dict("records")])

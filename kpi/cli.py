@@ -3,6 +3,9 @@ fake-source, couchdb.
 
 Exit status: 0 done; 1 an error (the message names it); 2 a usage error; 3 some days'
 restatements were refused (each is named on stderr with its counts; the other days are done).
+
+Each command imports what it runs when it runs (`kpi --help` and `kpi serve` start at once,
+without pandas).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import orjson
 
 from kpi.couch import MANIFESTS, CouchStore
 from kpi.days import day_keys
-from kpi.reports import format_number
+from kpi.formats import format_number
 
 COLUMNS = ("day", "stored", "fetched", "would_remove", "max_removed", "at")
 MANIFEST_FIELDS = ["day", "refused"]  # what a build reads of a refused day's manifest

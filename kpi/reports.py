@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
@@ -26,6 +25,7 @@ import pandas as pd
 
 from kpi.aggregate import KEYS
 from kpi.config import Config
+from kpi.formats import format_number, plain_number
 
 REPORT_COLUMNS = ["date", "segmentation", "segment", "measure", "value", "numerator", "denominator"]
 QUALITY_MEASURES = (
@@ -137,12 +137,6 @@ def _fold(frame: pd.DataFrame, small: np.ndarray, keys: list[str]) -> pd.DataFra
 def _rows_frame(rows: list[list]) -> pd.DataFrame:
     rows.sort(key=lambda row: (row[0], row[1], row[2], row[3]))
     return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
-
-
-def plain_number(value: object) -> int | float:
-    """Integral numbers as int (counts print as integers), others as float."""
-    number = float(value)
-    return int(number) if number.is_integer() else number
 
 
 def _groups(aggregates: Aggregates, segmented: bool) -> pd.DataFrame:
@@ -339,20 +333,6 @@ REPORTS: dict[str, Callable[[Aggregates, Config], pd.DataFrame]] = {
 def build_reports(aggregates: Aggregates, config: Config) -> dict[str, pd.DataFrame]:
     """Every report, by id."""
     return {name: build(aggregates, config) for name, build in REPORTS.items()}
-
-
-def format_number(value: object) -> str:
-    """Counts as integers, other numbers as the shortest round-tripping decimal, null as ''."""
-    if type(value) is int:  # the common case first: most values are counts
-        return str(value)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool):
-        msg = f"a report value must be a number, not {value!r}"
-        raise TypeError(msg)
-    if isinstance(value, int):  # an int subclass; report frames hold plain Python numbers
-        return str(value)
-    return repr(float(value))
 
 
 def _columns(report: pd.DataFrame) -> list[list]:
