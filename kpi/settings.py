@@ -308,7 +308,8 @@ def settings_reference() -> str:
     """The Markdown table of every setting (docs/configuration.md is generated from it)."""
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for env, default, meaning in settings_table():
-        meaning = meaning.replace("|", r"\|")  # a bar would end the table cell
+        # a bar would end the table cell, and <name> would be read as an HTML tag
+        meaning = meaning.replace("|", r"\|").replace("<", "&lt;").replace(">", "&gt;")
         lines.append(f"| `{env}` | `{default}` | {meaning} |")
     return "\n".join(lines) + "\n"
 

@@ -64,6 +64,7 @@ def test_the_reference_is_one_table_row_per_setting():
     assert lines[:2] == ["| Variable | Default | Meaning |", "|---|---|---|"]
     assert len(lines) == 2 + len(fields(Settings))
     assert all(line.count(" | ") - line.count(r"\|") == 2 for line in lines[2:])
+    assert "<" not in "".join(lines[2:]), "a <word> in a help text would vanish as an HTML tag"
 
 
 DOCS = [ROOT / "README.md", ROOT / "tests" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
