@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run run-distributed stop test lint bench clean constraints
+.PHONY: setup run run-distributed stop test lint bench docs screenshot clean constraints
 
 setup: $(VENV)/.installed node_modules/.installed
 	@bash scripts/ensure-chromium.sh
@@ -34,7 +34,16 @@ test: setup
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check kpi fake_source dags tests bench
+	$(BIN)/ruff check kpi fake_source dags tests bench docs
+
+# docs/configuration.md's settings table, regenerated from kpi/settings.py (tests/unit/test_docs.py
+# fails while it is stale).
+docs: setup
+	$(BIN)/cog -r docs/configuration.md
+
+# docs/screenshot.png, from the demo's 30 days backfilled without Airflow (about a minute).
+screenshot: setup
+	$(BIN)/python docs/screenshot.py
 
 bench: setup
 	$(BIN)/python bench/compute.py
