@@ -6,7 +6,8 @@ date order, so a build fetches, reports and formats only the days whose aggregat
 another CouchDB revision than the one the previous build used (a nightly run restates a few
 days), and splices them into the previous build's frames and file blocks. The result is the
 same, byte for byte, as a build from scratch (tested); the cost of a night no longer grows with
-the length of the history, except for the view files of the years that changed.
+the length of the history, except for the view files: every year's is rewritten on each
+publish.
 
 The cache is one file beside the published site (`.<site folder>.cache`), written atomically
 after a successful publish. It is keyed by the pipeline's code, the report configuration, the

@@ -17,7 +17,7 @@ results are checked), `_all_docs` (key ranges and `keys`) and `_find` (Mango sel
 an index: for small answers such as the refused days' manifests). It is a small client of our own
 rather than a library's: pycouchdb switches certificate checks off for the session of its
 database objects and calls its own private helpers; ibmcloudant pins dependencies below ours and
-costs several times the client CPU per request (see the README's "CouchDB client" for the
+costs several times the client CPU per request (docs/performance.md, "CouchDB client", gives the
 measured comparison).
 
 A day's documents are found by the byte-safe key range `["YYYY-MM-DD:", "YYYY-MM-DD;")`:

@@ -1,5 +1,6 @@
 """Serve the published site folder over HTTP (`kpi serve`). Standard library only, so it
-starts at once; any static web server can host the folder instead (see the README)."""
+starts at once; any static web server can host the folder instead
+(docs/operations.md, "Hosting the site")."""
 
 from __future__ import annotations
 

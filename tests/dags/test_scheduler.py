@@ -1,6 +1,6 @@
 """The DAGs under a real Airflow scheduler (`airflow standalone`, LocalExecutor), as `make run`
 deploys them: catchup runs the mapped extract tasks, the Asset triggers the publish, and the
-README's `airflow backfill create … --reprocess-behavior completed` re-runs days. The documents
+docs/operations.md's `airflow backfill create … --reprocess-behavior completed` re-runs days. The documents
 and files equal one pass of `kpi backfill` over the same days (no mapping, no Airflow)."""
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_scheduler_catchup_and_backfill_equal_one_pass(settings, recent_source, 
         published = settings.site_dir / "data" / "manifest.json"
         assert f'"last_day": "{yesterday.isoformat()}"' in published.read_text()
 
-        # the README's backfill command re-runs completed days: restated, never duplicated
+        # the documented backfill command re-runs completed days: restated, never duplicated
         started = datetime.now(UTC).isoformat(sep=" ")
         airflow.cli("backfill", "create", "--dag-id", "kpi_nightly",
                     "--from-date", (days[0] + timedelta(days=1)).isoformat(),
