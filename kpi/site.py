@@ -12,7 +12,7 @@ import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -30,6 +30,7 @@ from kpi.anomalies import (
 from kpi.chartcache import ChartTemplates, vega_bundle
 from kpi.chartstyle import PALETTE, THEMES
 from kpi.config import Config
+from kpi.days import day_ranges
 from kpi.refusals import refusals_csv, refusals_json
 from kpi.reports import PROBLEM_MEASURES, PROBLEM_SHARE, QUALITY_LABELS, Aggregates, to_csv, to_json
 from kpi.views import (
@@ -195,17 +196,6 @@ def asset_version() -> str:
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
-
-
-def day_ranges(days: list[str]) -> list[list[str]]:
-    """The days as `[first, last]` runs of consecutive days (what fed a build, compactly)."""
-    runs: list[list[str]] = []
-    for day in days:
-        if runs and date.fromisoformat(day) - date.fromisoformat(runs[-1][1]) == timedelta(1):
-            runs[-1][1] = day
-        else:
-            runs.append([day, day])
-    return runs
 
 
 def _write_json(path: Path, content: object) -> None:

@@ -1,7 +1,8 @@
 """The DAGs under a real Airflow scheduler (`airflow standalone`, LocalExecutor), as `make run`
 deploys them: catchup runs the mapped extract tasks, the Asset triggers the publish, and the
-docs/operations.md's `airflow backfill create … --reprocess-behavior completed` re-runs days. The documents
-and files equal one pass of `kpi backfill` over the same days (no mapping, no Airflow)."""
+documented `airflow backfill create … --reprocess-behavior completed` (docs/operations.md)
+re-runs days. The documents and files equal one pass of `kpi backfill` over the same days (no
+mapping, no Airflow)."""
 
 from __future__ import annotations
 
