@@ -87,11 +87,14 @@ function dataTable(className, captionText, header, rows, numeric, labels = {}) {
   return table;
 }
 
+/** The data table of the view, drawn only while its <details> is open. */
 export function fillDataTable() {
   const details = $("data-table");
   if (!details.open) return;
   const { header, rows, labels, numeric } = tableRows(true);
-  const table = dataTable(page.problems.length ? "data quality" : "data", `${plural(rows.length, "row")}, ${dayText(kpi.state.from)} to ${dayText(kpi.state.to)}`,
+  const caption = `${plural(rows.length, "row")}, ${dayText(kpi.state.from)} to `
+    + `${dayText(kpi.state.to)}`;
+  const table = dataTable(page.problems.length ? "data quality" : "data", caption,
     header, rows, (name) => numeric.has(name), labels);
   details.querySelector(".table-wrap").replaceChildren(table);
 }
@@ -101,6 +104,7 @@ function csvCell(value) {
   return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
+/** Download the view's table as a CSV file named for the report, segmentation and days. */
 export function downloadView() {
   const { header, rows } = tableRows();
   const text = [header, ...rows].map((row) => row.map(csvCell).join(",")).join("\n") + "\n";
