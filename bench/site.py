@@ -22,6 +22,7 @@ Steps:
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import tempfile
@@ -100,17 +101,30 @@ def page_bytes(site: Path) -> dict[str, int]:
     last = date.fromisoformat(manifest["last_day"])
     first = max(date.fromisoformat(manifest["first_day"]), last - timedelta(days=29))
     years = range(first.year, last.year + 1)
-    shared = (site / "static" / "site.css").stat().st_size + (
-        site / "static" / "common.js").stat().st_size
-    sizes = {"index.html": (site / "index.html").stat().st_size + shared
-             + (site / "static" / "overview.js").stat().st_size
+    style = (site / "static" / "site.css").stat().st_size
+    sizes = {"index.html": (site / "index.html").stat().st_size + style
+             + module_bytes(site / "static", "overview.js")
              + (site / "data" / "manifest.json").stat().st_size}
+    scripts = module_bytes(site / "static", "report.js")
     for page in PAGES:
         views = sum((site / "data" / "view" / page.id / "Total" / f"{year}.json").stat().st_size
                     for year in years)
-        sizes[f"{page.id}.html"] = ((site / f"{page.id}.html").stat().st_size + shared
-                                    + (site / "static" / "report.js").stat().st_size + views)
+        sizes[f"{page.id}.html"] = ((site / f"{page.id}.html").stat().st_size + style
+                                    + scripts + views)
     return sizes
+
+
+def module_bytes(static: Path, entry: str) -> int:
+    """Bytes of a page's entry module and of every module it imports, each counted once."""
+    seen: set[str] = set()
+    waiting = [entry]
+    while waiting:
+        name = waiting.pop()
+        if name not in seen:
+            seen.add(name)
+            text = (static / name).read_text(encoding="utf-8")
+            waiting += re.findall(r"""from\s+["']\./([\w-]+\.js)["']""", text)
+    return sum((static / name).stat().st_size for name in seen)
 
 
 def all_days_bytes(site: Path) -> int:

@@ -1,20 +1,14 @@
 // The overview: how fresh the data is (from data/manifest.json, judged in the reader's browser,
 // so a page cached or left open still tells the truth) and a sparkline per headline tile.
-import {
-  DAY_MS, dayNumber, draw, embedded, flagText, formatValue, loadFlags, onThemeChange, plural,
-} from "./common.js";
+import { extent, formatValue, hoursText, plural } from "./arithmetic.js";
+import { DAY_MS, dayNumber } from "./days.js";
+import { embedded } from "./dom.js";
+import { flagText, loadFlags } from "./flags.js";
+import { draw, onThemeChange } from "./vega.js";
 
 const overview = embedded("overview-config");
 const STALE_HOURS = 36;
 window.kpi = { ready: false, views: {}, flags: {} };
-
-function hoursText(hours) {
-  if (hours < 1) return "less than an hour";
-  if (hours >= 48) return `${Math.floor(hours / 24)} days`;
-  const whole = Math.floor(hours);
-  const minutes = Math.floor((hours - whole) * 60);
-  return `${whole} h${minutes ? ` ${minutes} min` : ""}`;
-}
 
 async function freshness() {
   const line = document.getElementById("freshness");
@@ -49,13 +43,11 @@ async function freshness() {
 }
 
 const build = document.querySelector('meta[name="kpi-build"]')?.content || "";
-let allFlags = null; // Promise of the build's flagged days (data/anomalies.json)
 
 /** The tile's flags: its report and measure, Total, on a day of its sparkline. */
 async function tileFlags(tile) {
-  allFlags = allFlags || loadFlags(build);
   const days = new Set(tile.recent.map(([day]) => day));
-  return (await allFlags).filter((f) => f.report === tile.report && f.measure === tile.measure
+  return (await loadFlags(build)).filter((f) => f.report === tile.report && f.measure === tile.measure
     && f.segmentation === "Total" && f.segment === "Total" && days.has(f.date));
 }
 
@@ -91,9 +83,10 @@ async function sparklines() {
     window.kpi.flags[tile.id] = flags;
     const rows = tile.recent.map(([day, value]) => ({ date: dayNumber(day) * DAY_MS, value }));
     const values = rows.filter((r) => r.value !== null).map((r) => r.value);
+    const [lowest, highest] = extent(values);
     const description = `${tile.label}, last ${plural(rows.length, "day")}: `
-      + (values.length ? `from ${formatValue(Math.min(...values), tile.percent)} to `
-        + `${formatValue(Math.max(...values), tile.percent)}` : "no values") + "."
+      + (values.length ? `from ${formatValue(lowest, tile.percent)} to `
+        + `${formatValue(highest, tile.percent)}` : "no values") + "."
       + flags.map((f) => ` ${f.text[0].toUpperCase()}${f.text.slice(1)}.`).join("");
     element.setAttribute("aria-label", description);
     window.kpi.views[tile.id] = await draw(element, overview.specs[tile.percent ? "percent" : "count"],

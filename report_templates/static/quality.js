@@ -1,7 +1,8 @@
 // The data quality page at a glance: one record per day of the chosen range (its counts, a
 // refused restatement, its flags) and which days are problem days. Pure functions of the view
-// the page loaded; report.js draws them.
-import { dayNumber, dayText, formatValue } from "./common.js";
+// the page loaded; report.js and tables.js show them.
+import { formatValue } from "./arithmetic.js";
+import { dayNumber, dayText } from "./days.js";
 
 /**
  * One record per day of the view `file` (`length` days) that has data or a refusal, oldest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -12,10 +13,11 @@ from bs4 import BeautifulSoup
 from kpi import charts
 from kpi.chartstyle import THEMES
 from kpi.reports import build_reports, to_csv, to_json
-from kpi.site import PAGES, kpi_change, kpi_number, page_config, render_site
+from kpi.site import PAGES, TEMPLATES_DIR, kpi_change, kpi_number, page_config, render_site
 from kpi.views import segmentations_of
 from tests.unit.kpi_helpers import CONFIG, aggregates_of, blob
 
+PAGE_FILES_WITH_SCRIPTS = ["index.html", *(f"{page.id}.html" for page in PAGES)]
 HOSTILE = 'Train </script><img src=x onerror="alert(1)"> & co'
 
 
@@ -269,11 +271,30 @@ def test_scripts_and_styles_carry_the_asset_version(site):
     refs = [tag.get("href") or tag.get("src") for tag in soup.select("link[rel=stylesheet], "
                                                                         "script[src]")]
     assert refs and all(ref.endswith(f"?v={version}") for ref in refs), refs
-    imports = json.loads(soup.find("script", type="importmap").string)["imports"]
-    assert imports == {f"./static/{name}.js": f"./static/{name}.js?v={version}"
-                       for name in ("common", "quality")}
+    # every module the site ships is fetched at this version, whichever module imports it
+    modules = sorted(path.name for path in (target / "static").glob("*.js"))
+    assert len(modules) > 5, modules
+    for page in PAGE_FILES_WITH_SCRIPTS:
+        soup = BeautifulSoup((target / page).read_text(encoding="utf-8"), "html.parser")
+        imports = json.loads(soup.find("script", type="importmap").string)["imports"]
+        assert imports == {f"./static/{name}": f"./static/{name}?v={version}"
+                           for name in modules}, page
     config = json.loads(soup.find("script", id="page-config").string)
     assert config["build"] == "20261004T000000.000000Z"  # view files are fetched per build
+
+
+def test_modules_import_one_another_by_names_the_import_map_pins():
+    """A specifier other than "./<a module of static/>.js" would escape the import map's
+    version (or fail on a static server): none is used."""
+    static = TEMPLATES_DIR / "static"
+    modules = {path.name for path in static.glob("*.js")}
+    specifier = re.compile(r"""\bimport\b[^"'`;]*?["'`]([^"'`]+)["'`]""")
+    for path in static.glob("*.js"):
+        found = specifier.findall(path.read_text(encoding="utf-8"))
+        assert all(name.startswith("./") and name[2:] in modules for name in found), (
+            path.name, found)
+    report = (static / "report.js").read_text(encoding="utf-8")
+    assert specifier.findall(report), "the pattern finds the entry module's imports"
 
 
 def test_the_vega_bundle_is_kept_in_the_user_cache_and_a_bad_copy_is_remade(

@@ -76,7 +76,7 @@ def test_segment_order_by_volume_and_medians_by_blobs():
 
 
 def _value(kind: str, series: dict, i: int):
-    """The page script's arithmetic (report.js `valueAt`), in Python."""
+    """The page script's arithmetic (static/arithmetic.js `valueAt`), in Python."""
     if kind not in (RATIO, COMPLEMENT):
         return series["value"][i]
     n, d = series["numerator"][i], series["denominator"][i]
