@@ -65,4 +65,4 @@ constraints:
 	rm -rf .venv-constraints
 
 clean:
-	rm -rf .devdata .airflow .pytest_cache site_output/site site_output/.site.builds site_output/.site.cache
+	rm -rf .devdata .airflow .pytest_cache site_output/site site_output/.site.* .site_output.builds .site_output.cache*

@@ -31,7 +31,6 @@ AGGREGATES = aggregates_asset()
 def kpi_publish():
     @task(queue=SETTINGS.publish_queue)
     def publish_site() -> str:
-
         return nightly_publish()
 
     publish_site()

@@ -1,7 +1,8 @@
 """Airflow glue: everything the DAGs in dags/ share, and the task entry points they call.
 
-DAG files import this module when Airflow parses them: it needs only the standard library and
-`kpi.settings` at import time; a task imports the pipeline (pandas and the rest) when it runs.
+DAG files import this module when Airflow parses them: it needs only the standard library,
+`kpi.settings` and `kpi.days` at import time; a task imports the pipeline (pandas and the rest)
+when it runs.
 
 - **Defaults**: every task retries twice with exponential backoff (1 minute, doubling, at most
   30), has an execution timeout (`KPI_TASK_TIMEOUT_MINUTES`), and on failing for good

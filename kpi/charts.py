@@ -27,6 +27,7 @@ from __future__ import annotations
 import altair as alt
 
 from kpi.chartstyle import PALETTE
+from kpi.days import DAY_MS
 
 DAY_FORMAT = "%a %b %d, %Y"
 
@@ -43,7 +44,7 @@ DAY_LABEL = "[utcFormat(datum.value, '%d'), utcFormat(datum.value, '%b')]"
 def _day(title: str | None = "Day (UTC)") -> alt.X:
     axis = alt.Axis(labelAngle=0, labelOverlap=True, labelSeparation=4, labelFlush=False,
                     grid=False, format="%b %d",  # the scale is UTC, so are its labels
-                    labelExpr=DAY_LABEL, tickMinStep=86_400_000)
+                    labelExpr=DAY_LABEL, tickMinStep=DAY_MS)
     return alt.X("date:T", title=title, axis=axis, scale=alt.Scale(type="utc"))
 
 

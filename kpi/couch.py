@@ -102,7 +102,7 @@ class Attachment:
     """Bytes sent as they are, not as JSON (`CouchStore.put_attachment`): one string, or
     pieces sent one after the other (never joined into a second copy)."""
 
-    data: bytes | tuple[bytes, ...]
+    data: bytes | bytearray | memoryview | tuple[bytes, ...]
     content_type: str = "application/octet-stream"
 
 
@@ -262,7 +262,8 @@ class CouchStore:
             StoreError: an answer that is not JSON (e.g. a proxy's page: a wrong URL).
         """
         if isinstance(body, Attachment):
-            pieces = (body.data,) if isinstance(body.data, bytes) else body.data
+            pieces = ((body.data,) if isinstance(body.data, (bytes, bytearray, memoryview))
+                      else body.data)
             content = iter(pieces)  # a new iterator each attempt; a length, so not chunked
             headers = {"Content-Type": body.content_type,
                        "Content-Length": str(sum(map(len, pieces)))}

@@ -13,6 +13,11 @@ EPOCH = date(1970, 1, 1)  # day 0 of blob timestamps
 EPOCH_ORDINAL = EPOCH.toordinal()
 
 
+def epoch_day(day: date) -> int:
+    """Days from 1970-01-01 to `day`."""
+    return day.toordinal() - EPOCH_ORDINAL
+
+
 def day_start_ms(day: date) -> int:
     """Milliseconds since the epoch at 00:00 UTC of `day`."""
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000

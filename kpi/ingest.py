@@ -310,10 +310,10 @@ def _close(store: CouchStore, day: date, parts: list[Part], present_raw: set[str
     if len(parts) == 1:  # its id sets as they are (a big day's million ids: not copied)
         snapshot.raw_ids = parts[0].snapshot.raw_ids
         snapshot.quarantine_ids = parts[0].snapshot.quarantine_ids
+    else:
+        snapshot.raw_ids = set().union(*(part.snapshot.raw_ids for part in parts))
+        snapshot.quarantine_ids = set().union(*(part.snapshot.quarantine_ids for part in parts))
     for part in parts:
-        if len(parts) > 1:
-            snapshot.raw_ids |= part.snapshot.raw_ids
-            snapshot.quarantine_ids |= part.snapshot.quarantine_ids
         snapshot.counts.update(part.snapshot.counts)
         snapshot.reasons.update(part.snapshot.reasons)
         snapshot.written += part.snapshot.written

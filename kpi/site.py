@@ -47,10 +47,8 @@ from kpi.words import plural
 
 log = logging.getLogger(__name__)
 
-# report_templates/ of a checkout (an editable install), else the copy a wheel ships in kpi/.
-_CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "report_templates"
-TEMPLATES_DIR = (_CHECKOUT_TEMPLATES if (_CHECKOUT_TEMPLATES / "report.html").is_file()
-                 else Path(__file__).resolve().parent / "report_templates")
+# report_templates/ beside kpi/: in a checkout, and in a wheel (it ships as a package of its own)
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "report_templates"
 VENDOR_BUNDLE = "vendor/vega-bundle.js"
 
 

@@ -84,6 +84,7 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
     Returns:
         `site_dir`, absolute.
     """
+    _refuse_a_folder_inside_a_build(site_dir)
     site_dir = site_path(site_dir)
     builds = builds_dir(site_dir)
     builds.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,20 @@ def publish(build: Callable[[Path], None], site_dir: Path) -> Path:
     os.replace(link, site_dir)
     _prune(builds, keep={target, previous})
     return site_dir
+
+
+def _refuse_a_folder_inside_a_build(site_dir: Path) -> None:
+    """Raise PublishError when a folder above `site_dir` is a link to a published build: a
+    site published with the old default (`KPI_SITE_DIR=site_output`, a link to a build) would
+    otherwise get the new site nested inside its old build, and the web server, serving the
+    old link, would show the old site forever."""
+    for folder in Path(site_dir).absolute().parents:
+        if folder.is_symlink() and folder.resolve().parent.name.endswith(".builds"):
+            msg = (f"{folder} is a link to a published build ({folder.resolve()}), from the "
+                   f"layout before site_output/site: remove the link (`rm {folder}`) and its "
+                   "builds and cache beside it, then serve the new KPI_SITE_DIR "
+                   f"({site_dir}); see docs/operations.md, \"Upgrading\"")
+            raise PublishError(msg)
 
 
 def _prune(builds: Path, keep: set[Path | None]) -> None:

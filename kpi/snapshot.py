@@ -238,7 +238,8 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
             than written, until `close_snapshot` lets them in.
     """
     # doc id → (database, digest, reason or status); an id in `final` but not in the pending
-    # run (below) is stored or known, or is being written (or staged) by an earlier run
+    # run (below) is stored or known, or is being written (or staged) by an earlier run; an id
+    # in the pending run may be stored too (`stored_too`)
     final: dict[str, tuple[str, str, str]] = {}
     snapshot = Snapshot()
     counts, reasons = snapshot.counts, snapshot.reasons
@@ -272,13 +273,22 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                     if doc is None or "_attachments" in doc:
                         raise
                     with counting:
-                        _quarantine_too_large(day, doc_id, doc, received, final, counts,
-                                              reasons, pending)
+                        quarantined = _quarantine_too_large(day, doc_id, doc, received, final,
+                                                            counts, reasons, pending)
                         # its blob was aggregated: the day is aggregated again from CouchDB
                         snapshot.restage |= kind == RAW
+                    if quarantined and kind == RAW and staging is None:
+                        # an earlier delivery an earlier run stored in raw must not stay there
+                        store.delete(RAW, [doc_id], before_write)
 
     def new_run() -> tuple[dict[str, dict[str, dict]], dict[str, list[str]], dict[str, object]]:
+        stored_too.clear()
         return {RAW: {}, QUARANTINE: {}}, {RAW: [], QUARANTINE: []}, {}
+
+    # doc id of the pending run → the database an earlier run wrote (or is writing) its earlier
+    # delivery to, when this run replaces it there (a changed repeat): if a later delivery in
+    # this run moves it to the other database, that copy is deleted. Few: repeats across runs.
+    stored_too: dict[str, str] = {}
 
     # pending: doc id → document of the run to write; moved: ids to delete first (a later
     # delivery moved them to the other database); received: doc id → its row as received
@@ -351,9 +361,16 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                         _count(counts, reasons, earlier[0], earlier[2], -1)
                         if earlier[0] == RAW and blobs.pop(doc_id, None) is None:
                             snapshot.restage = True  # its blob was aggregated with its batch
-                        if (pending[earlier[0]].pop(doc_id, None) is None
-                                and earlier[0] != kind and staging is None):
-                            moved[earlier[0]].append(doc_id)  # stored (or being written)
+                        pending_before = pending[earlier[0]].pop(doc_id, None) is not None
+                        # where a copy of it is stored (or being written), if anywhere
+                        stored = stored_too.get(doc_id) if pending_before else earlier[0]
+                        if stored is not None and staging is None:
+                            if stored != kind:  # deleted there before this run is written
+                                if doc_id not in moved[stored]:
+                                    moved[stored].append(doc_id)
+                                stored_too.pop(doc_id, None)
+                            else:
+                                stored_too[doc_id] = stored
                     final[doc_id] = (kind, digest, note)
                     pending[kind][doc_id] = doc
                     if kind == RAW:
@@ -478,10 +495,10 @@ def write_record(store: CouchStore, day: date, rows: dict[str, tuple[str, str, s
 
 def _quarantine_too_large(day: date, doc_id: str, doc: dict, received: dict[str, object],
                           final: dict[str, tuple[str, str, str]], counts: Counter,
-                          reasons: Counter, pending: dict[str, dict[str, dict]]) -> None:
+                          reasons: Counter, pending: dict[str, dict[str, dict]]) -> bool:
     """Quarantine a batch's row the server refused as too large, kept whole as an attachment
     (`too_large_doc`), unless a later batch delivered other content for its id meanwhile: that
-    delivery, counted already, replaces it."""
+    delivery, counted already, replaces it. Returns whether it quarantined the row."""
     row = received.get(doc_id, doc.get("row"))
     if isinstance(row, Received):
         row = row.row(doc)
@@ -489,11 +506,12 @@ def _quarantine_too_large(day: date, doc_id: str, doc: dict, received: dict[str,
     content = doc["blob"] if "blob" in doc else doc.get("row")
     if digest != (hashlib.sha1(content.data).hexdigest() if isinstance(content, Encoded)
                   else storable(content)[1]):
-        return
+        return False
     _count(counts, reasons, kind, note, -1)
     final[doc_id] = (QUARANTINE, digest, TOO_LARGE)
     pending[QUARANTINE][doc_id] = too_large_doc(doc_id, day, row)
     _count(counts, reasons, QUARANTINE, TOO_LARGE, +1)
+    return True
 
 
 class Received(NamedTuple):

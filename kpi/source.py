@@ -27,7 +27,7 @@ import httpx
 import orjson
 from tenacity import RetryError
 
-from kpi.days import EPOCH_ORDINAL, day_window_ms
+from kpi.days import day_window_ms, epoch_day
 from kpi.overlap import gc_paused
 from kpi.retry import retrying
 from kpi.settings import Settings, split_credentials
@@ -149,8 +149,8 @@ def check_row(row: object, day: date | None = None) -> RowCheck:
 
 @functools.lru_cache(maxsize=64)
 def _epoch_days(day: date) -> int:
-    """Days from 1970-01-01 to `day`."""
-    return day.toordinal() - EPOCH_ORDINAL
+    """Days from 1970-01-01 to `day` (`kpi.days.epoch_day`, cached: asked once a row)."""
+    return epoch_day(day)
 
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from kpi.blob import SITES_FIELDS
 from kpi.config import SEGMENTATIONS, Config
-from kpi.days import EPOCH
+from kpi.days import DAY_MS, EPOCH
 from kpi.overlap import gc_paused
 from kpi.source import MAX_TIMESTAMP_MS, check_row
 
@@ -285,7 +285,7 @@ def stage(blobs: Iterable[dict], config: Config) -> tuple[pd.DataFrame, StageCou
                     counts.reject("event_stream item name is not a string")
                     continue
                 profile = profiles[key] = len(profiles)
-            days.append(int(timestamp // 86_400_000))
+            days.append(int(timestamp // DAY_MS))
             profile_ids.append(profile)
             agent = blob.get("user_agent")
             if type(agent) is dict:

@@ -33,6 +33,7 @@ import pandas as pd
 
 from kpi.anomalies import clear_weekly_change
 from kpi.config import SEGMENTATIONS, Config
+from kpi.days import epoch_day
 from kpi.reports import QUALITY_MEASURES, Aggregates, histogram_medians
 
 # How a report's value is made from what the view file ships.
@@ -84,7 +85,7 @@ def measures_of(report: str, config: Config) -> tuple[str, ...]:
 
 def day_number(day: str) -> int:
     """Days since 1970-01-01 of a `YYYY-MM-DD` day."""
-    return date.fromisoformat(day).toordinal() - date(1970, 1, 1).toordinal()
+    return epoch_day(date.fromisoformat(day))
 
 
 def view_block(rows: pd.DataFrame, report_id: str, segmentation: str, first_day: str,

@@ -15,4 +15,4 @@ folder="$dir/previous-logs/$(date -u -r "$newest" +%Y%m%dT%H%M%SZ)"
 mkdir -p "$folder"
 mv "${logs[@]}" "$folder/"
 # the folders' names sort by time: all but the KEEP newest go
-ls -1d "$dir"/previous-logs/*/ | sort | head -n "-$keep" | xargs -r rm -rf
+ls -1d "$dir"/previous-logs/*/ | sort | head -n "-$keep" | xargs -r -d '\n' rm -rf

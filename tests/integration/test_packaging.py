@@ -62,3 +62,15 @@ def test_a_wheel_installed_elsewhere_builds_the_site(tmp_path):
     for name in ("index.html", "new_user.html", "static", "data", "vendor"):
         assert name in result.stdout
     assert (tmp_path / "site" / "static" / "report.js").is_file()
+
+
+def test_an_editable_install_is_one_path_and_warns_of_nothing(tmp_path):
+    """What `make setup` does (`pip install -e .`): setuptools finds every package at the top
+    of the checkout, so the install is one path entry, and prints no warning."""
+    target = tmp_path / "target"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-e",
+                                str(ROOT), "--target", str(target)], check=True,
+                               capture_output=True, text=True)
+    assert "Warning" not in installed.stdout + installed.stderr
+    (path_file,) = target.glob("__editable__.kpi-*.pth")
+    assert path_file.read_text().split() == [str(ROOT)]

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from kpi.couch import (
+    QUARANTINE,
     RAW,
     CouchStore,
     DocumentTooLarge,
@@ -22,7 +23,7 @@ from kpi.couch import (
     dumps,
 )
 from kpi.days import utc_day_of
-from kpi.rows import encoded, storable
+from kpi.rows import TOO_LARGE, encoded, storable
 from kpi.settings import Settings
 from kpi.snapshot import Received, _as_received, store_rows
 from kpi.source import check_row
@@ -134,6 +135,74 @@ def test_a_later_delivery_moving_a_written_row_deletes_it_where_it_was_only():
     assert deleted == [(store.name(RAW), [prefix + "a"])]
     assert snapshot.raw_ids == {prefix + "b"}
     assert snapshot.quarantine_ids == {prefix + "a", prefix + "c"}
+
+
+def keeping_store(refuse: bytes = b"") -> tuple[CouchStore, dict[str, dict[str, bytes]]]:
+    """A store whose server keeps what it is written and deletes what it is told (database →
+    id → document); a raw document whose JSON holds `refuse` is answered 413 (too large)."""
+    held: dict[str, dict[str, bytes]] = {}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        database, _, what = request.url.path.strip("/").partition("/")
+        documents = held.setdefault(database, {})
+        if what == "_bulk_docs":
+            answers = []
+            for doc in orjson.loads(request.content)["docs"]:
+                if refuse and refuse in orjson.dumps(doc) and database.endswith("_raw"):
+                    answers.append({"id": doc["_id"], "error": "document_too_large",
+                                    "reason": doc["_id"]})
+                    continue
+                if doc.get("_deleted"):
+                    documents.pop(doc["_id"], None)
+                else:
+                    documents[doc["_id"]] = orjson.dumps(doc)
+                answers.append({"id": doc["_id"], "rev": "1-a", "ok": True})
+            return httpx.Response(201, json=answers)
+        if what == "_all_docs" and request.method == "POST":
+            return httpx.Response(200, json={"rows": [
+                {"id": key, "key": key, "value": {"rev": "1-a"}} if key in documents
+                else {"key": key, "error": "not_found"}
+                for key in orjson.loads(request.content)["keys"]]})
+        return httpx.Response(200, json={"rows": []})
+
+    settings = Settings(couchdb_url="http://couch.test:5984", couchdb_writers=1)
+    return CouchStore(settings, transport=httpx.MockTransport(handle)), held
+
+
+INVALID_A = {"id": "a", "key": START_MS, "value": {"timestamp": "noon"}}
+
+
+@pytest.mark.parametrize(("later", "raw", "quarantined"), [
+    # changed in raw, then invalid, in one later run: the earlier run's raw copy is deleted
+    ([row("a", 1), INVALID_A], {"b"}, {"a"}),
+    # ... then valid again: it ends in raw, as its last delivery
+    ([row("a", 1), INVALID_A, row("a", 2)], {"a", "b"}, set()),
+    # invalid, then valid again in the same later run
+    ([INVALID_A, row("a", 2)], {"a", "b"}, set()),
+])
+def test_a_row_an_earlier_run_stored_ends_only_where_its_last_delivery_goes(later, raw,
+                                                                            quarantined):
+    store, held = keeping_store()
+    assert check_row(INVALID_A, DAY).status == "rejected"
+    snapshot = store_rows(store, DAY, [[row("a"), row("b")], later], set(), set(), run_rows=2,
+                          first_run=2)
+    prefix = "2026-10-07:"
+    assert snapshot.raw_ids == {prefix + doc_id for doc_id in raw}
+    assert snapshot.quarantine_ids == {prefix + doc_id for doc_id in quarantined}
+    assert set(held[store.name(RAW)]) == snapshot.raw_ids
+    assert set(held.get(store.name(QUARANTINE), {})) == snapshot.quarantine_ids
+
+
+def test_a_changed_repeat_refused_as_too_large_leaves_no_earlier_copy_in_raw():
+    store, held = keeping_store(refuse=b"huge")
+    huge = {"id": "a", "key": START_MS + 1,
+            "value": {"timestamp": START_MS + 1, "event_stream": [["huge", 1]]}}
+    snapshot = store_rows(store, DAY, [[row("a"), row("b")], [huge]], set(), set(), run_rows=2,
+                          first_run=2)
+    prefix = "2026-10-07:"
+    assert snapshot.raw_ids == {prefix + "b"} and snapshot.quarantine_ids == {prefix + "a"}
+    assert set(held[store.name(RAW)]) == {prefix + "b"}
+    assert orjson.loads(held[store.name(QUARANTINE)][prefix + "a"])["reason"] == TOO_LARGE
 
 
 def test_the_rows_of_windows_before_a_failing_one_are_still_written():

@@ -7,8 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from kpi.settings import Settings
-from kpi.sitedir import builds_dir, publish
+from kpi.sitedir import PublishError, builds_dir, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,3 +37,16 @@ def test_publishing_swaps_the_live_site_below_the_tracked_folder(tmp_path):
     assert sorted(path.name for path in folder.iterdir()) == [".site.builds", "README.md",
                                                               "site"]
     assert (folder / "README.md").read_text() == (ROOT / "site_output" / "README.md").read_text()
+
+
+def test_a_site_output_link_of_the_old_layout_is_refused_not_built_into(tmp_path):
+    """Before site_output/site, `site_output` itself was the link to the published build: a
+    publish below it would land inside that old build, unseen. It is refused, naming the fix."""
+    old_build = tmp_path / ".site_output.builds" / "20261201T000000-a"
+    old_build.mkdir(parents=True)
+    (old_build / "index.html").write_text("old")
+    (tmp_path / "site_output").symlink_to(old_build)
+    with pytest.raises(PublishError, match="layout before site_output/site.*rm "):
+        publish(lambda target: (target / "index.html").write_text("new"),
+                tmp_path / "site_output" / "site")
+    assert sorted(path.name for path in old_build.iterdir()) == ["index.html"]
