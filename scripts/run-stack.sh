@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: dev CouchDB + fake KPIggybank (30 days of history) + Airflow (catchup fills those
-# days) + the site on http://localhost:3434. Ctrl-C stops everything this script started.
+# days) + the site on http://127.0.0.1:3434. Ctrl-C stops everything this script started.
 # `make run-distributed` (--distributed): the same with Airflow's CeleryExecutor, Redis as its
 # broker and two Celery workers, each with a HOME and temporary folder of its own; one serves
 # KPI_PUBLISH_QUEUE (the publish task) and the default queue, the other the default queue only.
@@ -187,7 +187,7 @@ done
 
 cat <<MSG
 
-  Site (refreshes after every DAG run):  http://localhost:$SITE_PORT/
+  Site (refreshes after every DAG run):  http://127.0.0.1:$SITE_PORT/
   Airflow UI (user admin):               http://127.0.0.1:$AIRFLOW_PORT/
     admin password:                      $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
   Fake KPIggybank:                       $KPI_SOURCE_URL
@@ -195,8 +195,8 @@ cat <<MSG
   Airflow logs:                          $AIRFLOW_HOME/{$components}.log
     earlier runs' logs:                  $AIRFLOW_HOME/previous-logs/
 
-  kpi_nightly catches up from $KPI_START_DATE to yesterday ($DAYS days); kpi_publish rebuilds
-  the site when aggregates change. Ctrl-C (or \`make stop\` elsewhere) stops everything.
+  kpi_nightly catches up on the days from $KPI_START_DATE to yesterday that it has not run yet
+  (a first run: all $DAYS); kpi_publish rebuilds the site when aggregates change. Ctrl-C (or \`make stop\` elsewhere) stops everything.
 
 MSG
 if [ "$MODE" = distributed ]; then
