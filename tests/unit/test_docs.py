@@ -105,6 +105,9 @@ def test_the_readme_is_one_screen_that_links_every_docs_page():
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_docs_stand_alone(page):
-    """The docs name no file outside the repository (a planning folder, a spec)."""
+    """The docs name no file outside the repository (a planning folder, a spec): every
+    relative path that climbs (`../…`) stays inside it, and no spec is cited."""
     text = page.read_text(encoding="utf-8")
-    assert "../shared" not in text and "SPEC" not in text
+    for climbing in re.findall(r"(?:\.\./)+[\w.-]+", text):
+        assert (page.parent / climbing).resolve().is_relative_to(ROOT), (page.name, climbing)
+    assert "SPEC" not in text
