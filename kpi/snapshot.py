@@ -281,14 +281,14 @@ def store_rows(store: CouchStore, day: date, batches: Iterable[list],
                         # an earlier delivery an earlier run stored in raw must not stay there
                         store.delete(RAW, [doc_id], before_write)
 
-    def new_run() -> tuple[dict[str, dict[str, dict]], dict[str, list[str]], dict[str, object]]:
-        stored_too.clear()
-        return {RAW: {}, QUARANTINE: {}}, {RAW: [], QUARANTINE: []}, {}
-
     # doc id of the pending run → the database an earlier run wrote (or is writing) its earlier
     # delivery to, when this run replaces it there (a changed repeat): if a later delivery in
     # this run moves it to the other database, that copy is deleted. Few: repeats across runs.
     stored_too: dict[str, str] = {}
+
+    def new_run() -> tuple[dict[str, dict[str, dict]], dict[str, list[str]], dict[str, object]]:
+        stored_too.clear()
+        return {RAW: {}, QUARANTINE: {}}, {RAW: [], QUARANTINE: []}, {}
 
     # pending: doc id → document of the run to write; moved: ids to delete first (a later
     # delivery moved them to the other database); received: doc id → its row as received
